@@ -1,0 +1,94 @@
+"""Hook specifications of the ltx-trainer plugin host.
+
+The marker pair is named after the host project (``ltx_trainer``), so a plugin written against this host reads the
+same as one written for a future upstream plugin seam. Plugins import only :data:`hookimpl`.
+
+Every hook receives a registry object or a mutable context instead of returning values; that keeps the call order
+irrelevant and lets the host reject duplicates with a message that names both plugins.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import typer
+
+    from ltx_audio_reference.registry import (
+        CheckpointMetadata,
+        ConfigFieldRegistry,
+        ConditionerRegistry,
+        LoraContext,
+        ModelContext,
+        StrategyRegistry,
+    )
+
+PROJECT_NAME = "ltx_trainer"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+__all__ = ["PROJECT_NAME", "hookimpl"]
+
+
+@hookspec
+def register_strategies(register: StrategyRegistry) -> None:
+    """Register training strategies by name.
+
+    :param register: call ``register(name, config_cls, strategy_cls)``; classes may be given as ``"module:attr"``
+        strings so that listing strategies never imports ltx-trainer.
+    """
+
+
+@hookspec
+def register_commands(cli: typer.Typer) -> None:
+    """Add commands or sub-command groups to the ``ltx-trainer`` CLI.
+
+    :param cli: the root typer application.
+    """
+
+
+@hookspec
+def register_config_fields(register: ConfigFieldRegistry) -> None:
+    """Add fields to the stock trainer config (for example a ``block_swap`` section).
+
+    :param register: call ``register(owner, name, annotation, field)`` with owner ``"root"`` or ``"acceleration"``.
+    """
+
+
+@hookspec
+def configure_lora(context: LoraContext) -> None:
+    """Adjust the LoRA target modules before peft wraps the model.
+
+    :param context: the trainer config, the strategy, the unwrapped model and the mutable ``target_modules`` list.
+    """
+
+
+@hookspec
+def configure_model(context: ModelContext) -> None:
+    """Prepare the LoRA-wrapped model right before ``accelerator.prepare`` (block swap plugs in here).
+
+    :param context: the trainer config, the strategy, the model, the accelerator and ``device_placement``, which a
+        plugin sets to ``False`` when it places the model's parts on the device itself.
+    """
+
+
+@hookspec
+def register_reference_conditioners(register: ConditionerRegistry) -> None:
+    """Register the function that places a strategy's reference tokens in validation and inference.
+
+    :param register: call ``register(strategy_name, modality, conditioner)``; see
+        :class:`ltx_audio_reference.registry.ReferenceConditioner` for the call signature.
+    """
+
+
+@hookspec
+def checkpoint_metadata(config: object, strategy: object, metadata: CheckpointMetadata) -> None:
+    """Add entries to the safetensors metadata of every exported checkpoint.
+
+    :param config: the trainer config.
+    :param strategy: the training strategy instance.
+    :param metadata: call ``metadata.add(key, value)``; values are stored JSON-encoded (strings as-is).
+    """

@@ -1,0 +1,137 @@
+"""The plugin manager: built lazily, once, from the ``ltx_trainer`` entry-point group.
+
+Environment switches:
+    ``LTX_TRAINER_PLUGINS_BLOCK``: comma-separated plugin names (entry-point names) that are not loaded.
+    ``LTX_TRAINER_PLUGINS_ALLOW``: when set, only these plugin names are loaded (the built-in one included).
+    ``LTX_TRAINER_PLUGINS_TRACE``: when set to 1, every hook call is logged at DEBUG level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from importlib import metadata
+
+import pluggy
+
+from ltx_audio_reference import hookspecs
+from ltx_audio_reference.registry import (
+    ConditionerRegistry,
+    ConfigFieldRegistry,
+    StrategyRegistry,
+)
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
+BLOCK_ENV = "LTX_TRAINER_PLUGINS_BLOCK"
+ALLOW_ENV = "LTX_TRAINER_PLUGINS_ALLOW"
+TRACE_ENV = "LTX_TRAINER_PLUGINS_TRACE"
+
+_lock = threading.Lock()
+_manager: pluggy.PluginManager | None = None
+
+
+def _names_from_env(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def build_plugin_manager() -> pluggy.PluginManager:
+    """Build a fresh manager: load the entry points, honour the allow/block lists, then ``check_pending()``.
+
+    The package's own plugin is an entry point of the same group, so it loads like any third party. When the package
+    runs from a source tree without installed metadata, the built-in plugin is registered directly as a fallback.
+
+    Returns:
+        A new plugin manager. Use :func:`get_plugin_manager` for the shared one.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+
+    blocked = _names_from_env(BLOCK_ENV) or set()
+    allowed = _names_from_env(ALLOW_ENV)
+    for name in blocked:
+        pm.set_blocked(name)
+
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in blocked or (allowed is not None and ep.name not in allowed):
+            logger.debug("Plugin %s not loaded (allow/block list)", ep.name)
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        plugin = ep.load()
+        pm.register(plugin, name=ep.name)
+        logger.debug("Loaded plugin %s from %s", ep.name, ep.value)
+
+    from ltx_audio_reference import builtin  # noqa: PLC0415 - avoids a cycle with the built-in plugin
+
+    builtin_name = builtin.PLUGIN_NAME
+    if (
+        not pm.is_registered(builtin)
+        and builtin_name not in blocked
+        and (allowed is None or builtin_name in allowed)
+        and not pm.is_blocked(builtin_name)
+    ):
+        pm.register(builtin, name=builtin_name)
+
+    if os.environ.get(TRACE_ENV) == "1":
+        pm.trace.root.setwriter(lambda msg: logger.debug("%s", msg.rstrip()))
+        pm.enable_tracing()
+
+    pm.check_pending()
+    return pm
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, built on first use."""
+    global _manager  # noqa: PLW0603 - a lazily built singleton
+    with _lock:
+        if _manager is None:
+            _manager = build_plugin_manager()
+        return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget the shared manager so the next :func:`get_plugin_manager` rebuilds it (tests, env changes)."""
+    global _manager  # noqa: PLW0603
+    with _lock:
+        _manager = None
+
+
+def _plugin_name(pm: pluggy.PluginManager, impl: pluggy.HookImpl) -> str:
+    return pm.get_name(impl.plugin) or repr(impl.plugin)
+
+
+def collect_strategies(pm: pluggy.PluginManager | None = None) -> StrategyRegistry:
+    """Run ``register_strategies`` on every plugin and return the filled registry."""
+    pm = pm or get_plugin_manager()
+    registry = StrategyRegistry()
+    for impl in pm.hook.register_strategies.get_hookimpls():
+        registry.current_plugin = _plugin_name(pm, impl)
+        logger.debug("register_strategies -> %s", registry.current_plugin)
+        impl.function(register=registry)
+    return registry
+
+
+def collect_config_fields(pm: pluggy.PluginManager | None = None) -> ConfigFieldRegistry:
+    """Run ``register_config_fields`` on every plugin and return the filled registry."""
+    pm = pm or get_plugin_manager()
+    registry = ConfigFieldRegistry()
+    for impl in pm.hook.register_config_fields.get_hookimpls():
+        registry.current_plugin = _plugin_name(pm, impl)
+        impl.function(register=registry)
+    return registry
+
+
+def collect_conditioners(pm: pluggy.PluginManager | None = None) -> ConditionerRegistry:
+    """Run ``register_reference_conditioners`` on every plugin and return the filled registry."""
+    pm = pm or get_plugin_manager()
+    registry = ConditionerRegistry()
+    for impl in pm.hook.register_reference_conditioners.get_hookimpls():
+        registry.current_plugin = _plugin_name(pm, impl)
+        impl.function(register=registry)
+    return registry
