@@ -1,0 +1,1 @@
+"""Training-time block swap: frozen base weights streamed host-to-device around each block."""
