@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
     from ltx_audio_reference.registry import (
         CheckpointMetadata,
-        ConfigFieldRegistry,
         ConditionerRegistry,
+        ConfigFieldRegistry,
         LoraContext,
         ModelContext,
         StrategyRegistry,
@@ -55,6 +55,16 @@ def register_config_fields(register: ConfigFieldRegistry) -> None:
     """Add fields to the stock trainer config (for example a ``block_swap`` section).
 
     :param register: call ``register(owner, name, annotation, field)`` with owner ``"root"`` or ``"acceleration"``.
+    """
+
+
+@hookspec
+def validate_config(config: object) -> None:
+    """Check the parsed trainer config before any model is loaded; raise ``ValueError`` saying how to fix it.
+
+    Called by ``ltx-trainer check`` and at the start of the stock trainer's ``__init__``.
+
+    :param config: the stock ``LtxTrainerConfig`` (with plugin fields).
     """
 
 

@@ -212,7 +212,9 @@ class ConditionerRegistry:
         self._entries: dict[tuple[str, str], tuple[ReferenceConditioner, str]] = {}
         self.current_plugin = "<direct>"
 
-    def __call__(self, strategy_name: str, modality: Literal["audio", "video"], conditioner: ReferenceConditioner) -> None:
+    def __call__(
+        self, strategy_name: str, modality: Literal["audio", "video"], conditioner: ReferenceConditioner
+    ) -> None:
         """Register the conditioner that places ``modality`` references for ``strategy_name``.
 
         Raises:

@@ -1,0 +1,138 @@
+"""``ltx-trainer check``: validate a raw config and its data without loading a model.
+
+With ltx-trainer importable the whole config goes through the stock ``LtxTrainerConfig`` (after the bridge is
+installed) and the plugins' ``validate_config`` hooks. Without it, the strategy section goes through the registered
+strategy's own config class and the data is still checked; stock sections are then left unvalidated, and a note
+says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+from pydantic import ValidationError
+
+from ltx_audio_reference import bridge
+from ltx_audio_reference.datacheck import Problem, check_dataset
+from ltx_audio_reference.registry import StrategyRegistry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckReport:
+    """What ``check`` found."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    summary: str = ""
+
+
+def _validation_lines(error: ValidationError, prefix: str = "") -> list[str]:
+    lines = []
+    for err in error.errors():
+        loc = ".".join(str(part) for part in (*prefix.split(".")[: 1 if prefix else 0], *err["loc"]))
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f"; found {value!r}"
+        lines.append(f"config {loc or '(root)'}: {err['msg']}{shown}")
+    return lines
+
+
+def _strategy_section(data: dict[str, Any]) -> dict[str, Any]:
+    section = data.get("training_strategy")
+    return section if isinstance(section, dict) else {}
+
+
+def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckReport) -> Any:  # noqa: ANN401
+    """Validate through the stock config model; returns the parsed strategy config or None."""
+    from pydantic import TypeAdapter  # noqa: PLC0415
+
+    bridge.install(pm)
+    from ltx_trainer.config import LtxTrainerConfig  # noqa: PLC0415
+
+    try:
+        parsed = LtxTrainerConfig(**data)
+    except ValidationError as e:
+        # The stock validator also reports missing data folders; the data check names them more precisely.
+        report.problems.extend(
+            line for line in _validation_lines(e) if "does not exist under preprocessed_data_root" not in line
+        )
+    else:
+        try:
+            pm.hook.validate_config(config=parsed)
+        except ValueError as e:
+            report.problems.append(f"config: {e}")
+        return parsed.training_strategy
+    annotation = LtxTrainerConfig.model_fields["training_strategy"].rebuild_annotation()
+    try:
+        return TypeAdapter(annotation).validate_python(_strategy_section(data))
+    except ValidationError:
+        return None  # already reported above
+
+
+def _without_trainer(data: dict[str, Any], registry: StrategyRegistry, report: CheckReport) -> Any:  # noqa: ANN401
+    name = _strategy_section(data).get("name", "text_to_video")
+    report.notes.append(
+        "ltx-trainer is not importable here: only the strategy section and the data are checked "
+        "(install ltx-trainer for a full check of every section)"
+    )
+    if name not in registry:
+        if name not in registry.available():
+            report.problems.append(
+                f"config training_strategy.name: expected one of {', '.join(registry.available())}; found {name!r}"
+            )
+        else:
+            report.notes.append(f"stock strategy {name!r} cannot be validated without ltx-trainer")
+        return None
+    try:
+        return registry.get(name).config_cls.model_validate(_strategy_section(data))
+    except ValidationError as e:
+        report.problems.extend(_validation_lines(e, prefix="training_strategy"))
+        return None
+
+
+def check_config(
+    data: dict[str, Any],
+    *,
+    registry: StrategyRegistry,
+    pm: pluggy.PluginManager,
+    max_files: int | None = None,
+) -> CheckReport:
+    """Check a raw config dict and the preprocessed data it points to.
+
+    Args:
+        data: The YAML config as a dict.
+        registry: Registered strategies.
+        pm: The plugin manager (for ``validate_config`` hooks).
+        max_files: Read at most this many samples' contents.
+
+    Returns:
+        The problems (one line each), notes and a one-line summary.
+    """
+    report = CheckReport()
+    if bridge.ltx_trainer_available():
+        strategy_config = _with_trainer(data, pm, report)
+    else:
+        strategy_config = _without_trainer(data, registry, report)
+
+    data_section = data.get("data")
+    root = data_section.get("preprocessed_data_root") if isinstance(data_section, dict) else None
+    if root is None:
+        report.problems.append("config data.preprocessed_data_root: required; found nothing")
+        return report
+    if strategy_config is None:
+        report.notes.append("data folders unknown (the strategy section is invalid): only the data root is checked")
+        problems: list[Problem] = check_dataset(Path(root).expanduser(), {}, max_files=max_files)
+    else:
+        batch_size = (data.get("optimization") or {}).get("batch_size", 2)
+        sources = strategy_config.get_data_sources()
+        problems = check_dataset(
+            Path(root).expanduser(), dict.fromkeys(sources), batch_size=int(batch_size), max_files=max_files
+        )
+        report.summary = f"strategy {strategy_config.name}, data folders {', '.join(sources)}"
+    report.problems.extend(str(p) for p in problems)
+    return report

@@ -1,0 +1,222 @@
+"""The ``ltx-trainer`` command line: train, strategies, check, demo, and commands that plugins contribute.
+
+Also runs as a module, which is how ``accelerate launch`` starts it::
+
+    accelerate launch --config_file ddp.yaml -m ltx_audio_reference.cli train my.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from ltx_audio_reference import __version__
+from ltx_audio_reference.plugins import collect_strategies, get_plugin_manager
+from ltx_audio_reference.registry import STOCK_STRATEGIES
+
+logger = logging.getLogger(__name__)
+console = Console()
+
+_HELP = "LTX-2 training with plugins: the stock ltx-trainer runner plus registered strategies and hooks."
+
+
+def _setup_logging(verbose: bool) -> None:
+    package_logger = logging.getLogger("ltx_audio_reference")
+    if not any(isinstance(h, RichHandler) for h in package_logger.handlers):
+        package_logger.addHandler(RichHandler(show_time=False, show_path=False, markup=False))
+        package_logger.propagate = False
+    package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict.
+
+    Raises:
+        typer.BadParameter: If the file is missing, is not YAML, or is not a mapping.
+    """
+    if not path.is_file():
+        raise typer.BadParameter(f"Configuration file {path} does not exist", param_hint="CONFIG")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise typer.BadParameter(f"{path} is not valid YAML: {e}", param_hint="CONFIG") from e
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path} must hold a mapping of config sections", param_hint="CONFIG")
+    return data
+
+
+def apply_strategy_override(data: dict[str, Any], strategy: str | None, available: list[str]) -> dict[str, Any]:
+    """Apply ``--strategy NAME`` to a raw config dict.
+
+    The YAML's own section is kept when it names the same strategy. Without a section the strategy's defaults are
+    used. When the YAML names another strategy, the flag wins with a warning and that section is dropped, since its
+    fields belong to the other strategy.
+
+    Args:
+        data: The raw YAML config.
+        strategy: The ``--strategy`` value, or None.
+        available: Every strategy name that can be selected.
+
+    Returns:
+        A new dict; ``data`` is not modified.
+
+    Raises:
+        typer.BadParameter: If ``strategy`` is not registered; the message lists the available names.
+    """
+    if strategy is None:
+        return data
+    if strategy not in available:
+        raise typer.BadParameter(
+            f"Unknown strategy {strategy!r}. Available: {', '.join(available)}", param_hint="--strategy"
+        )
+    result = dict(data)
+    section = data.get("training_strategy")
+    yaml_name = section.get("name", "text_to_video") if isinstance(section, dict) else None
+    if yaml_name == strategy:
+        return result
+    if yaml_name is not None:
+        logger.warning(
+            "--strategy %s overrides training_strategy.name %r from the YAML; that section's fields are dropped "
+            "and %s's defaults are used",
+            strategy,
+            yaml_name,
+            strategy,
+        )
+    result["training_strategy"] = {"name": strategy}
+    return result
+
+
+def _format_validation_error(error: Any) -> list[str]:  # noqa: ANN401 - a pydantic ValidationError
+    lines = []
+    for err in error.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(config)"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (found {value!r})"
+        lines.append(f"config {loc}: {err['msg']}{shown}")
+    return lines
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="Path to the YAML training config.")]
+StrategyOpt = Annotated[
+    str | None,
+    typer.Option("--strategy", "-s", help="Training strategy to use; overrides training_strategy.name in the YAML."),
+]
+
+
+def train(
+    config: ConfigArg,
+    strategy: StrategyOpt = None,
+    disable_progress_bars: Annotated[
+        bool,
+        typer.Option("--disable-progress-bars", help="Log status lines instead of progress bars (multi-process runs)."),
+    ] = False,
+) -> None:
+    """Train with the stock ltx-trainer runner and every registered plugin."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from ltx_audio_reference import bridge  # noqa: PLC0415
+
+    try:
+        installation = bridge.install()
+    except ModuleNotFoundError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+    from ltx_trainer.config import LtxTrainerConfig  # noqa: PLC0415
+    from ltx_trainer.trainer import LtxvTrainer  # noqa: PLC0415
+
+    data = apply_strategy_override(load_yaml(config), strategy, installation.strategies.available())
+    try:
+        trainer_config = LtxTrainerConfig(**data)
+    except ValidationError as e:
+        for line in _format_validation_error(e):
+            console.print(f"[red]{line}[/red]", markup=False, highlight=False)
+        raise typer.Exit(1) from e
+    trainer = LtxvTrainer(trainer_config)
+    saved_path, stats = trainer.train(disable_progress_bars=disable_progress_bars)
+    if saved_path is not None:
+        logger.info("Saved %s (%.2f steps/s)", saved_path, stats.steps_per_second)
+
+
+def strategies() -> None:
+    """List every training strategy: the stock ones and those registered by plugins."""
+    registry = collect_strategies()
+    table = Table(title="Training strategies")
+    table.add_column("name")
+    table.add_column("from")
+    table.add_column("config")
+    for name in STOCK_STRATEGIES:
+        table.add_row(name, "ltx-trainer (stock)", "")
+    for entry in registry:
+        ref = entry.config_ref if isinstance(entry.config_ref, str) else entry.config_ref.__qualname__
+        table.add_row(entry.name, f"plugin {entry.plugin}", ref)
+    console.print(table)
+
+
+def check(
+    config: ConfigArg,
+    strategy: StrategyOpt = None,
+    max_files: Annotated[
+        int | None,
+        typer.Option("--max-files", min=1, help="Read at most this many samples (pairing is always checked for all)."),
+    ] = None,
+) -> None:
+    """Validate a config and its preprocessed data without loading any model. Writes nothing."""
+    from ltx_audio_reference.checks import check_config  # noqa: PLC0415
+
+    registry = collect_strategies()
+    data = apply_strategy_override(load_yaml(config), strategy, registry.available())
+    report = check_config(data, registry=registry, pm=get_plugin_manager(), max_files=max_files)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for problem in report.problems:
+        console.print(problem, markup=False, highlight=False, soft_wrap=True)
+    if report.problems:
+        console.print(f"[red]{len(report.problems)} problem(s) in {config}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]OK[/green]: {config} ({report.summary})", highlight=False)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"ltx-audio-reference {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    """Build the CLI: built-in commands plus those from the ``register_commands`` hook."""
+    app = typer.Typer(name="ltx-trainer", help=_HELP, no_args_is_help=True, pretty_exceptions_enable=False)
+
+    @app.callback()
+    def _main(
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+        version: Annotated[  # noqa: ARG001 - handled by the callback
+            bool,
+            typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+        ] = False,
+    ) -> None:
+        _setup_logging(verbose)
+
+    app.command()(train)
+    app.command()(strategies)
+    app.command()(check)
+    from ltx_audio_reference.demo import demo  # noqa: PLC0415
+
+    app.command()(demo)
+    get_plugin_manager().hook.register_commands(cli=app)
+    return app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    build_app()()
+
+
+if __name__ == "__main__":
+    main()

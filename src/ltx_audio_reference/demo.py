@@ -1,0 +1,119 @@
+"""``ltx-trainer demo DIR``: a tiny, complete training setup that runs on a laptop CPU in under a minute.
+
+It writes a random 2-block LTX-2 audio+video checkpoint, a minimal text-encoder folder, a synthetic preprocessed
+dataset with an audio reference per sample, and ``DIR/config.yaml`` for the ``audio_reference`` strategy.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+logger = logging.getLogger(__name__)
+
+DEMO_CONFIG_TEMPLATE = """\
+# =====================================================================================================================
+# ltx-audio-reference demo: a random 2-block LTX-2 model trained for a few steps on CPU.
+# Run it with:  ltx-trainer train {root}/config.yaml
+#
+# Dataset tree ({root}/data):
+#   conditions/sample_XXX.pt                video_prompt_embeds [L, D], audio_prompt_embeds, prompt_attention_mask [L]
+#   latents/sample_XXX.pt                   latents [128, F, H, W], num_frames, height, width, fps
+#   audio_latents/sample_XXX.pt             latents [8, T, 16], num_time_steps, frequency_bins, duration
+#   reference_audio_latents/sample_XXX.pt   same format as audio_latents (the reference clip)
+# =====================================================================================================================
+
+# ----- Model: the tiny random checkpoint and text-encoder folder written by `ltx-trainer demo` -----------------------
+model:
+  model_path: {root}/tiny_ltx2.safetensors
+  text_encoder_path: {root}/text_encoder
+  training_mode: lora
+
+# ----- LoRA: alpha must equal rank (exported LoRAs carry no alpha; ltx-core and ComfyUI apply scale 1) -------------
+lora:
+  rank: 4
+  alpha: 4
+  dropout: 0.0
+
+# ----- Strategy: audio-only reference at negative RoPE positions, joint audio+video generation ----------------------
+training_strategy:
+  name: audio_reference
+  lora_preset: audio            # LoRA on audio_attn1/audio_attn2 q/k/v/out and audio_ff in every block
+  reference_positions: negative # the reference ends reference_gap_s before the target starts, as at inference
+  reference_gap_s: 0.04
+  first_frame_conditioning_p: 0.0
+
+# ----- Optimization ---------------------------------------------------------------------------------------------------
+optimization:
+  learning_rate: 0.001
+  steps: {steps}
+  batch_size: 2
+  optimizer_type: adamw
+  scheduler_type: constant
+
+# ----- Acceleration: bf16 autocast is what the stock runner supports on CPU ------------------------------------------
+acceleration:
+  mixed_precision_mode: bf16
+
+# ----- Data -----------------------------------------------------------------------------------------------------------
+data:
+  preprocessed_data_root: {root}/data
+  num_dataloader_workers: 0
+
+# ----- Validation: off (the tiny checkpoint carries no VAE or vocoder weights to decode with) ------------------------
+validation:
+  interval: null
+  generate_video: false
+  generate_audio: false
+
+# ----- Checkpoints ----------------------------------------------------------------------------------------------------
+checkpoints:
+  interval: {checkpoint_interval}
+  keep_last_n: -1
+
+output_dir: {root}/outputs
+seed: 42
+"""
+
+
+def write_demo(root: Path, *, steps: int = 4, num_samples: int = 4, seed: int = 0) -> Path:
+    """Write the demo checkpoint, text encoder, dataset and config under ``root``.
+
+    Args:
+        root: Output folder (created if needed).
+        steps: Training steps in the config.
+        num_samples: Samples in the synthetic dataset.
+        seed: Seed for the random weights and data.
+
+    Returns:
+        The path of the written ``config.yaml``.
+    """
+    from ltx_audio_reference import kit  # noqa: PLC0415 - torch/ltx-core import only when used
+
+    root = Path(root).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    kit.write_tiny_checkpoint(root / "tiny_ltx2.safetensors", seed=seed)
+    kit.write_text_encoder_dir(root / "text_encoder")
+    kit.write_synthetic_dataset(root / "data", num_samples=num_samples, seed=seed)
+    config_path = root / "config.yaml"
+    config_path.write_text(
+        DEMO_CONFIG_TEMPLATE.format(root=root, steps=steps, checkpoint_interval=max(1, steps // 2))
+    )
+    logger.info("Demo written to %s", root)
+    return config_path
+
+
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the demo into.")],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps in the config.")] = 4,
+    samples: Annotated[int, typer.Option("--samples", min=2, help="Samples in the synthetic dataset.")] = 4,
+) -> None:
+    """Write a tiny checkpoint, text encoder, dataset and config that train on CPU in under a minute."""
+    console = Console()
+    with console.status("Writing the demo checkpoint, text encoder and dataset..."):
+        config_path = write_demo(directory, steps=steps, num_samples=samples)
+    console.print(f"Demo ready. Train it with:\n  ltx-trainer train {config_path}", highlight=False)
