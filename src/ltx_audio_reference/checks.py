@@ -37,6 +37,8 @@ def _validation_lines(error: ValidationError, prefix: str = "") -> list[str]:
     for err in error.errors():
         loc = ".".join(str(part) for part in (*prefix.split(".")[: 1 if prefix else 0], *err["loc"]))
         value = err.get("input")
+        if err["type"] == "unknown_training_strategy" and isinstance(value, dict):
+            value = value.get("name")
         shown = "" if isinstance(value, dict) else f"; found {value!r}"
         lines.append(f"config {loc or '(root)'}: {err['msg']}{shown}")
     return lines

@@ -1,0 +1,83 @@
+"""The plugin host: lazy manager, entry points, allow/block lists, check_pending, tracing."""
+
+from __future__ import annotations
+
+import logging
+import types
+from importlib import metadata
+
+import pluggy
+import pytest
+
+from ltx_audio_reference import builtin, hookimpl, plugins
+from ltx_audio_reference.blockswap import hooks as block_swap_hooks
+
+
+def test_get_plugin_manager_is_lazy_and_built_once() -> None:
+    plugins.reset_plugin_manager()
+    assert plugins._manager is None  # nothing is built at import time
+    first = plugins.get_plugin_manager()
+    assert plugins.get_plugin_manager() is first
+    plugins.reset_plugin_manager()
+    assert plugins.get_plugin_manager() is not first
+    plugins.reset_plugin_manager()
+
+
+def test_builtin_plugins_come_from_the_entry_point_group() -> None:
+    eps = {ep.name: ep.value for ep in metadata.entry_points(group=plugins.ENTRY_POINT_GROUP)}
+    assert eps["audio_reference"] == "ltx_audio_reference.builtin"
+    assert eps["block_swap"] == "ltx_audio_reference.blockswap.hooks"
+    pm = plugins.build_plugin_manager()
+    assert pm.get_plugin("audio_reference") is builtin
+    assert pm.get_plugin("block_swap") is block_swap_hooks
+
+
+def test_builtin_strategy_is_registered_through_the_hook(fresh_pm: pluggy.PluginManager) -> None:
+    registry = plugins.collect_strategies(fresh_pm)
+    entry = registry.get("audio_reference")
+    assert entry.plugin == "audio_reference"
+    assert registry.available()[:3] == ["text_to_video", "video_to_video", "flexible"]
+
+
+def test_block_list_env_skips_a_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(plugins.BLOCK_ENV, "audio_reference")
+    pm = plugins.build_plugin_manager()
+    assert pm.get_plugin("audio_reference") is None
+    assert pm.is_blocked("audio_reference")
+    assert "audio_reference" not in plugins.collect_strategies(pm)
+
+
+def test_allow_list_env_loads_only_named_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(plugins.ALLOW_ENV, "block_swap")
+    pm = plugins.build_plugin_manager()
+    assert [name for name, _ in pm.list_name_plugin()] == ["block_swap"]
+
+
+def test_check_pending_rejects_a_misspelled_hook(fresh_pm: pluggy.PluginManager) -> None:
+    plugin = types.ModuleType("typo_plugin")
+
+    @hookimpl
+    def register_strategy(register: object) -> None:  # misspelled: the spec is register_strategies
+        pass
+
+    plugin.register_strategy = register_strategy
+    fresh_pm.register(plugin, name="typo")
+    with pytest.raises(pluggy.PluginValidationError, match="register_strategy"):
+        fresh_pm.check_pending()
+
+
+def test_trace_env_logs_hook_calls(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(plugins.TRACE_ENV, "1")
+    pm = plugins.build_plugin_manager()
+    with caplog.at_level(logging.DEBUG, logger="ltx_audio_reference.plugins"):
+        pm.hook.validate_config(config=None)
+    assert any("validate_config" in r.getMessage() for r in caplog.records)
+
+
+def test_third_party_plugin_is_found_through_its_entry_point(example_plugin: pluggy.PluginManager) -> None:
+    assert example_plugin.get_plugin("example") is not None
+    registry = plugins.collect_strategies(example_plugin)
+    entry = registry.get("example_t2v")
+    assert entry.plugin == "example"
+    # Listing strategies does not import the plugin's strategy module (it needs ltx-trainer).
+    assert isinstance(entry.config_ref, str)
