@@ -1,18 +1,93 @@
-"""The package's own plugin, registered through the ``ltx_trainer`` entry-point group like any third party."""
+"""The package's own plugin, registered through the ``ltx_trainer`` entry-point group like any third party.
+
+It registers the ``audio_reference`` strategy and hooks it into the stock runner: LoRA presets, a trainable-parameter
+check, the validation conditioner (negative reference positions) and checkpoint metadata.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ltx_audio_reference.hookspecs import hookimpl
-from ltx_audio_reference.registry import StrategyRegistry
+from ltx_audio_reference.registry import (
+    CheckpointMetadata,
+    ConditionerRegistry,
+    LoraContext,
+    ModelContext,
+    StrategyRegistry,
+)
 
 PLUGIN_NAME = "audio_reference"
+STRATEGY_NAME = "audio_reference"
+
+
+def _audio_reference_config(config: Any) -> Any | None:  # noqa: ANN401
+    strategy = getattr(config, "training_strategy", None)
+    return strategy if getattr(strategy, "name", None) == STRATEGY_NAME else None
 
 
 @hookimpl
 def register_strategies(register: StrategyRegistry) -> None:
-    """Register the ``audio_reference`` strategy."""
+    """Register the ``audio_reference`` strategy (classes imported on first use)."""
     register(
-        "audio_reference",
+        STRATEGY_NAME,
         "ltx_audio_reference.strategies.audio_reference.config:AudioReferenceConfig",
         "ltx_audio_reference.strategies.audio_reference.strategy:AudioReferenceStrategy",
     )
+
+
+@hookimpl
+def register_reference_conditioners(register: ConditionerRegistry) -> None:
+    """Validation places the reference with the same function training uses."""
+    from ltx_audio_reference.conditioning import audio_reference_conditioner  # noqa: PLC0415
+
+    register(STRATEGY_NAME, "audio", audio_reference_conditioner)
+
+
+@hookimpl
+def validate_config(config: Any) -> None:  # noqa: ANN401
+    """LoRA mode with alpha equal to rank: exported LoRAs carry no alpha and are applied with scale 1."""
+    strategy = _audio_reference_config(config)
+    if strategy is None:
+        return
+    if config.model.training_mode != "lora" or config.lora is None:
+        raise ValueError("The audio_reference strategy trains a LoRA: set model.training_mode: lora and a lora section")
+    if config.lora.alpha != config.lora.rank:
+        raise ValueError(
+            f"lora.alpha ({config.lora.alpha}) must equal lora.rank ({config.lora.rank}): exported LoRAs carry no "
+            f"alpha, and ltx-core and ComfyUI apply them with scale 1. Set lora.alpha: {config.lora.rank}"
+        )
+
+
+@hookimpl
+def configure_lora(context: LoraContext) -> None:
+    """Expand the strategy's ``lora_preset`` into full module names over the model's blocks."""
+    strategy = _audio_reference_config(context.config)
+    if strategy is None:
+        return
+    from ltx_audio_reference.lora_targets import expand_lora_targets  # noqa: PLC0415
+
+    context.target_modules[:] = expand_lora_targets(context.model, strategy.lora_preset, context.target_modules)
+
+
+@hookimpl
+def configure_model(context: ModelContext) -> None:
+    """Refuse to train anything outside the preset (a base weight left trainable, LoRA on a video module)."""
+    strategy = _audio_reference_config(context.config)
+    if strategy is None:
+        return
+    from ltx_audio_reference.lora_targets import assert_only_allowed_trainable  # noqa: PLC0415
+
+    custom = context.config.lora.target_modules if strategy.lora_preset == "custom" else ()
+    context.notes["lora_trainable_tensors"] = assert_only_allowed_trainable(context.model, strategy.lora_preset, custom)
+
+
+@hookimpl
+def checkpoint_metadata(config: Any, strategy: Any, metadata: CheckpointMetadata) -> None:  # noqa: ANN401, ARG001
+    """Record the LoRA preset, rank and alpha next to the strategy's own keys (DESIGN §5)."""
+    strategy_config = _audio_reference_config(config)
+    if strategy_config is None or config.lora is None:
+        return
+    metadata.add("lora_preset", strategy_config.lora_preset)
+    metadata.add("lora_rank", config.lora.rank)
+    metadata.add("lora_alpha", config.lora.alpha)
