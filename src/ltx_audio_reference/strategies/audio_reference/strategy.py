@@ -1,0 +1,137 @@
+"""The ``audio_reference`` strategy: an ltx-trainer ``TrainingStrategy`` adapter over :mod:`..conditioning`.
+
+Only ltx-trainer's public strategy API is used here (``TrainingStrategy``, ``ModelInputs``, ``TimestepSampler``);
+all of the math is in :mod:`ltx_audio_reference.conditioning`, which the tier-1 tests cover without ltx-trainer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+import ltx_audio_reference
+from ltx_audio_reference import conditioning
+from ltx_audio_reference.strategies.audio_reference.config import (
+    AUDIO_LATENTS_KEY,
+    CONDITIONS_KEY,
+    REFERENCE_AUDIO_LATENTS_KEY,
+    VIDEO_LATENTS_KEY,
+    AudioReferenceConfig,
+)
+from ltx_trainer.timestep_samplers import TimestepSampler
+from ltx_trainer.training_strategies import ModelInputs, TrainingStrategy
+
+
+class AudioReferenceStrategy(TrainingStrategy):
+    """Audio-reference IC-LoRA training.
+
+    Each step generates the target audio (and, by default, the video) while a clean reference audio clip sits after
+    the target audio tokens at negative RoPE times, with timestep 0 and no loss.
+    """
+
+    config: AudioReferenceConfig
+
+    def __init__(self, config: AudioReferenceConfig) -> None:
+        """Create the strategy.
+
+        Args:
+            config: The validated strategy config.
+        """
+        super().__init__(config)
+        self.config = config
+
+    def prepare_training_inputs(self, batch: dict[str, Any], timestep_sampler: TimestepSampler) -> ModelInputs:
+        """Build the video and ``[target | reference]`` audio modalities of one training step.
+
+        Args:
+            batch: A collated batch with the keys of :meth:`AudioReferenceConfig.get_data_sources`; ``conditions``
+                already went through the trainer's embedding connectors.
+            timestep_sampler: The trainer's sigma sampler.
+
+        Returns:
+            ``ModelInputs`` whose audio targets and loss mask span the whole audio sequence (reference masked out).
+
+        Raises:
+            ValueError: If the reference (or target) clips in the batch have different lengths.
+        """
+        video = batch[VIDEO_LATENTS_KEY]
+        audio = batch[AUDIO_LATENTS_KEY]
+        reference = batch[REFERENCE_AUDIO_LATENTS_KEY]
+        text = batch[CONDITIONS_KEY]
+
+        video_tokens = conditioning.patchify_video(video["latents"])
+        grid = conditioning.VideoGrid(
+            frames=_first_int(video["num_frames"]),
+            height=_first_int(video["height"]),
+            width=_first_int(video["width"]),
+            fps=conditioning.resolve_fps(video.get("fps")),
+        )
+        audio_latents = conditioning.stack_audio_latents(
+            audio["latents"], what="target audio", lengths=audio.get("num_time_steps")
+        )
+        reference_latents = conditioning.stack_audio_latents(
+            reference["latents"], what="reference audio", lengths=reference.get("num_time_steps")
+        )
+
+        prepared = conditioning.prepare_audio_reference_inputs(
+            video_tokens=video_tokens,
+            video_grid=grid,
+            audio_tokens=conditioning.patchify_audio(audio_latents),
+            reference_tokens=conditioning.patchify_audio(reference_latents),
+            video_context=text["video_prompt_embeds"],
+            audio_context=text["audio_prompt_embeds"],
+            context_mask=text["prompt_attention_mask"],
+            sample_sigmas=timestep_sampler.sample_for,
+            options=self.config,
+        )
+        return ModelInputs(
+            video=prepared.video,
+            audio=prepared.audio,
+            video_targets=prepared.video_targets,
+            audio_targets=prepared.audio_targets,
+            video_loss_mask=prepared.video_loss_mask,
+            audio_loss_mask=prepared.audio_loss_mask,
+        )
+
+    def compute_loss(self, video_pred: Tensor | None, audio_pred: Tensor | None, inputs: ModelInputs) -> Tensor:
+        """Weighted masked MSE on the target audio and the generated video.
+
+        Returns:
+            ``[B]`` per-sample loss (the trainer reduces it).
+        """
+        return conditioning.audio_reference_loss(
+            video_pred=video_pred,
+            audio_pred=audio_pred,
+            video_targets=inputs.video_targets,
+            video_loss_mask=inputs.video_loss_mask,
+            audio_targets=inputs.audio_targets,
+            audio_loss_mask=inputs.audio_loss_mask,
+            video_loss_weight=self.config.video_loss_weight,
+            audio_loss_weight=self.config.audio_loss_weight,
+        )
+
+    def get_checkpoint_metadata(self) -> dict[str, Any]:
+        """What an inference pipeline needs to place the reference the way training did.
+
+        ``lora_preset``, ``lora_rank`` and ``lora_alpha`` are added by the plugin's ``checkpoint_metadata`` hook,
+        which sees the LoRA config.
+        """
+        return {
+            "strategy": self.config.name,
+            "reference_modality": "audio",
+            "reference_positions": self.config.reference_positions,
+            "reference_gap_s": self.config.reference_gap_s,
+            "reference_strength": self.config.reference_strength,
+            "reference_downscale_factor": 1,
+            "ltx_audio_reference_version": ltx_audio_reference.__version__,
+        }
+
+
+def _first_int(value: Tensor | list | int) -> int:
+    """The first sample's value of a collated scalar field."""
+    if isinstance(value, Tensor):
+        return int(value.flatten()[0].item())
+    if isinstance(value, list | tuple):
+        return int(value[0])
+    return int(value)
