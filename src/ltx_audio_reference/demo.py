@@ -100,9 +100,7 @@ def write_demo(root: Path, *, steps: int = 4, num_samples: int = 4, seed: int = 
     kit.write_text_encoder_dir(root / "text_encoder")
     kit.write_synthetic_dataset(root / "data", num_samples=num_samples, seed=seed)
     config_path = root / "config.yaml"
-    config_path.write_text(
-        DEMO_CONFIG_TEMPLATE.format(root=root, steps=steps, checkpoint_interval=max(1, steps // 2))
-    )
+    config_path.write_text(DEMO_CONFIG_TEMPLATE.format(root=root, steps=steps, checkpoint_interval=max(1, steps // 2)))
     logger.info("Demo written to %s", root)
     return config_path
 

@@ -81,3 +81,17 @@ def test_third_party_plugin_is_found_through_its_entry_point(example_plugin: plu
     assert entry.plugin == "example"
     # Listing strategies does not import the plugin's strategy module (it needs ltx-trainer).
     assert isinstance(entry.config_ref, str)
+
+
+def test_register_reference_conditioners_gives_the_training_placement(fresh_pm: pluggy.PluginManager) -> None:
+    from ltx_audio_reference.conditioning import audio_reference_conditioner  # noqa: PLC0415
+
+    registry = plugins.collect_conditioners(fresh_pm)
+    assert registry.get("audio_reference", "audio") is audio_reference_conditioner
+    assert registry.get("flexible", "audio") is None
+
+
+def test_register_config_fields_adds_block_swap_knobs(fresh_pm: pluggy.PluginManager) -> None:
+    fields = {(e.owner, e.name): e.plugin for e in plugins.collect_config_fields(fresh_pm)}
+    assert fields[("acceleration", "block_swap_blocks")] == "block_swap"
+    assert fields[("root", "block_swap")] == "block_swap"
