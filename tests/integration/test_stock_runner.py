@@ -119,11 +119,14 @@ def test_third_party_plugin_trains(demo: Path, example_plugin_site: Path) -> Non
     assert metadata["example_plugin"] == '{"trained_with": "example_t2v"}'
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate's launcher is not on PATH")
+ACCELERATE = shutil.which("accelerate", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+@pytest.mark.skipif(ACCELERATE is None, reason="accelerate's launcher is not installed next to this Python or on PATH")
 def test_runs_under_accelerate_launch(demo: Path) -> None:
     result = subprocess.run(
         [
-            "accelerate",
+            str(ACCELERATE),
             "launch",
             "--cpu",
             "--num_processes",

@@ -8,6 +8,7 @@ from importlib import metadata
 
 import pluggy
 import pytest
+import typer
 
 from ltx_audio_reference import builtin, hookimpl, plugins
 from ltx_audio_reference.blockswap import hooks as block_swap_hooks
@@ -95,3 +96,22 @@ def test_register_config_fields_adds_block_swap_knobs(fresh_pm: pluggy.PluginMan
     fields = {(e.owner, e.name): e.plugin for e in plugins.collect_config_fields(fresh_pm)}
     assert fields[("acceleration", "block_swap_blocks")] == "block_swap"
     assert fields[("root", "block_swap")] == "block_swap"
+
+
+class _CommandsPlugin:
+    @hookimpl
+    def register_commands(self, cli: typer.Typer) -> None:
+        @cli.command("ping")
+        def ping() -> None:
+            typer.echo("pong")
+
+
+def test_register_commands_adds_to_the_cli(fresh_pm: pluggy.PluginManager) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from ltx_audio_reference.cli import build_app  # noqa: PLC0415
+
+    fresh_pm.register(_CommandsPlugin(), name="commands")
+    result = CliRunner().invoke(build_app(), ["ping"])
+    assert result.exit_code == 0
+    assert result.output == "pong\n"
