@@ -19,6 +19,7 @@ from typing import Annotated, Any, Union
 
 import pluggy
 
+from ltx_audio_reference.datacheck import check_dataset
 from ltx_audio_reference.plugins import (
     collect_conditioners,
     collect_config_fields,
@@ -29,6 +30,7 @@ from ltx_audio_reference.registry import (
     STOCK_STRATEGIES,
     CheckpointMetadata,
     ConditionerRegistry,
+    ConfigurationError,
     LoraContext,
     ModelContext,
     StrategyRegistry,
@@ -273,7 +275,11 @@ def _install_trainer_hooks(installation: Installation) -> None:
     @functools.wraps(stock["__init__"])
     def __init__(self: Any, trainer_config: Any) -> None:  # noqa: N807, ANN401
         # Runs before any model is loaded, so bad values fail in seconds instead of after a 40 GB load.
-        hook.validate_config(config=trainer_config)
+        try:
+            hook.validate_config(config=trainer_config)
+        except ValueError as e:
+            raise ConfigurationError(str(e)) from e
+        check_training_data(trainer_config)
         stock["__init__"](self, trainer_config)
 
     @functools.wraps(stock["_setup_lora"])
@@ -324,6 +330,26 @@ def _install_trainer_hooks(installation: Installation) -> None:
     trainer_cls._setup_lora = _setup_lora
     trainer_cls._prepare_models_for_training = _prepare_models_for_training
     trainer_cls._build_checkpoint_metadata = _build_checkpoint_metadata
+
+
+MAX_LISTED_PROBLEMS = 20
+
+
+def check_training_data(config: Any) -> None:  # noqa: ANN401 - the stock LtxTrainerConfig
+    """Check the strategy's data folders before the model loads (the stock dataset silently skips bad pairs).
+
+    Raises:
+        ConfigurationError: Listing each problem as ``file: expected ...; found ...``.
+    """
+    root = config.data.preprocessed_data_root
+    sources = config.training_strategy.get_data_sources()
+    problems = check_dataset(root, dict.fromkeys(sources), batch_size=config.optimization.batch_size)
+    if not problems:
+        return
+    lines = [str(p) for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"... and {len(problems) - MAX_LISTED_PROBLEMS} more (`ltx-trainer check CONFIG` lists all)")
+    raise ConfigurationError(f"{len(problems)} problem(s) in the training data under {root}:\n" + "\n".join(lines))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -52,11 +52,31 @@ def validate_config(config: Any) -> None:  # noqa: ANN401
         return
     if config.model.training_mode != "lora" or config.lora is None:
         raise ValueError("The audio_reference strategy trains a LoRA: set model.training_mode: lora and a lora section")
+    _validate_lora_targets(strategy.lora_preset, config.lora)
     if config.lora.alpha != config.lora.rank:
         raise ValueError(
             f"lora.alpha ({config.lora.alpha}) must equal lora.rank ({config.lora.rank}): exported LoRAs carry no "
             f"alpha, and ltx-core and ComfyUI apply them with scale 1. Set lora.alpha: {config.lora.rank}"
         )
+
+
+def _validate_lora_targets(preset: str, lora: Any) -> None:  # noqa: ANN401 - the stock LoraConfig
+    targets = list(lora.target_modules)
+    if preset == "custom":
+        if not any("audio" in t for t in targets):
+            raise ValueError(
+                f"lora_preset 'custom' with lora.target_modules {targets} names no audio module, so the LoRA cannot "
+                "adapt the audio stack. Add audio modules (e.g. audio_attn1.to_q) or use lora_preset: audio"
+            )
+        return
+    # Only a list the user wrote is a conflict; the stock default (to_q/to_k/to_v/to_out.0) is replaced silently.
+    if "target_modules" in lora.model_fields_set:
+        video = [t for t in targets if "audio" not in t]
+        if video:
+            raise ValueError(
+                f"lora.target_modules names modules outside the audio stack ({', '.join(video)}) but lora_preset is "
+                f"{preset!r}, which sets the targets itself. Remove lora.target_modules, or set lora_preset: custom"
+            )
 
 
 @hookimpl

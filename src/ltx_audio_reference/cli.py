@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ltx_audio_reference import __version__
 from ltx_audio_reference.plugins import collect_strategies, get_plugin_manager
-from ltx_audio_reference.registry import STOCK_STRATEGIES
+from ltx_audio_reference.registry import STOCK_STRATEGIES, ConfigurationError
 
 logger = logging.getLogger(__name__)
 console = Console()
@@ -136,9 +136,14 @@ def train(
         trainer_config = LtxTrainerConfig(**data)
     except ValidationError as e:
         for line in _format_validation_error(e):
-            console.print(f"[red]{line}[/red]", markup=False, highlight=False)
+            console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from e
-    trainer = LtxvTrainer(trainer_config)
+    try:
+        trainer = LtxvTrainer(trainer_config)
+    except ConfigurationError as e:
+        for line in str(e).splitlines():
+            console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from e
     saved_path, stats = trainer.train(disable_progress_bars=disable_progress_bars)
     if saved_path is not None:
         logger.info("Saved %s (%.2f steps/s)", saved_path, stats.steps_per_second)

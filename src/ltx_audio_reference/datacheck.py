@@ -177,6 +177,8 @@ def _check_file(path: Path, dir_name: str, kind: str | None) -> tuple[list[Probl
     except ValueError as e:
         return [Problem(str(path), "a .pt dict of tensors readable with weights_only=True", str(e))], None
     found_kind = classify(data)
+    if kind is None and found_kind == "unknown":
+        return [], None  # e.g. a stock strategy's mask folder: loadable is all we can say
     if kind is not None and found_kind not in (kind, "unknown"):
         return [Problem(str(path), f"{kind} data for folder {dir_name}/", f"{found_kind} data")], None
     check = CHECKS.get(kind or found_kind)

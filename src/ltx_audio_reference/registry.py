@@ -23,6 +23,10 @@ class UnknownNameError(LookupError):
     """A lookup named something nobody registered."""
 
 
+class ConfigurationError(ValueError):
+    """The config or its data cannot train; raised before any model loads, with a message saying how to fix it."""
+
+
 class DuplicateNameError(ValueError):
     """Two plugins registered the same name."""
 
