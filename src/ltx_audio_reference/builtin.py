@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import typer
+
 from ltx_audio_reference.hookspecs import hookimpl
 from ltx_audio_reference.registry import (
     CheckpointMetadata,
@@ -34,6 +36,15 @@ def register_strategies(register: StrategyRegistry) -> None:
         "ltx_audio_reference.strategies.audio_reference.config:AudioReferenceConfig",
         "ltx_audio_reference.strategies.audio_reference.strategy:AudioReferenceStrategy",
     )
+
+
+@hookimpl
+def register_commands(cli: typer.Typer) -> None:
+    """Add the ``audio-reference`` command group (only once it has commands)."""
+    from ltx_audio_reference.commands import COMMAND_MODULES, build_audio_reference_app  # noqa: PLC0415
+
+    if COMMAND_MODULES:
+        cli.add_typer(build_audio_reference_app(), name="audio-reference")
 
 
 @hookimpl
