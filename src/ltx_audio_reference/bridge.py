@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any, Union
 
 import pluggy
+from torch.utils.data import default_collate
 
 from ltx_audio_reference.datacheck import check_dataset
 from ltx_audio_reference.plugins import (
@@ -28,6 +29,7 @@ from ltx_audio_reference.plugins import (
 )
 from ltx_audio_reference.registry import (
     STOCK_STRATEGIES,
+    CheckpointContext,
     CheckpointMetadata,
     ConditionerRegistry,
     ConfigurationError,
@@ -118,6 +120,7 @@ def install(pm: pluggy.PluginManager | None = None) -> Installation:
     _install_config(strategies, pm)
     _install_factory(installation)
     _install_trainer_hooks(installation)
+    _install_checkpoint_hooks(installation)
     _install_validation_conditioning(installation)
     _current = installation
     logger.debug("ltx-trainer bridge installed: strategies %s", strategies.available())
@@ -145,7 +148,13 @@ def uninstall() -> None:
     _current = None
 
 
-_TRAINER_METHODS = ("__init__", "_setup_lora", "_prepare_models_for_training", "_build_checkpoint_metadata")
+_TRAINER_METHODS = (
+    "__init__",
+    "_setup_lora",
+    "_prepare_models_for_training",
+    "_save_checkpoint",
+    "_build_checkpoint_metadata",
+)
 
 
 def _save_stock() -> None:
@@ -314,6 +323,46 @@ def _install_trainer_hooks(installation: Installation) -> None:
         finally:
             self._accelerator.device_placement = placement
 
+    trainer_cls.__init__ = __init__
+    trainer_cls._setup_lora = _setup_lora
+    trainer_cls._prepare_models_for_training = _prepare_models_for_training
+
+
+def _install_checkpoint_hooks(installation: Installation) -> None:
+    import torch  # noqa: PLC0415
+
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+
+    assert _stock is not None
+    stock = _stock.trainer_methods
+    hook = installation.pm.hook
+    trainer_cls = trainer_module.LtxvTrainer
+
+    @functools.wraps(stock["_save_checkpoint"])
+    def _save_checkpoint(self: Any) -> Any:  # noqa: ANN401
+        context = CheckpointContext(
+            config=self._config,
+            strategy=self._training_strategy,
+            model=self._transformer,
+            step=self._global_step,
+            device=self._accelerator.device,
+            dataset=self._dataset,
+            loss_fn=functools.partial(_no_grad_loss, self),
+            collate=default_collate,
+        )
+        # Plugins may sample noise or timesteps; the training RNG stream must not notice.
+        devices = [self._accelerator.device] if self._accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            hook.on_checkpoint(context=context)
+        self._plugin_checkpoint_metrics = dict(context.metrics)
+        if context.metrics:
+            logger.info(
+                "Step %d: %s", self._global_step, ", ".join(f"{k} = {v:.4g}" for k, v in context.metrics.items())
+            )
+            if self._accelerator.is_main_process:
+                self._log_metrics({f"train/{k}": v for k, v in context.metrics.items()})
+        return stock["_save_checkpoint"](self)
+
     @functools.wraps(stock["_build_checkpoint_metadata"])
     def _build_checkpoint_metadata(self: Any) -> dict[str, str]:  # noqa: ANN401
         if installation.strategies.for_config(self._config.training_strategy) is None:
@@ -321,15 +370,27 @@ def _install_trainer_hooks(installation: Installation) -> None:
         else:
             # Plugin strategies get JSON-encoded values (true, not Python's True).
             metadata = CheckpointMetadata(self._training_strategy.get_checkpoint_metadata())
+        for key, value in getattr(self, "_plugin_checkpoint_metrics", {}).items():
+            metadata.add(key, value)
         hook.checkpoint_metadata(config=self._config, strategy=self._training_strategy, metadata=metadata)
         result = metadata.to_dict()
         logger.debug("Checkpoint metadata: %s", result)
         return result
 
-    trainer_cls.__init__ = __init__
-    trainer_cls._setup_lora = _setup_lora
-    trainer_cls._prepare_models_for_training = _prepare_models_for_training
+    trainer_cls._save_checkpoint = _save_checkpoint
     trainer_cls._build_checkpoint_metadata = _build_checkpoint_metadata
+
+
+def _no_grad_loss(trainer: Any, batch: dict[str, Any]) -> Any:  # noqa: ANN401
+    """The trainer's own step (connectors, strategy, forward, loss) without gradients; ``batch`` is not modified."""
+    import torch  # noqa: PLC0415
+    from accelerate.utils import send_to_device  # noqa: PLC0415
+
+    # _training_step replaces batch["conditions"] entries with connector outputs, so it gets its own dicts.
+    batch = {k: dict(v) if isinstance(v, dict) else v for k, v in batch.items()}
+    batch = send_to_device(batch, trainer._accelerator.device)
+    with torch.no_grad(), trainer._accelerator.autocast():
+        return trainer._training_step(batch).loss.float()
 
 
 MAX_LISTED_PROBLEMS = 20

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import typer
 
     from ltx_audio_reference.registry import (
+        CheckpointContext,
         CheckpointMetadata,
         ConditionerRegistry,
         ConfigFieldRegistry,
@@ -91,6 +92,18 @@ def register_reference_conditioners(register: ConditionerRegistry) -> None:
 
     :param register: call ``register(strategy_name, modality, conditioner)``; see
         :class:`ltx_audio_reference.registry.ReferenceConditioner` for the call signature.
+    """
+
+
+@hookspec
+def on_checkpoint(context: CheckpointContext) -> None:
+    """Measure the model at checkpoint cadence, right before each checkpoint is written.
+
+    Values put in ``context.metrics`` are logged beside the stock metrics (``train/<name>``) and written into that
+    checkpoint's metadata.
+
+    :param context: the config, strategy, model, step, dataset, a no-grad per-sample ``loss_fn(batch)`` that runs the
+        trainer's own step, and the ``metrics`` dict to fill.
     """
 
 

@@ -266,6 +266,21 @@ class ModelContext:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class CheckpointContext:
+    """Mutable context of the ``on_checkpoint`` hook."""
+
+    config: Any
+    strategy: Any
+    model: torch.nn.Module
+    step: int
+    device: torch.device
+    dataset: Any
+    loss_fn: Callable[[dict[str, Any]], torch.Tensor]
+    collate: Callable[[list[Any]], dict[str, Any]]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
 class CheckpointMetadata:
     """Safetensors metadata under construction: string keys to string values.
 

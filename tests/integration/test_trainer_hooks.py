@@ -7,11 +7,13 @@ from typing import Any
 
 import pluggy
 import pytest
+import torch
 import yaml
+from safetensors import safe_open
 
 from ltx_audio_reference import bridge, hookimpl
 from ltx_audio_reference.demo import write_demo
-from ltx_audio_reference.registry import LoraContext, ModelContext
+from ltx_audio_reference.registry import CheckpointContext, LoraContext, ModelContext
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +67,53 @@ def test_hooks_fire_in_order_inside_the_stock_trainer(recorder: _Recorder, tmp_p
     assert all(".lora_A." in n or ".lora_B." in n for n in trainable)
     assert notes["lora_trainable_tensors"] == 40  # the built-in plugin's check ran first
     assert device == "cpu"
+
+
+class _Probe:
+    """An on_checkpoint plugin that measures the loss on two fixed samples, drawing fresh random noise."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    @hookimpl
+    def on_checkpoint(self, context: CheckpointContext) -> None:
+        batch = context.collate([context.dataset[0], context.dataset[1]])
+        torch.randn(1000)  # consumes the global RNG; the bridge must isolate it from training
+        loss = context.loss_fn(batch)
+        assert loss.shape == (2,)
+        assert not loss.requires_grad
+        self.steps.append(context.step)
+        context.metrics["probe_loss"] = float(loss.mean())
+
+
+def _train(tmp_path: Path, pm: pluggy.PluginManager) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from ltx_trainer.config import LtxTrainerConfig  # noqa: PLC0415
+    from ltx_trainer.trainer import LtxvTrainer  # noqa: PLC0415
+
+    bridge.uninstall()
+    bridge.install(pm)
+    try:
+        config = yaml.safe_load(write_demo(tmp_path, steps=4, num_samples=4).read_text())
+        torch.manual_seed(0)  # peft draws lora_A before the trainer seeds; in-process runs need the same start
+        saved, _ = LtxvTrainer(LtxTrainerConfig(**config)).train(disable_progress_bars=True)
+    finally:
+        bridge.uninstall()
+    with safe_open(str(saved), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+
+
+def test_on_checkpoint_metrics_reach_metadata_without_touching_training(tmp_path: Path) -> None:
+    from ltx_audio_reference import plugins  # noqa: PLC0415
+
+    plain_weights, plain_metadata = _train(tmp_path / "plain", plugins.build_plugin_manager())
+    pm = plugins.build_plugin_manager()
+    probe = _Probe()
+    pm.register(probe, name="probe")
+    probed_weights, probed_metadata = _train(tmp_path / "probed", pm)
+
+    assert probe.steps == [2, 4, 4]  # every interval, then the final save
+    assert "probe_loss" not in plain_metadata
+    assert 0 < float(probed_metadata["probe_loss"]) < 100
+    assert plain_weights.keys() == probed_weights.keys()
+    for key, tensor in plain_weights.items():
+        assert torch.equal(tensor, probed_weights[key]), key
