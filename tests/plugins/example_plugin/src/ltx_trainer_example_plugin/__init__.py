@@ -1,7 +1,10 @@
-"""Example third-party plugin: a text-to-video variant strategy, a CLI command and a metadata entry."""
+"""Example third-party plugin: a text-to-video variant strategy, a CLI command, a metadata entry, and (when
+``EXAMPLE_PLUGIN_DUMP_DIR`` is set) a dump of each rank's trainable weights at every checkpoint."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -33,3 +36,20 @@ def checkpoint_metadata(config: Any, strategy: Any, metadata: Any) -> None:  # n
     """Stamp checkpoints trained with ``example_t2v``."""
     if getattr(config.training_strategy, "name", None) == "example_t2v":
         metadata.add("example_plugin", {"trained_with": "example_t2v"})
+
+
+@hookimpl
+def on_checkpoint(context: Any) -> None:  # noqa: ANN401
+    """Write this rank's trainable parameters, so tests can compare ranks with the exported file."""
+    dump_dir = os.environ.get("EXAMPLE_PLUGIN_DUMP_DIR")
+    if not dump_dir:
+        return
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    rank = int(os.environ.get("RANK", "0"))
+    state = {
+        name: param.detach().float().cpu().contiguous()
+        for name, param in context.model.named_parameters()
+        if param.requires_grad
+    }
+    save_file(state, str(Path(dump_dir) / f"rank{rank}_step{context.step:05d}.safetensors"))
