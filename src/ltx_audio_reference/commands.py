@@ -10,7 +10,7 @@ import importlib
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("ltx_audio_reference.evaluation.lora_inspect",)
 
 
 def build_audio_reference_app() -> typer.Typer:

@@ -1,0 +1,486 @@
+"""``ltx-trainer audio-reference inspect LORA [LORA2]``: what an exported LoRA holds, and how far apart two are.
+
+An exported LoRA follows ComfyUI's convention, which ltx-core's ``LTXV_LORA_COMFY_RENAMING_MAP`` also reads: every
+key is ``diffusion_model.<module>.lora_A.weight`` (``[rank, in_features]``) or ``...lora_B.weight``
+(``[out_features, rank]``), and there is no ``alpha`` key, because ltx-core and ComfyUI apply ``B @ A`` with scale 1.
+
+**Distances.** For two files P (the first) and Q, with the effective weight delta ``dW_m = B_m @ A_m`` of each
+module ``m`` (computed in float64; a module missing from one file counts as a zero delta there):
+
+- ``relative_delta_distance = sqrt(sum_m ||dW_m(Q) - dW_m(P)||_F^2) / sqrt(sum_m ||dW_m(P)||_F^2)``, the headline
+  number. It compares what the LoRAs do to the model, so it does not depend on how a delta is factored (``B @ A``
+  equals ``(B G) @ (G^-1 A)`` for any invertible ``G``).
+- ``relative_raw_distance = sqrt(sum_k ||T_k(Q) - T_k(P)||_F^2) / sqrt(sum_k ||T_k(P)||_F^2)`` over the raw
+  ``lora_A``/``lora_B`` tensors ``T_k`` present in both files with one shape. It is only meaningful for two
+  checkpoints of one run (same initialisation, so the same factorisation).
+
+Both are relative to P, so ``0.08`` reads "Q's delta differs from P's by 8% of P's size". Frobenius norms and inner
+products of ``B @ A`` are computed from ``rank x rank`` Gram matrices (``||B A||^2 = sum((B^T B) * (A A^T))``), so a
+22B model's LoRA is inspected without materialising any full-size delta.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+
+from ltx_audio_reference.lora_targets import PRESETS
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "diffusion_model."
+#: ``diffusion_model.<module>.lora_A.weight`` / ``.lora_B.weight``: the only keys an exported LoRA may hold.
+LORA_KEY = re.compile(r"^diffusion_model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
+_BLOCK_MODULE = re.compile(r"^transformer_blocks\.(?P<block>\d+)\.(?P<inner>.+)$")
+_ALPHA_KEY = re.compile(r"(^|\.)alpha$")
+
+PRESET_OTHER = "other"
+
+
+class LoraFileError(RuntimeError):
+    """The file cannot be read as safetensors."""
+
+
+@dataclass
+class ModuleNorms:
+    """Frobenius norms of one adapted module's factors and of its effective delta ``B @ A``."""
+
+    module: str
+    rank: int
+    in_features: int
+    out_features: int
+    norm_a: float
+    norm_b: float
+    norm_delta: float
+
+
+@dataclass
+class LoraReport:
+    """What one LoRA file holds; ``problems`` is empty for a clean, loadable export."""
+
+    path: str
+    num_tensors: int
+    dtypes: dict[str, int]
+    problems: list[str]
+    non_finite_tensors: list[str]
+    bad_keys: list[str]
+    preset: str
+    num_blocks: int
+    ranks: list[int]
+    total_delta_norm: float
+    metadata: dict[str, Any]
+    modules: list[ModuleNorms] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file has no problems."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return asdict(self)
+
+
+@dataclass
+class LoraDistance:
+    """How far the second LoRA is from the first (see the module docstring for the definitions)."""
+
+    reference: str
+    other: str
+    relative_delta_distance: float
+    relative_raw_distance: float | None
+    delta_norm_reference: float
+    delta_norm_other: float
+    modules_compared: int
+    modules_only_in_reference: list[str]
+    modules_only_in_other: list[str]
+    raw_tensors_compared: int
+    per_module: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read every tensor and the metadata of a safetensors file.
+
+    Raises:
+        LoraFileError: If the file is missing or not safetensors.
+    """
+    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.is_file():
+        raise LoraFileError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open is not a Mapping
+            metadata = dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise LoraFileError(f"{path}: not a readable safetensors file ({e})") from e
+    return tensors, metadata
+
+
+def _decode_metadata(metadata: dict[str, str]) -> dict[str, Any]:
+    decoded: dict[str, Any] = {}
+    for key, value in sorted(metadata.items()):
+        try:
+            decoded[key] = json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            decoded[key] = value
+    return decoded
+
+
+def lora_factors(
+    tensors: dict[str, torch.Tensor],
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+    """Pair each module's ``lora_A`` and ``lora_B`` and list every problem with the keys or values.
+
+    Args:
+        tensors: The file's tensors by key.
+
+    Returns:
+        ``(factors, problems)``: ``{module: (A, B)}`` for well-formed pairs, and one line per problem, each naming
+        the tensor (non-finite values, an alpha key, an unknown key, a lone factor, mismatched shapes).
+    """
+    problems: list[str] = []
+    halves: dict[str, dict[str, torch.Tensor]] = {}
+    for key in sorted(tensors):
+        tensor = tensors[key]
+        if tensor.is_floating_point():
+            nan = int(torch.isnan(tensor).sum())
+            inf = int(torch.isinf(tensor).sum())
+            if nan or inf:
+                problems.append(f"{key}: {nan} NaN and {inf} Inf of {tensor.numel()} values")
+        match = LORA_KEY.match(key)
+        if match is None:
+            if _ALPHA_KEY.search(key):
+                problems.append(
+                    f"{key}: alpha key. Exported LoRAs carry no alpha: ltx-core and ComfyUI apply B @ A with scale "
+                    "1 (train with lora.alpha equal to lora.rank)"
+                )
+            else:
+                problems.append(
+                    f"{key}: unknown key; expected {KEY_PREFIX}<module>.lora_A.weight or .lora_B.weight (ComfyUI)"
+                )
+            continue
+        if tensor.ndim != 2:
+            problems.append(f"{key}: expected a 2-D matrix, found shape {tuple(tensor.shape)}")
+            continue
+        halves.setdefault(match.group("module"), {})[match.group("factor")] = tensor
+
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for module, pair in halves.items():
+        if set(pair) != {"A", "B"}:
+            present, missing = next(iter(pair)), "B" if "A" in pair else "A"
+            problems.append(f"{KEY_PREFIX}{module}.lora_{present}.weight: no matching lora_{missing}")
+            continue
+        a, b = pair["A"], pair["B"]
+        if a.shape[0] != b.shape[1]:
+            problems.append(
+                f"{KEY_PREFIX}{module}: lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} disagree on the rank"
+            )
+            continue
+        factors[module] = (a, b)
+    return factors, problems
+
+
+def detect_preset(modules: list[str]) -> tuple[str, int]:
+    """Which LoRA preset a set of adapted modules is.
+
+    Args:
+        modules: Module names relative to the transformer (``transformer_blocks.3.audio_attn1.to_q``).
+
+    Returns:
+        ``(preset, num_blocks)``: ``"audio"`` or ``"audio+bridges"`` when every adapted block holds exactly that
+        preset's modules and nothing outside the blocks is adapted; ``"other"`` otherwise.
+    """
+    per_block: dict[int, set[str]] = {}
+    outside = False
+    for module in modules:
+        match = _BLOCK_MODULE.match(module)
+        if match is None:
+            outside = True
+            continue
+        per_block.setdefault(int(match.group("block")), set()).add(match.group("inner"))
+    if outside or not per_block:
+        return PRESET_OTHER, len(per_block)
+    for name, preset_modules in PRESETS.items():
+        if all(inner == set(preset_modules) for inner in per_block.values()):
+            return name, len(per_block)
+    return PRESET_OTHER, len(per_block)
+
+
+def _gram_inner(a1: torch.Tensor, b1: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor) -> float:
+    """``<B1 A1, B2 A2>_F`` in float64 from rank-sized Gram matrices."""
+    return float(((b1.T @ b2) * (a1 @ a2.T)).sum())
+
+
+def _float64(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return pair[0].to(torch.float64), pair[1].to(torch.float64)
+
+
+def inspect_lora(path: Path) -> LoraReport:
+    """Inspect one exported LoRA file.
+
+    Args:
+        path: The ``.safetensors`` file.
+
+    Returns:
+        The report; its ``problems`` name every non-finite tensor, alpha key, unknown key and unpaired factor.
+
+    Raises:
+        LoraFileError: If the file cannot be read.
+    """
+    tensors, raw_metadata = read_lora(path)
+    factors, problems = lora_factors(tensors)
+    if not tensors:
+        problems.append(f"{path}: holds no tensors")
+    non_finite = [key for key, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad_keys = [key for key in tensors if LORA_KEY.match(key) is None]
+    modules: list[ModuleNorms] = []
+    total = 0.0
+    for module in sorted(factors, key=_module_sort_key):
+        a, b = _float64(factors[module])
+        delta_sq = max(_gram_inner(a, b, a, b), 0.0)
+        total += delta_sq
+        modules.append(
+            ModuleNorms(
+                module=module,
+                rank=a.shape[0],
+                in_features=a.shape[1],
+                out_features=b.shape[0],
+                norm_a=float(torch.linalg.vector_norm(a)),
+                norm_b=float(torch.linalg.vector_norm(b)),
+                norm_delta=math.sqrt(delta_sq),
+            )
+        )
+    preset, num_blocks = detect_preset(list(factors))
+    return LoraReport(
+        path=str(path),
+        num_tensors=len(tensors),
+        dtypes=dict(sorted(Counter(str(t.dtype).removeprefix("torch.") for t in tensors.values()).items())),
+        problems=problems,
+        non_finite_tensors=sorted(non_finite),
+        bad_keys=sorted(bad_keys),
+        preset=preset,
+        num_blocks=num_blocks,
+        ranks=sorted({m.rank for m in modules}),
+        total_delta_norm=math.sqrt(total),
+        metadata=_decode_metadata(raw_metadata),
+        modules=modules,
+    )
+
+
+def lora_distance(reference: Path, other: Path) -> LoraDistance:
+    """The relative distance of ``other`` from ``reference`` (definitions in the module docstring).
+
+    Raises:
+        LoraFileError: If a file cannot be read.
+        ValueError: If the reference LoRA has an all-zero delta (a relative distance is undefined).
+    """
+    ref_tensors, _ = read_lora(reference)
+    other_tensors, _ = read_lora(other)
+    ref_factors, _ = lora_factors(ref_tensors)
+    other_factors, _ = lora_factors(other_tensors)
+
+    ref_sq = other_sq = diff_sq = 0.0
+    per_module: dict[str, float] = {}
+    for module in sorted(set(ref_factors) | set(other_factors), key=_module_sort_key):
+        p = _float64(ref_factors[module]) if module in ref_factors else None
+        q = _float64(other_factors[module]) if module in other_factors else None
+        pp = _gram_inner(*p, *p) if p else 0.0
+        qq = _gram_inner(*q, *q) if q else 0.0
+        pq = _gram_inner(p[0], p[1], q[0], q[1]) if p and q else 0.0
+        module_diff = max(pp + qq - 2.0 * pq, 0.0)
+        ref_sq += pp
+        other_sq += qq
+        diff_sq += module_diff
+        if pp > 0:
+            per_module[module] = math.sqrt(module_diff / pp)
+    if ref_sq <= 0:
+        raise ValueError(f"{reference}: every B @ A is zero, so a distance relative to it is undefined")
+
+    raw_ref_sq = raw_diff_sq = 0.0
+    raw_compared = 0
+    for key, tensor in ref_tensors.items():
+        counterpart = other_tensors.get(key)
+        if not LORA_KEY.match(key) or counterpart is None or counterpart.shape != tensor.shape:
+            continue
+        p64, q64 = tensor.to(torch.float64), counterpart.to(torch.float64)
+        raw_ref_sq += float(p64.pow(2).sum())
+        raw_diff_sq += float((q64 - p64).pow(2).sum())
+        raw_compared += 1
+
+    return LoraDistance(
+        reference=str(reference),
+        other=str(other),
+        relative_delta_distance=math.sqrt(diff_sq / ref_sq),
+        relative_raw_distance=math.sqrt(raw_diff_sq / raw_ref_sq) if raw_ref_sq > 0 else None,
+        delta_norm_reference=math.sqrt(ref_sq),
+        delta_norm_other=math.sqrt(other_sq),
+        modules_compared=len(set(ref_factors) & set(other_factors)),
+        modules_only_in_reference=sorted(set(ref_factors) - set(other_factors), key=_module_sort_key),
+        modules_only_in_other=sorted(set(other_factors) - set(ref_factors), key=_module_sort_key),
+        raw_tensors_compared=raw_compared,
+        per_module=per_module,
+    )
+
+
+def _module_sort_key(module: str) -> tuple[int, str]:
+    match = _BLOCK_MODULE.match(module)
+    return (int(match.group("block")), match.group("inner")) if match else (-1, module)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _module_kind(module: str) -> str:
+    match = _BLOCK_MODULE.match(module)
+    return match.group("inner") if match else module
+
+
+def _render_report(report: LoraReport, *, per_module: bool) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    console = Console()
+    summary = Table(title=f"LoRA {report.path}", show_header=False)
+    summary.add_column("field", style="bold")
+    summary.add_column("value")
+    convention = "ComfyUI (diffusion_model. + lora_A/lora_B, no alpha)"
+    summary.add_row("tensors", str(report.num_tensors))
+    summary.add_row("dtypes", ", ".join(f"{d} x{n}" for d, n in report.dtypes.items()) or "-")
+    finite = f"[red]no ({len(report.non_finite_tensors)} tensors)[/red]" if report.non_finite_tensors else "yes"
+    summary.add_row("finite", finite)
+    summary.add_row("keys", f"[red]{len(report.bad_keys)} not {convention}[/red]" if report.bad_keys else convention)
+    summary.add_row("preset", f"{report.preset} ({report.num_blocks} blocks, {len(report.modules)} modules)")
+    summary.add_row("rank", ", ".join(map(str, report.ranks)) or "-")
+    summary.add_row("||B A|| total", f"{report.total_delta_norm:.6g}")
+    console.print(summary)
+
+    if report.metadata:
+        metadata = Table(title="Metadata")
+        metadata.add_column("key")
+        metadata.add_column("value", overflow="fold")
+        for key, value in report.metadata.items():
+            shown = value if isinstance(value, str) else json.dumps(value)
+            metadata.add_row(key, shown if len(shown) <= 200 else shown[:197] + "...")
+        console.print(metadata)
+
+    norms = Table(title="Weight norms per module" if per_module else "Weight norms per module kind (over blocks)")
+    if per_module:
+        norms.add_column("module", no_wrap=True)
+        for column in ("rank", "out x in", "||A||", "||B||", "||BA||"):
+            norms.add_column(column, justify="right")
+        for m in report.modules:
+            norms.add_row(
+                m.module,
+                str(m.rank),
+                f"{m.out_features} x {m.in_features}",
+                f"{m.norm_a:.3g}",
+                f"{m.norm_b:.3g}",
+                f"{m.norm_delta:.3g}",
+            )
+    else:
+        norms.add_column("module", no_wrap=True)
+        for column in ("blocks", "||A|| mean", "||B|| mean", "||BA|| min", "||BA|| median", "||BA|| max"):
+            norms.add_column(column, justify="right")
+        kinds: dict[str, list[ModuleNorms]] = {}
+        for m in report.modules:
+            kinds.setdefault(_module_kind(m.module), []).append(m)
+        for kind, items in kinds.items():
+            deltas = [m.norm_delta for m in items]
+            norms.add_row(
+                kind,
+                str(len(items)),
+                f"{statistics.fmean(m.norm_a for m in items):.3g}",
+                f"{statistics.fmean(m.norm_b for m in items):.3g}",
+                f"{min(deltas):.3g}",
+                f"{statistics.median(deltas):.3g}",
+                f"{max(deltas):.3g}",
+            )
+    if report.modules:
+        console.print(norms)
+    for problem in report.problems:
+        console.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
+
+
+def _render_distance(distance: LoraDistance) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="Distance (relative to the first file)", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("||dW2 - dW1|| / ||dW1||  (dW = B @ A)", f"{distance.relative_delta_distance:.6g}")
+    raw = distance.relative_raw_distance
+    table.add_row("||T2 - T1|| / ||T1||  (raw A, B tensors)", "-" if raw is None else f"{raw:.6g}")
+    table.add_row("||dW1||, ||dW2||", f"{distance.delta_norm_reference:.6g}, {distance.delta_norm_other:.6g}")
+    table.add_row("modules compared", str(distance.modules_compared))
+    if distance.modules_only_in_reference or distance.modules_only_in_other:
+        table.add_row(
+            "modules in one file only",
+            f"{len(distance.modules_only_in_reference)} in the first, {len(distance.modules_only_in_other)} in the "
+            "second (counted as zero deltas)",
+        )
+    Console().print(table)
+
+
+def inspect_command(
+    lora: Annotated[Path, typer.Argument(help="An exported LoRA (.safetensors).", show_default=False)],
+    other: Annotated[
+        Path | None, typer.Argument(help="A second LoRA: also report its distance from the first.", show_default=False)
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
+    modules: Annotated[
+        bool, typer.Option("--modules", help="One norm row per module instead of per module kind.")
+    ] = False,
+) -> None:
+    """Inspect a LoRA (keys, finiteness, preset, metadata, norms); with two files, also their relative distance.
+
+    Exits 1 on non-finite tensors, unknown or alpha keys, or unpaired factors, naming each tensor; 2 on an unreadable
+    file.
+    """
+    paths = [lora] if other is None else [lora, other]
+    try:
+        reports = [inspect_lora(path) for path in paths]
+        distance = lora_distance(lora, other) if other is not None else None
+    except (LoraFileError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    if json_output:
+        document: dict[str, Any] = {"files": [r.to_dict() for r in reports]}
+        if distance is not None:
+            document["distance"] = distance.to_dict()
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        for report in reports:
+            _render_report(report, per_module=modules)
+        if distance is not None:
+            _render_distance(distance)
+    if any(not r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``inspect`` to the ``audio-reference`` command group."""
+    app.command("inspect")(inspect_command)
