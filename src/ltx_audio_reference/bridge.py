@@ -394,6 +394,9 @@ def _no_grad_loss(trainer: Any, batch: dict[str, Any]) -> Any:  # noqa: ANN401
 
 
 MAX_LISTED_PROBLEMS = 20
+# At training start, values are scanned only in tensors up to this size (references, audio and video latents);
+# prompt embeddings can reach tens of GB over a dataset, and `ltx-trainer check` scans them all.
+STARTUP_SCAN_LIMIT = 2**20
 
 
 def check_training_data(config: Any) -> None:  # noqa: ANN401 - the stock LtxTrainerConfig
@@ -404,7 +407,9 @@ def check_training_data(config: Any) -> None:  # noqa: ANN401 - the stock LtxTra
     """
     root = config.data.preprocessed_data_root
     sources = config.training_strategy.get_data_sources()
-    problems = check_dataset(root, dict.fromkeys(sources), batch_size=config.optimization.batch_size)
+    problems = check_dataset(
+        root, dict.fromkeys(sources), batch_size=config.optimization.batch_size, scan_limit=STARTUP_SCAN_LIMIT
+    )
     if not problems:
         return
     lines = [str(p) for p in problems[:MAX_LISTED_PROBLEMS]]

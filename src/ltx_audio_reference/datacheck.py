@@ -56,7 +56,9 @@ def _describe(t: torch.Tensor) -> str:
     return f"shape {list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
 
 
-def _finite(path: str, key: str, t: torch.Tensor) -> Iterator[Problem]:
+def _finite(path: str, key: str, t: torch.Tensor, scan_limit: int | None) -> Iterator[Problem]:
+    if scan_limit is not None and t.numel() > scan_limit:
+        return  # reading every value of large tensors is left to `ltx-trainer check`
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         yield Problem(f"{path} [{key}]", "finite values", f"{bad} NaN/Inf of {t.numel()}")
@@ -67,7 +69,7 @@ def _tensor(data: Mapping[str, Any], key: str) -> torch.Tensor | None:
     return value if isinstance(value, torch.Tensor) else None
 
 
-def check_video_latents(path: str, data: Mapping[str, Any]) -> Iterator[Problem]:
+def check_video_latents(path: str, data: Mapping[str, Any], scan_limit: int | None = None) -> Iterator[Problem]:
     """A ``latents/`` file: ``latents [128, F, H, W]`` (or legacy ``[F*H*W, 128]``) plus its geometry."""
     lat = _tensor(data, "latents")
     if lat is None:
@@ -91,10 +93,10 @@ def check_video_latents(path: str, data: Mapping[str, Any]) -> Iterator[Problem]
             yield Problem(path, "num_frames, height and width for legacy [seq, C] latents", f"missing {missing}")
     else:
         yield Problem(f"{path} [latents]", f"[{VIDEO_LATENT_CHANNELS}, F, H, W] video latents", _describe(lat))
-    yield from _finite(path, "latents", lat)
+    yield from _finite(path, "latents", lat, scan_limit)
 
 
-def check_audio_latents(path: str, data: Mapping[str, Any]) -> Iterator[Problem]:
+def check_audio_latents(path: str, data: Mapping[str, Any], scan_limit: int | None = None) -> Iterator[Problem]:
     """An ``audio_latents/`` or ``reference_audio_latents/`` file: ``latents [8, T, 16]``."""
     lat = _tensor(data, "latents")
     if lat is None:
@@ -112,10 +114,10 @@ def check_audio_latents(path: str, data: Mapping[str, Any]) -> Iterator[Problem]
         yield Problem(
             f"{path} [num_time_steps]", f"{lat.shape[1]} (from the latents' shape)", str(data["num_time_steps"])
         )
-    yield from _finite(path, "latents", lat)
+    yield from _finite(path, "latents", lat, scan_limit)
 
 
-def check_conditions(path: str, data: Mapping[str, Any]) -> Iterator[Problem]:
+def check_conditions(path: str, data: Mapping[str, Any], scan_limit: int | None = None) -> Iterator[Problem]:
     """A ``conditions/`` file: prompt embeddings ``[L, D]`` and ``prompt_attention_mask [L]``."""
     embed_keys = [k for k in ("video_prompt_embeds", "audio_prompt_embeds", "prompt_embeds") if k in data]
     if not embed_keys:
@@ -136,7 +138,7 @@ def check_conditions(path: str, data: Mapping[str, Any]) -> Iterator[Problem]:
             continue
         if mask is not None and mask.dim() == 1 and mask.shape[0] != emb.shape[0]:
             yield Problem(f"{path} [{key}]", f"length {mask.shape[0]} (the attention mask's)", _describe(emb))
-        yield from _finite(path, key, emb)
+        yield from _finite(path, key, emb, scan_limit)
 
 
 def classify(data: Mapping[str, Any]) -> str:
@@ -154,14 +156,16 @@ def classify(data: Mapping[str, Any]) -> str:
 CHECKS = {"video": check_video_latents, "audio": check_audio_latents, "conditions": check_conditions}
 
 
-def load_sample_file(path: Path) -> dict[str, Any]:
+def load_sample_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load one ``.pt`` file the way training does (``weights_only=True``).
+
+    With ``mmap`` the zip structure is validated (a truncated file still fails) but tensor data is read lazily.
 
     Raises:
         ValueError: If the file is unreadable, truncated, holds a pickled object or is not a dict.
     """
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"unreadable ({type(e).__name__}: {first_line})") from e
@@ -170,10 +174,12 @@ def load_sample_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_file(path: Path, dir_name: str, kind: str | None) -> tuple[list[Problem], int | None]:
+def _check_file(
+    path: Path, dir_name: str, kind: str | None, scan_limit: int | None
+) -> tuple[list[Problem], int | None]:
     """Check one file; returns its problems and, for audio, its length in time steps."""
     try:
-        data = load_sample_file(path)
+        data = load_sample_file(path, mmap=scan_limit is not None)
     except ValueError as e:
         return [Problem(str(path), "a .pt dict of tensors readable with weights_only=True", str(e))], None
     found_kind = classify(data)
@@ -186,7 +192,7 @@ def _check_file(path: Path, dir_name: str, kind: str | None) -> tuple[list[Probl
         return [Problem(str(path), "video latents, audio latents or text conditions", f"keys {sorted(data)}")], None
     lat = data.get("latents")
     length = int(lat.shape[1]) if (kind or found_kind) == "audio" and isinstance(lat, torch.Tensor) else None
-    return list(check(str(path), data)), length
+    return list(check(str(path), data, scan_limit)), length
 
 
 def _pairing_problems(data_root: Path, present: Mapping[str, set[Path]]) -> list[Problem]:
@@ -211,6 +217,7 @@ def check_dataset(
     *,
     batch_size: int = 1,
     max_files: int | None = None,
+    scan_limit: int | None = None,
 ) -> list[Problem]:
     """Check a preprocessed dataset.
 
@@ -220,6 +227,8 @@ def check_dataset(
             infer the kind from each file's content.
         batch_size: The training batch size; with more than one, references of unequal length are a problem.
         max_files: Check at most this many samples' contents (pairing is always checked for all).
+        scan_limit: Look for NaN/Inf only in tensors of at most this many elements, and memory-map files (None: scan
+            everything). Shapes, dtypes and file integrity are always checked.
 
     Returns:
         Every problem found, in a stable order. Empty when the data is fine.
@@ -245,7 +254,7 @@ def check_dataset(
     for sample in complete[:max_files]:
         for dir_name in present:
             path = data_root / dir_name / _paired_name(dir_name, sample)
-            file_problems, length = _check_file(path, dir_name, dirs[dir_name])
+            file_problems, length = _check_file(path, dir_name, dirs[dir_name], scan_limit)
             problems.extend(file_problems)
             if length is not None:
                 audio_lengths.setdefault(dir_name, set()).add(length)

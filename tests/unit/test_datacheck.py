@@ -137,3 +137,25 @@ def test_classify_by_content() -> None:
     assert classify({"latents": torch.zeros(8, 3, 16)}) == "audio"
     assert classify({"video_prompt_embeds": torch.zeros(1, 1)}) == "conditions"
     assert classify({"something": 1}) == "unknown"
+
+
+def test_scan_limit_skips_value_scans_of_large_tensors_only(dataset: Path) -> None:
+    cond = dataset / "conditions" / "sample_000.pt"
+    data = torch.load(cond, weights_only=True)
+    data["video_prompt_embeds"][0, 0] = float("nan")  # 8192 elements
+    torch.save(data, cond)
+    ref = dataset / "reference_audio_latents" / "sample_001.pt"
+    data = torch.load(ref, weights_only=True)
+    data["latents"][0, 0, 0] = float("inf")  # 640 elements
+    torch.save(data, ref)
+    assert len(_lines(dataset)) == 2
+    limited = _lines(dataset, scan_limit=1000)
+    assert limited == [f"{ref} [latents]: expected finite values; found 1 NaN/Inf of 640"]
+
+
+def test_scan_limit_still_names_truncated_files(dataset: Path) -> None:
+    path = dataset / "conditions" / "sample_002.pt"
+    path.write_bytes(path.read_bytes()[:-50])
+    lines = _lines(dataset, scan_limit=1000)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{path}: expected a .pt dict of tensors readable with weights_only=True")
