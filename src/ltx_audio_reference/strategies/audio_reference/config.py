@@ -107,6 +107,14 @@ class AudioReferenceConfig(_StrategyConfigBase):
         description="LoRA target modules: 'audio' (audio attention + feed-forward of every block), "
         "'audio+bridges' (adds the audio<->video cross-attentions), 'custom' (lora.target_modules as written)",
     )
+    ref_gap_samples: int = Field(
+        default=0,
+        ge=0,
+        le=4096,
+        description="Reference-attribution gap at checkpoint cadence (0 = off): on this many fixed dataset samples, "
+        "the loss with another sample's reference minus the loss with the sample's own, under paired noise. Logged as "
+        "train/ref_gap and written into the checkpoint metadata; > 0 means the reference is used",
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> AudioReferenceConfig:
@@ -139,6 +147,11 @@ class AudioReferenceConfig(_StrategyConfigBase):
             raise ValueError(
                 "Nothing to train: audio_loss_weight is 0 and no video loss is active. Set audio_loss_weight > 0 "
                 "(or generate_video: true with video_loss_weight > 0)."
+            )
+        if self.ref_gap_samples == 1:
+            raise ValueError(
+                "ref_gap_samples: 1 cannot measure the reference gap: each sample borrows another sample's reference. "
+                "Set ref_gap_samples: 0 (off) or at least 2."
             )
         if (
             self.reference_positions == "overlap"
