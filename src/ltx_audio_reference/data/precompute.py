@@ -1,0 +1,314 @@
+"""Encode reference audio files through the LTX-2 audio VAE encoder into ``reference_audio_latents/``.
+
+Each file becomes ``reference_audio_latents/<relative path>.pt`` holding ``latents`` ``[8, T, 16]`` float32,
+``num_time_steps``, ``frequency_bins`` and ``duration`` (seconds of the input), the format ltx-trainer's
+``process_dataset.py`` writes to ``audio_latents/``, so a sample's reference pairs with its target by relative path.
+
+Sources:
+
+- a folder: every audio file under it, named by its path relative to the folder;
+- a manifest (CSV, JSON or JSONL, ltx-trainer's preprocessing format): the ``reference_audio`` column's files,
+  named like upstream names every latent, by the ``video`` column's path relative to the manifest's folder (falling
+  back to the reference path where there is no ``video`` column).
+
+Audio is widened to stereo (mono duplicated; more channels averaged, then duplicated), resampled to the encoder's
+rate and turned into a log-mel spectrogram by ltx-core's ``AudioProcessor`` or its plain-torch twin
+(:mod:`ltx_audio_reference.data.frontend`). Finished files are skipped, so a rerun only encodes what is missing;
+each file is written to a temporary name and renamed, so a crash never leaves a truncated ``.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ltx_audio_reference.data.audio_io import AUDIO_EXTENSIONS, AudioReadError, read_audio
+from ltx_audio_reference.data.frontend import FrontEnd, FrontEndChoice, front_end_for, import_audio_vae
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_DIR = "reference_audio_latents"
+TARGET_AUDIO_DIR = "audio_latents"
+MANIFEST_SUFFIXES = (".csv", ".json", ".jsonl")
+
+
+class PrecomputeError(RuntimeError):
+    """A reference could not be encoded; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ReferenceItem:
+    """One reference audio file and the relative name of its latent file."""
+
+    audio_path: Path
+    relative: Path  # e.g. clips/speaker_01.pt
+
+
+@dataclass
+class PrecomputeResult:
+    """What a precompute run did."""
+
+    output_dir: Path
+    encoded: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    unpaired: list[Path] = field(default_factory=list)  # no audio_latents/ twin, where that folder exists
+    front_end: str | None = None
+
+
+def _relative_to(path: Path, root: Path) -> Path:
+    """``path`` relative to ``root``; a path outside ``root`` keeps its own structure (as upstream names it)."""
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        return Path(*path.parts[1:]) if path.is_absolute() else path
+
+
+def _read_manifest_rows(manifest: Path) -> list[dict[str, Any]]:
+    suffix = manifest.suffix.lower()
+    if suffix == ".csv":
+        with manifest.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    if suffix == ".json":
+        rows = json.loads(manifest.read_text(encoding="utf-8"))
+        if not isinstance(rows, list):
+            raise PrecomputeError(f"{manifest}: a JSON manifest must hold a list of objects")
+        return rows
+    return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def find_references(
+    source: Path, *, reference_column: str = "reference_audio", media_column: str = "video"
+) -> list[ReferenceItem]:
+    """List the reference files of a folder or manifest, with the relative names their latents get.
+
+    Args:
+        source: A folder of audio files, or a ``.csv``/``.json``/``.jsonl`` manifest.
+        reference_column: The manifest column naming the reference audio.
+        media_column: The manifest column whose path names each sample (upstream's main media column).
+
+    Returns:
+        Items in a stable order (sorted paths for a folder, row order for a manifest).
+
+    Raises:
+        PrecomputeError: If ``source`` is missing, is an unsupported file, or the manifest lacks
+            ``reference_column``.
+    """
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        return [ReferenceItem(p, _relative_to(p, source).with_suffix(".pt")) for p in files]
+    if not source.is_file():
+        raise PrecomputeError(f"{source}: no such folder or manifest")
+    if source.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise PrecomputeError(
+            f"{source}: expected a folder of audio files or a manifest ({', '.join(MANIFEST_SUFFIXES)})"
+        )
+    root = source.parent
+    items = []
+    for index, row in enumerate(_read_manifest_rows(source)):
+        reference = str(row.get(reference_column) or "").strip()
+        if not reference:
+            raise PrecomputeError(
+                f"{source}: row {index + 1} has no {reference_column!r} value; pass --reference-column to name "
+                "the column holding the reference audio"
+            )
+        audio_path = root / reference
+        naming = str(row.get(media_column) or "").strip()
+        relative = _relative_to(root / naming if naming else audio_path, root).with_suffix(".pt")
+        items.append(ReferenceItem(audio_path, relative))
+    return items
+
+
+def load_audio_encoder(
+    model_path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
+    """Load the LTX-2 audio VAE encoder from a checkpoint with ltx-core's loader (as ltx-trainer does).
+
+    Args:
+        model_path: A full LTX-2 checkpoint, or the audio VAE file of a split pack.
+        device: Where to put the encoder.
+        dtype: Weight dtype; float32 (the default) is what ltx-trainer uses for preprocessing.
+
+    Returns:
+        The ``AudioEncoder`` in eval mode.
+    """
+    from ltx_core.loader import SingleGPUModelBuilder  # noqa: PLC0415
+
+    audio_vae = import_audio_vae()
+    encoder = SingleGPUModelBuilder(
+        model_path=str(model_path),
+        model_class_configurator=audio_vae.AudioEncoderConfigurator,
+        model_sd_ops=audio_vae.AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER,
+    ).build(device=torch.device(device), dtype=dtype)
+    return encoder.eval()
+
+
+def to_stereo(waveform: torch.Tensor) -> torch.Tensor:
+    """``[channels, samples]`` to ``[2, samples]``: mono duplicated, more than two channels averaged and duplicated."""
+    channels = waveform.shape[0]
+    if channels == 2:
+        return waveform
+    if channels > 2:
+        logger.debug("Averaging %d channels to mono before widening to stereo", channels)
+        waveform = waveform.mean(dim=0, keepdim=True)
+    return waveform.expand(2, -1).contiguous()
+
+
+@torch.inference_mode()
+def encode_waveform(
+    encoder: torch.nn.Module, front_end: FrontEnd, waveform: torch.Tensor, sample_rate: int
+) -> dict[str, Any]:
+    """Encode one waveform into an ``audio_latents``-format record.
+
+    Args:
+        encoder: An ltx-core ``AudioEncoder``.
+        front_end: Its front end (:func:`ltx_audio_reference.data.frontend.front_end_for`).
+        waveform: ``[channels, samples]`` at ``sample_rate``.
+        sample_rate: In Hz.
+
+    Returns:
+        ``{"latents": [8, T, 16] float32 CPU, "num_time_steps": T, "frequency_bins": 16, "duration": seconds}``.
+    """
+    parameter = next(encoder.parameters())
+    stereo = to_stereo(waveform.to(torch.float32))
+    mel = front_end(stereo[None].to(device=parameter.device, dtype=parameter.dtype), sample_rate)
+    latents = encoder(mel.to(parameter.dtype))[0]
+    return {
+        "latents": latents.to(device="cpu", dtype=torch.float32).contiguous(),
+        "num_time_steps": int(latents.shape[1]),
+        "frequency_bins": int(latents.shape[2]),
+        "duration": waveform.shape[-1] / sample_rate,
+    }
+
+
+def _atomic_torch_save(record: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp.{os.getpid()}")
+    try:
+        torch.save(record, tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def precompute_reference_latents(  # noqa: PLR0913
+    source: Path,
+    output_root: Path,
+    *,
+    model_path: Path | None = None,
+    encoder: torch.nn.Module | None = None,
+    device: str = "cpu",
+    front_end: FrontEndChoice = "auto",
+    max_duration: float | None = None,
+    overwrite: bool = False,
+    reference_column: str = "reference_audio",
+    media_column: str = "video",
+    show_progress: bool = True,
+) -> PrecomputeResult:
+    """Encode every reference of ``source`` into ``output_root/reference_audio_latents/``.
+
+    The encoder is loaded only if some file still needs encoding, so a rerun over a finished dataset is instant.
+
+    Args:
+        source: A folder of audio files or a manifest (see :func:`find_references`).
+        output_root: The preprocessed dataset root (``data.preprocessed_data_root``, e.g. ``.precomputed``).
+        model_path: Checkpoint holding the audio VAE; needed unless ``encoder`` is given.
+        encoder: An already-loaded ``AudioEncoder`` (tests, notebooks).
+        device: Device for the encoder when loading it.
+        front_end: ``auto``, ``ltx-core`` or ``torch`` (see :func:`~ltx_audio_reference.data.frontend.front_end_for`).
+        max_duration: Trim each reference to at most this many seconds.
+        overwrite: Re-encode files that already exist.
+        reference_column: Manifest column with the reference audio.
+        media_column: Manifest column naming each sample.
+        show_progress: Show a rich progress bar.
+
+    Returns:
+        The encoded, skipped and unpaired relative paths.
+
+    Raises:
+        PrecomputeError: On an unreadable or too-short file (naming it), a bad source, or no model.
+    """
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    items = find_references(source, reference_column=reference_column, media_column=media_column)
+    out_dir = Path(output_root) / REFERENCE_DIR
+    result = PrecomputeResult(output_dir=out_dir)
+    if not items:
+        logger.warning("No reference audio found in %s", source)
+        return result
+    if max_duration is not None and max_duration <= 0:
+        raise PrecomputeError(f"max_duration must be positive, got {max_duration}")
+
+    fe: FrontEnd | None = None
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+    ) as progress:
+        task = progress.add_task("Encoding reference audio", total=len(items))
+        for item in items:
+            out = out_dir / item.relative
+            if out.is_file() and not overwrite:
+                result.skipped.append(item.relative)
+                progress.advance(task)
+                continue
+            if encoder is None:
+                if model_path is None:
+                    raise PrecomputeError("precompute needs a model checkpoint (--model-path) holding the audio VAE")
+                logger.info("Loading the audio VAE encoder from %s", model_path)
+                encoder = load_audio_encoder(model_path, device=device)
+            if fe is None:
+                fe = front_end_for(encoder, front_end)
+                result.front_end = fe.name
+                logger.info("Front end: %s", fe.name)
+            try:
+                samples, sample_rate = read_audio(item.audio_path)
+            except AudioReadError as e:
+                raise PrecomputeError(str(e)) from e
+            waveform = torch.from_numpy(samples)
+            if max_duration is not None:
+                waveform = waveform[:, : round(max_duration * sample_rate)]
+            # The centred STFT reflect-pads n_fft // 2 samples, which needs a longer signal at the encoder's rate.
+            min_samples = math.ceil((encoder.n_fft // 2 + 1) * sample_rate / encoder.sample_rate)
+            if waveform.shape[-1] < min_samples:
+                raise PrecomputeError(
+                    f"{item.audio_path}: too short to encode ({waveform.shape[-1]} samples at {sample_rate} Hz; "
+                    f"need at least {min_samples})"
+                )
+            _atomic_torch_save(encode_waveform(encoder, fe, waveform, sample_rate), out)
+            result.encoded.append(item.relative)
+            progress.advance(task)
+
+    targets = Path(output_root) / TARGET_AUDIO_DIR
+    if targets.is_dir():
+        result.unpaired = [item.relative for item in items if not (targets / item.relative).is_file()]
+        if result.unpaired:
+            shown = ", ".join(str(p) for p in result.unpaired[:5])
+            logger.warning(
+                "%d reference(s) have no %s/ twin (e.g. %s): check that references and targets are named alike",
+                len(result.unpaired),
+                TARGET_AUDIO_DIR,
+                shown,
+            )
+    logger.info(
+        "Reference latents: %d encoded, %d already done, in %s", len(result.encoded), len(result.skipped), out_dir
+    )
+    return result
