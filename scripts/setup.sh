@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 # torch==2.13.0 resolves to the local CPU wheel; a looser pin would pull a multi-GB CUDA build.
-.venv/bin/pip install --quiet torch==2.13.0 -e '.[test]'
+.venv/bin/pip install --quiet torch==2.13.0 -e '.[test,recipes]'
 # ltx-core declares torchaudio, and PyPI's Linux torchaudio is a CUDA build that cannot load next to CPU torch
 # (it breaks `import transformers`, hence peft). Nothing in tier 1 needs it, so it is removed.
 .venv/bin/pip uninstall --quiet -y torchaudio
