@@ -10,7 +10,11 @@ import importlib
 
 import typer
 
-COMMAND_MODULES: tuple[str, ...] = ("ltx_audio_reference.evaluation.lora_inspect", "ltx_audio_reference.data.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "ltx_audio_reference.evaluation.lora_inspect",
+    "ltx_audio_reference.evaluation.sweep",
+    "ltx_audio_reference.data.cli",
+)
 
 
 def build_audio_reference_app() -> typer.Typer:

@@ -1,0 +1,235 @@
+"""Tiny random decoders and text-encoder weights, so the kit's tiny checkpoint can *generate*, not only train.
+
+The kit's checkpoint (:func:`ltx_audio_reference.kit.write_tiny_checkpoint`) carries the transformer and the text
+connectors only, and its Gemma folder has no weights, which is enough to train with validation off. Sampling through
+ltx-trainer's ``ValidationRunner`` also needs:
+
+- a Gemma-3 text encoder with weights (prompt embeddings): :func:`write_tiny_gemma_weights` fills the kit's folder
+  with a randomly initialised 1-layer Gemma-3 in the checkpoint layout ltx-core's loader maps;
+- the audio VAE encoder (reference audio -> latents), decoder (latents -> mel) and vocoder (mel -> 24 kHz stereo
+  waveform), and a video VAE decoder: :func:`add_tiny_decoders` adds them to the checkpoint, with their ``config``
+  sections, the way a full LTX-2 checkpoint holds them.
+
+The audio encoder is :mod:`ltx_audio_reference.data.tiny_audio_vae`'s (same config, same seed); the decoder shares its
+per-channel latent statistics. The audio VAE keeps the real interface (64 mel bins, hop 160 at 16 kHz, 8 x 16 latent
+features, x4 in time), the vocoder the real x240 upsampling to 24 kHz at a width of 64 channels, and the video decoder
+the default 32 x 32 x 8 compression with 8 channels. Everything is random: generated audio is noise-like, so numbers
+measured on it are meaningless; only the mechanics are real.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+#: The ``config.vocoder`` entry: ltx-core's plain (pre-2.3) HiFi-GAN vocoder at 64 channels.
+TINY_VOCODER_CONFIG: dict[str, Any] = {
+    "resblock": "1",
+    "stereo": True,
+    "upsample_initial_channel": 64,
+    "upsample_rates": [6, 5, 2, 2, 2],
+    "upsample_kernel_sizes": [12, 11, 4, 4, 4],
+    "resblock_kernel_sizes": [3],
+    "resblock_dilation_sizes": [[1, 3, 5]],
+    "output_sampling_rate": 24000,
+}
+
+#: The ``config.vae`` entry: a convolutional video decoder with three x2 (time, height, width) upsamplings after the
+#: x4 spatial patch, i.e. the default 32 x 32 x 8 compression, at 8 channels.
+TINY_VIDEO_VAE_CONFIG: dict[str, Any] = {
+    "_class_name": "CausalVideoAutoencoder",
+    "dims": 3,
+    "latent_channels": 128,
+    "out_channels": 3,
+    "patch_size": 4,
+    "decoder_blocks": [["compress_all", {"multiplier": 1}]] * 3,
+    "decoder_base_channels": 8,
+    "norm_layer": "pixel_norm",
+    "causal_decoder": False,
+    "timestep_conditioning": False,
+    "spatial_padding_mode": "zeros",
+}
+
+_STATISTICS_MODULE = "per_channel_statistics."
+
+
+def _build(configurator: type, config: dict[str, Any]) -> torch.nn.Module:
+    """Build a module through an ltx-core configurator on the meta device, then give it empty CPU storage."""
+    with torch.device("meta"):
+        if hasattr(configurator, "from_metadata"):  # ltx-core 1.2
+            module = configurator.from_metadata({"config": config})
+        else:  # ltx-core 1.0
+            module = configurator.from_config(config)
+    return module.to_empty(device="cpu")
+
+
+@torch.no_grad()
+def _init_random(module: torch.nn.Module, prefix: str, seed: int) -> None:
+    """Seeded by ``seed`` and each tensor's checkpoint key: ``N(0, 1/fan_in)`` matrices, small biases, unit norms."""
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
+    for name, tensor in tensors.items():
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(f"{prefix}{name}".encode())) % 2**63)
+        noise = torch.randn(tensor.shape, generator=generator)
+        if name.endswith("std-of-means"):
+            value = torch.ones(tensor.shape)
+        elif name.endswith("mean-of-means"):
+            value = torch.zeros(tensor.shape)
+        elif tensor.ndim >= 2:
+            value = noise / tensor[0].numel() ** 0.5
+        elif "norm" in name:
+            value = 1.0 + 0.05 * noise
+        else:
+            value = 0.02 * noise
+        tensor.copy_(value.to(tensor.dtype))
+
+
+def _audio_vae_config() -> dict[str, Any]:
+    from ltx_audio_reference.data.tiny_audio_vae import tiny_audio_vae_config  # noqa: PLC0415
+
+    return tiny_audio_vae_config()
+
+
+def build_tiny_audio_decoder(seed: int = 0) -> torch.nn.Module:
+    """The audio VAE decoder matching the tiny encoder, with seeded weights and the encoder's latent statistics."""
+    from ltx_audio_reference.data.frontend import import_audio_vae  # noqa: PLC0415
+    from ltx_audio_reference.data.tiny_audio_vae import build_tiny_audio_encoder  # noqa: PLC0415
+
+    decoder = _build(import_audio_vae().AudioDecoderConfigurator, _audio_vae_config())
+    _init_random(decoder, "audio_vae.decoder.", seed)
+    statistics = {
+        name: tensor for name, tensor in build_tiny_audio_encoder(seed).state_dict().items() if "statistics" in name
+    }
+    decoder.load_state_dict(statistics, strict=False)
+    return decoder.eval()
+
+
+def build_tiny_vocoder(seed: int = 0) -> torch.nn.Module:
+    """The tiny vocoder: 128 stereo mel features in, 2 channels at 24 kHz out (x240 per mel frame)."""
+    from ltx_audio_reference.data.frontend import import_audio_vae  # noqa: PLC0415
+
+    vocoder = _build(import_audio_vae().VocoderConfigurator, {"vocoder": copy.deepcopy(TINY_VOCODER_CONFIG)})
+    _init_random(vocoder, "vocoder.", seed)
+    return vocoder.eval()
+
+
+def build_tiny_video_decoder(seed: int = 0) -> torch.nn.Module:
+    """The tiny convolutional video VAE decoder: latents ``[B, 128, F, H, W]`` -> ``[B, 3, 8(F-1)+1, 32H, 32W]``."""
+    from ltx_core.model.video_vae import VideoDecoderConfigurator  # noqa: PLC0415
+
+    decoder = _build(VideoDecoderConfigurator, {"vae": copy.deepcopy(TINY_VIDEO_VAE_CONFIG)})
+    _init_random(decoder, "vae.decoder.", seed)
+    return decoder.eval()
+
+
+def _prefixed(module: torch.nn.Module, prefix: str, statistics_prefix: str) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for name, tensor in module.state_dict().items():
+        key = (
+            statistics_prefix + name.removeprefix(_STATISTICS_MODULE)
+            if name.startswith(_STATISTICS_MODULE)
+            else prefix + name
+        )
+        tensors[key] = tensor.detach().to(torch.float32).contiguous()
+    return tensors
+
+
+def add_tiny_decoders(checkpoint: Path, seed: int = 0) -> Path:
+    """Add a tiny audio VAE (encoder and decoder), vocoder and video VAE decoder to a tiny checkpoint, in place.
+
+    Keys follow a full LTX-2 checkpoint (``audio_vae.encoder.``, ``audio_vae.decoder.``,
+    ``audio_vae.per_channel_statistics.``, ``vocoder.``, ``vae.decoder.``, ``vae.per_channel_statistics.``), and the
+    JSON ``config`` metadata gains ``audio_vae``, ``vocoder`` and ``vae`` sections, so ltx-trainer's
+    ``load_audio_vae_encoder``, ``load_audio_vae_decoder``, ``load_vocoder`` and ``load_video_vae_decoder`` load them
+    from the same file as the transformer.
+
+    Args:
+        checkpoint: A checkpoint written by :func:`ltx_audio_reference.kit.write_tiny_checkpoint`.
+        seed: Weight seed (the audio encoder is the data module's tiny encoder with this seed).
+
+    Returns:
+        ``checkpoint``.
+    """
+    from ltx_audio_reference.data.tiny_audio_vae import build_tiny_audio_encoder  # noqa: PLC0415
+
+    checkpoint = Path(checkpoint)
+    with safe_open(str(checkpoint), "pt") as f:
+        metadata = dict(f.metadata() or {})
+    tensors = load_file(str(checkpoint))
+    config = json.loads(metadata.get("config", "{}"))
+
+    encoder = build_tiny_audio_encoder(seed)
+    tensors.update(_prefixed(encoder, "audio_vae.encoder.", "audio_vae.per_channel_statistics."))
+    decoder_tensors = _prefixed(
+        build_tiny_audio_decoder(seed), "audio_vae.decoder.", "audio_vae.per_channel_statistics."
+    )
+    for key, tensor in decoder_tensors.items():
+        if key in tensors and not torch.equal(tensors[key], tensor):
+            raise RuntimeError(f"The tiny audio decoder's {key} differs from the encoder's")
+        tensors[key] = tensor
+    tensors.update(_prefixed(build_tiny_vocoder(seed), "vocoder.", "vocoder.per_channel_statistics."))
+    tensors.update(_prefixed(build_tiny_video_decoder(seed), "vae.decoder.", "vae.per_channel_statistics."))
+
+    config.update(_audio_vae_config())
+    config["vocoder"] = copy.deepcopy(TINY_VOCODER_CONFIG)
+    config["vae"] = copy.deepcopy(TINY_VIDEO_VAE_CONFIG)
+    metadata["config"] = json.dumps(config)
+    save_file(tensors, str(checkpoint), metadata=metadata)
+    logger.info("Added a tiny audio VAE, vocoder and video decoder to %s (%d tensors)", checkpoint, len(tensors))
+    return checkpoint
+
+
+# The checkpoint layout ltx-core's Gemma-3 loader maps (``GEMMA3_LLM_KEY_OPS``) from the names transformers' model
+# uses for its modules.
+_GEMMA_CHECKPOINT_PREFIXES = (
+    ("model.language_model.", "language_model.model."),
+    ("model.vision_tower.", "vision_tower.vision_model."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+)
+
+
+def write_tiny_gemma_weights(text_encoder_dir: Path, seed: int = 0) -> Path:
+    """Replace the kit's placeholder ``model.safetensors`` with randomly initialised Gemma-3 weights.
+
+    The model is built by transformers from the folder's ``config.json`` (1 layer, hidden size 64) with a seeded
+    RNG, and stored under the checkpoint names ltx-core maps (``language_model.model.``, ``vision_tower.vision_model.``,
+    ``multi_modal_projector.``; the tied ``lm_head`` is left out). Prompts then encode, so ``ValidationRunner`` can
+    cache prompt embeddings for generation.
+
+    Args:
+        text_encoder_dir: A folder written by :func:`ltx_audio_reference.kit.write_text_encoder_dir`.
+        seed: Weight seed.
+
+    Returns:
+        The written ``model.safetensors``.
+    """
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration  # noqa: PLC0415
+
+    text_encoder_dir = Path(text_encoder_dir)
+    config = Gemma3Config(**json.loads((text_encoder_dir / "config.json").read_text()))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Gemma3ForConditionalGeneration(config)
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        for source, target in _GEMMA_CHECKPOINT_PREFIXES:
+            if name.startswith(source):
+                name = target + name.removeprefix(source)  # noqa: PLW2901
+                break
+        tensors[name] = tensor.detach().clone().contiguous()
+    path = text_encoder_dir / "model.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt", "note": "ltx-audio-reference: random tiny Gemma-3"})
+    logger.info("Wrote random tiny Gemma-3 weights (%d tensors) to %s", len(tensors), path)
+    return path
