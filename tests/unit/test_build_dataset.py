@@ -21,7 +21,7 @@ pytest.importorskip("matplotlib", reason="the recipe report needs matplotlib: pi
 
 from ltx_audio_reference.cli import build_app  # noqa: E402
 from ltx_audio_reference.data.audio_io import read_audio, write_wav  # noqa: E402
-from ltx_audio_reference.data.build import BuildError, build_dataset, make_pair, pearson_r  # noqa: E402
+from ltx_audio_reference.data.build import BuildError, build_dataset, find_clips, make_pair, pearson_r  # noqa: E402
 from ltx_audio_reference.data.pitch import measure_f0  # noqa: E402
 from ltx_audio_reference.data.recipe import load_recipe  # noqa: E402
 from ltx_audio_reference.data.synthetic import synthetic_voice, write_clip  # noqa: E402
@@ -265,3 +265,39 @@ def test_bounded_recipe_correlates_and_never_exceeds_seven_semitones(
     assert min(abs(o.shift_semitones) for o in kept) >= 1.0
     r = pearson_r([o.source_f0_hz for o in kept], [o.target_f0_hz for o in kept])
     assert r > 0.6, r  # the seed's bounded set had about 0.75
+
+
+def test_a_failing_clip_is_dropped_as_error_and_the_build_goes_on(
+    clips: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ltx_audio_reference.data import build  # noqa: PLC0415
+
+    real = build.replace_audio
+
+    def fail_for_speaker_1(source: Path, destination: Path, audio: np.ndarray, sample_rate: int) -> Path:
+        if source.name == "speaker_1.mp4":
+            destination.write_bytes(b"half-written")
+            raise RuntimeError("container refused the stream")
+        return real(source, destination, audio, sample_rate)
+
+    monkeypatch.setattr(build, "replace_audio", fail_for_speaker_1)
+    output = tmp_path / "out"
+    result = build_dataset(load_recipe(DECORRELATED), clips, output, show_progress=False)
+    assert result.report["dropped_by_reason"]["error"] == 1
+    assert result.report["kept"] == 2
+    drop = next(d for d in result.report["drops"] if d["reason"] == "error")
+    assert drop["clip"] == "speaker_1"
+    assert "container refused the stream" in drop["detail"]
+    assert not (output / "references" / "speaker_1.wav").exists()  # no half pair
+    assert not [p for p in output.rglob("*") if ".tmp" in p.name]
+
+
+def test_manifest_paths_never_escape_the_output(clips: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "lists" / "input.json"
+    listing.parent.mkdir()
+    relative = Path("..") / clips.name / "speaker_0.mp4"
+    shutil.copytree(clips, tmp_path / clips.name)
+    listing.write_text(json.dumps([{"video": relative.as_posix()}]))
+    (clip,) = find_clips(listing)
+    assert ".." not in Path(clip.key).parts
+    assert clip.path.resolve() == (tmp_path / clips.name / "speaker_0.mp4").resolve()

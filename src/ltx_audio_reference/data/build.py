@@ -54,6 +54,7 @@ DROP_REASONS: dict[str, str] = {
     "no_audio": "the file has no audio stream",
     "no_voiced_frames": "too few voiced frames to measure a pitch",
     "out_of_tolerance": "the shifted speech re-measured too far from the target",
+    "error": "processing failed unexpectedly (the detail has the error)",
 }
 RECORDS_DIR = ".records"
 RECIPE_SNAPSHOT = "recipe.yaml"
@@ -227,8 +228,11 @@ def find_clips(source: Path, column: str | None = None) -> list[Clip]:
         for row in rows:
             relative = Path(str(row[columns[0]]).strip())
             path = relative if relative.is_absolute() else source.parent / relative
-            key = (relative.relative_to(relative.anchor) if relative.is_absolute() else relative).with_suffix("")
-            clips.append(Clip(path, key.as_posix()))
+            if relative.is_absolute() or ".." in relative.parts:
+                # Named by the absolute path's parts (as upstream names out-of-tree media), never escaping --output.
+                resolved = path.resolve()
+                relative = resolved.relative_to(resolved.anchor)
+            clips.append(Clip(path, relative.with_suffix("").as_posix()))
     else:
         raise BuildError(f"{source}: expected a folder of clips or a .csv/.json/.jsonl manifest")
     duplicates = [k for k, n in Counter(c.key for c in clips).items() if n > 1]
@@ -304,7 +308,11 @@ def process_clip(clip: Clip, recipe: Recipe, output: Path) -> dict[str, Any]:
         elif not info.has_audio:
             record = _dropped(clip, "no_audio", "no audio stream")
         else:
-            record = _process_media(clip, recipe, output)
+            try:
+                record = _process_media(clip, recipe, output)
+            except Exception as e:  # one odd clip must not stop a long build; the report lists it
+                logger.exception("Dropping %s: processing failed", clip.path)
+                record = _dropped(clip, "error", f"{type(e).__name__}: {e}")
     _write_json_atomic(output / RECORDS_DIR / f"{clip.key}.json", record)
     return record
 
@@ -610,6 +618,7 @@ def plot_report(report: dict[str, Any], records: list[dict[str, Any]], path: Pat
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     kept = [r for r in records if r.get("status") == "kept"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -618,6 +627,7 @@ def plot_report(report: dict[str, Any], records: list[dict[str, Any]], path: Pat
         edges = hist["bin_edges_hz"]
         axes[0].bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="#3b75af", edgecolor="white")
     axes[0].set(title="Target pitch", xlabel="Hz", ylabel="pairs")
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
 
     axes[1].scatter([r["source_f0_hz"] for r in kept], [r["target_f0_hz"] for r in kept], s=10, alpha=0.7)
     r_value = report["pearson_r_source_target"]
@@ -630,6 +640,7 @@ def plot_report(report: dict[str, Any], records: list[dict[str, Any]], path: Pat
     axes[2].barh(labels, values, color=colors)
     axes[2].invert_yaxis()
     axes[2].set(title=f"{report['recipe']}: {report['kept']} kept / {report['clips']} clips", xlabel="clips")
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
