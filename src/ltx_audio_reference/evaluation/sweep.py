@@ -339,6 +339,18 @@ def _parse_dims(value: str | None) -> tuple[int, int, int] | None:
     return width, height, frames
 
 
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    import yaml  # noqa: PLC0415
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--validation")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     config: Annotated[
         Path,
@@ -364,6 +376,13 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     audio_only: Annotated[
         bool, typer.Option("--audio-only", help="Generate audio alone (no video stream, no video decoder).")
     ] = False,
+    validation: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--validation",
+            help="Override a validation setting, KEY=VALUE with a YAML value (repeatable), e.g. audio_cfg_scale=5.",
+        ),
+    ] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the CI.")] = 2000,
     device: Annotated[str | None, typer.Option("--device", help="Torch device (default: cuda if available).")] = None,
 ) -> None:
@@ -387,6 +406,7 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
         generate_video=not audio_only,
         bootstrap=bootstrap,
         device=device,
+        validation_overrides=_parse_overrides(validation or []),
     )
     console = Console()
     try:

@@ -216,13 +216,14 @@ def summarize_arm(
     )
 
 
-ARM_COLOURS = {"lora": "tab:blue", "base": "tab:orange", "overlap": "tab:green"}
+ARM_STYLES = {"lora": ("tab:blue", "o", 64), "base": ("tab:orange", "s", 36), "overlap": ("tab:green", "^", 20)}
 
 
 def plot_sweep(arms: Sequence[ArmResult], path: Path, *, title: str = "Pitch sweep") -> Path:
     """Reference F0 (x) against output F0 (y), one colour per arm, with each arm's fitted line.
 
-    Voiced outputs are dots; unvoiced outputs are crosses on the x axis. The dashed diagonal is "follows the
+    Voiced outputs are markers (a circle, square and triangle per arm, nested where arms coincide); unvoiced outputs
+    are crosses on the x axis. The dashed diagonal is "follows the
     reference exactly" (slope 1). Both axes are logarithmic, matching the semitone fit.
 
     Args:
@@ -246,7 +247,7 @@ def plot_sweep(arms: Sequence[ArmResult], path: Path, *, title: str = "Pitch swe
     figure, axes = plt.subplots(figsize=(6.4, 5.2), dpi=100)
     axes.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=1, label="follows the reference (1)")
     for index, arm in enumerate(arms):
-        colour = ARM_COLOURS.get(arm.arm, f"C{index + 3}")
+        colour, marker, size = ARM_STYLES.get(arm.arm, (f"C{index + 3}", "D", 24))
         voiced = [(r["reference_f0_hz"], r["f0_hz"]) for r in arm.outputs if r["f0_hz"] is not None]
         unvoiced = [r["reference_f0_hz"] for r in arm.outputs if r["f0_hz"] is None]
         fit = arm.fit
@@ -258,9 +259,17 @@ def plot_sweep(arms: Sequence[ArmResult], path: Path, *, title: str = "Pitch swe
             slope_text = f"slope {fit.slope:.2f} [{fit.ci_low:.2f}, {fit.ci_high:.2f}]"
         label = f"{arm.arm}: {slope_text}, voiced {arm.voiced_fraction:.0%}"
         if voiced:
-            axes.scatter([v[0] for v in voiced], [v[1] for v in voiced], color=colour, s=28, label=label, zorder=3)
+            axes.scatter(
+                [v[0] for v in voiced],
+                [v[1] for v in voiced],
+                color=colour,
+                marker=marker,
+                s=size,
+                label=label,
+                zorder=3,
+            )
         else:
-            axes.scatter([], [], color=colour, s=28, label=label)
+            axes.scatter([], [], color=colour, marker=marker, s=size, label=label)
         if unvoiced:
             axes.scatter(unvoiced, [low * 1.02] * len(unvoiced), color=colour, marker="x", s=36, zorder=3)
         if fit.slope is not None and fit.intercept_semitones is not None:
