@@ -3,7 +3,8 @@
 ltx-trainer 1.2.0 has no plugin seam: its strategy config is a closed pydantic union, its strategy factory is a
 ``match``, and model setup, checkpoint metadata and validation conditioning are private methods. :func:`install`
 teaches the stock classes the registered strategies and routes those steps through the plugin hooks. It edits no
-file and copies no upstream code: it rebuilds one pydantic field, rebinds one factory name and wraps five methods.
+file and copies no upstream code: it rebuilds one pydantic field, rebinds the factory and ``save_file`` names that
+``ltx_trainer.trainer`` calls, and wraps the trainer's methods listed in ``_TRAINER_METHODS``.
 
 ``install()`` is idempotent: every call rebuilds from the stock objects it saved on the first call, so installing
 with another plugin manager (tests) replaces the previous installation instead of stacking on it.
@@ -11,15 +12,19 @@ with another plugin manager (tests) replaces the previous installation instead o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import math
 import typing
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Annotated, Any, Union
 
 import pluggy
 from torch.utils.data import default_collate
 
+from ltx_audio_reference import reliability
 from ltx_audio_reference.datacheck import check_dataset
 from ltx_audio_reference.plugins import (
     collect_conditioners,
@@ -36,7 +41,9 @@ from ltx_audio_reference.registry import (
     LoraContext,
     ModelContext,
     StrategyRegistry,
+    TrainStepContext,
 )
+from ltx_audio_reference.reliability import CheckpointError, NonFiniteError
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,7 @@ class _Stock:
     strategy_field: Any
     config_fields: dict[str, dict[str, Any]]
     factory: Any
+    save_file: Any
     trainer_methods: dict[str, Any]
     apply_audio_conditionings: Any
 
@@ -121,6 +129,9 @@ def install(pm: pluggy.PluginManager | None = None) -> Installation:
     _install_factory(installation)
     _install_trainer_hooks(installation)
     _install_checkpoint_hooks(installation)
+    _install_step_guard(installation)
+    _install_atomic_checkpoints()
+    _install_resume()
     _install_validation_conditioning(installation)
     _current = installation
     logger.debug("ltx-trainer bridge installed: strategies %s", strategies.available())
@@ -142,6 +153,7 @@ def uninstall() -> None:
     _rebuild(config_module)
     trainer_module.get_training_strategy = _stock.factory
     strategies_module.get_training_strategy = _stock.factory
+    trainer_module.save_file = _stock.save_file
     for name, method in _stock.trainer_methods.items():
         setattr(trainer_module.LtxvTrainer, name, method)
     validation_module.ValidationRunner._apply_audio_conditionings = _stock.apply_audio_conditionings
@@ -154,6 +166,15 @@ _TRAINER_METHODS = (
     "_prepare_models_for_training",
     "_save_checkpoint",
     "_build_checkpoint_metadata",
+    "_training_step",
+    "_init_optimizer",
+    "_init_dataloader",
+    "_save_training_state",
+    "_cleanup_checkpoints",
+    "_cleanup_training_states",
+    "_find_checkpoint",
+    "_load_lora_checkpoint",
+    "_load_training_state",
 )
 
 
@@ -174,6 +195,7 @@ def _save_stock() -> None:
             "acceleration": dict(config_module.AccelerationConfig.model_fields),
         },
         factory=trainer_module.get_training_strategy,
+        save_file=trainer_module.save_file,
         trainer_methods={name: trainer_module.LtxvTrainer.__dict__[name] for name in _TRAINER_METHODS},
         apply_audio_conditionings=validation_module.ValidationRunner.__dict__["_apply_audio_conditionings"],
     )
@@ -274,6 +296,8 @@ def _install_factory(installation: Installation) -> None:
 
 
 def _install_trainer_hooks(installation: Installation) -> None:
+    import torch  # noqa: PLC0415
+
     import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
 
     assert _stock is not None
@@ -303,7 +327,11 @@ def _install_trainer_hooks(installation: Installation) -> None:
         if context.target_modules != list(self._config.lora.target_modules):
             logger.info("LoRA targets: %d modules (set by plugins)", len(context.target_modules))
             self._config.lora = self._config.lora.model_copy(update={"target_modules": context.target_modules})
-        stock["_setup_lora"](self)
+        # peft draws lora_A from the global RNG long before train() seeds it, so the initial LoRA would depend on
+        # whatever ran first in the process. Seed it from config.seed, in a forked stream that training never sees.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._config.seed)
+            stock["_setup_lora"](self)
 
     @functools.wraps(stock["_prepare_models_for_training"])
     def _prepare_models_for_training(self: Any) -> None:  # noqa: ANN401
@@ -340,6 +368,13 @@ def _install_checkpoint_hooks(installation: Installation) -> None:
 
     @functools.wraps(stock["_save_checkpoint"])
     def _save_checkpoint(self: Any) -> Any:  # noqa: ANN401
+        saved = getattr(self, "_bridge_saved", None)
+        if saved is not None and saved[0] == self._global_step:
+            # The final save after an interval save of the same step: the stock runner writes the same path again
+            # and keep_last_n then deletes it. The step and the save history are the same on every process, so all
+            # of them skip the collective get_state_dict together.
+            logger.info("Step %d is already saved; the final save keeps that checkpoint", self._global_step)
+            return saved[1]
         context = CheckpointContext(
             config=self._config,
             strategy=self._training_strategy,
@@ -361,7 +396,9 @@ def _install_checkpoint_hooks(installation: Installation) -> None:
             )
             if self._accelerator.is_main_process:
                 self._log_metrics({f"train/{k}": v for k, v in context.metrics.items()})
-        return stock["_save_checkpoint"](self)
+        path = _save_reliably(self, stock)
+        self._bridge_saved = (self._global_step, path)
+        return path
 
     @functools.wraps(stock["_build_checkpoint_metadata"])
     def _build_checkpoint_metadata(self: Any) -> dict[str, str]:  # noqa: ANN401
@@ -386,11 +423,263 @@ def _no_grad_loss(trainer: Any, batch: dict[str, Any]) -> Any:  # noqa: ANN401
     import torch  # noqa: PLC0415
     from accelerate.utils import send_to_device  # noqa: PLC0415
 
+    assert _stock is not None
+
     # _training_step replaces batch["conditions"] entries with connector outputs, so it gets its own dicts.
     batch = {k: dict(v) if isinstance(v, dict) else v for k, v in batch.items()}
     batch = send_to_device(batch, trainer._accelerator.device)
     with torch.no_grad(), trainer._accelerator.autocast():
-        return trainer._training_step(batch).loss.float()
+        # The stock step: a measurement is neither guarded nor reported to on_train_step.
+        return _stock.trainer_methods["_training_step"](trainer, batch).loss.float()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reliability: non-finite guard, atomic checkpoints, complete-pair resume, exact data order, untrusted files
+# ---------------------------------------------------------------------------------------------------------------
+
+CHECKPOINTS_DIR_NAME = "checkpoints"  # where the stock _save_checkpoint writes, under output_dir
+
+
+def _install_step_guard(installation: Installation) -> None:
+    """Stop at the first non-finite loss or gradient norm, naming the step, the batch's files and sigma."""
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+
+    assert _stock is not None
+    stock = _stock.trainer_methods
+    hook = installation.pm.hook
+    trainer_cls = trainer_module.LtxvTrainer
+
+    @functools.wraps(stock["_training_step"])
+    def _training_step(self: Any, batch: dict[str, Any]) -> Any:  # noqa: ANN401
+        output = stock["_training_step"](self, batch)
+        # Inside accelerate's accumulate(), global_step already counts the step this batch completes.
+        step = self._global_step if self._accelerator.sync_gradients else self._global_step + 1
+        record = reliability.BatchRecord(
+            files=reliability.sample_files(self._dataset, batch.get("idx")),
+            sigma=output.sigma.detach(),
+            loss=output.loss.detach(),
+        )
+        current = getattr(self, "_bridge_step_batches", None)
+        if current is None or current[0] != step:
+            current = (step, [])
+            self._bridge_step_batches = current
+        current[1].append(record)
+        if not reliability.is_finite(record.loss):
+            value = float(record.loss.float().mean())
+            raise NonFiniteError(reliability.describe_nonfinite_step("loss", value, step, current[1]))
+        hook.on_train_step(
+            context=TrainStepContext(
+                config=self._config,
+                strategy=self._training_strategy,
+                model=self._transformer,
+                step=step,
+                loss=record.loss,
+                sigma=record.sigma,
+                sample_files=record.files,
+            )
+        )
+        return output
+
+    @functools.wraps(stock["_init_optimizer"])
+    def _init_optimizer(self: Any) -> None:  # noqa: ANN401
+        stock["_init_optimizer"](self)
+        # A pre-step hook runs only when accelerate really steps (after the last micro-batch, gradients synced, and
+        # with fp16 only once the scaler found them finite), right before the weights change.
+        optimizer = getattr(self._optimizer, "optimizer", self._optimizer)
+        optimizer.register_step_pre_hook(functools.partial(_gradient_guard, self))
+
+    trainer_cls._training_step = _training_step
+    trainer_cls._init_optimizer = _init_optimizer
+
+
+def _gradient_guard(trainer: Any, optimizer: Any, args: Any, kwargs: Any) -> None:  # noqa: ANN401, ARG001
+    norm = reliability.grad_norm(p for group in optimizer.param_groups for p in group["params"])
+    if norm is None or math.isfinite(norm):
+        return
+    step, batches = getattr(trainer, "_bridge_step_batches", None) or (trainer._global_step, [])
+    raise NonFiniteError(reliability.describe_nonfinite_step("gradient norm", norm, step, batches))
+
+
+def _guard_parameters(trainer: Any) -> None:  # noqa: ANN401
+    model = trainer._accelerator.unwrap_model(trainer._transformer)
+    bad = reliability.nonfinite_tensors({n: p for n, p in model.named_parameters() if p.requires_grad})
+    if bad:
+        raise NonFiniteError(
+            f"Step {trainer._global_step}: checkpoint not written: "
+            f"{reliability.describe_nonfinite_tensors(bad, 'trainable tensors')}. The newest checkpoint on disk is "
+            "the last good one."
+        )
+
+
+def _save_reliably(trainer: Any, stock: dict[str, Any]) -> Any:  # noqa: ANN401
+    """Run the stock save with the old checkpoints kept until the new weights and training state are both on disk."""
+    if trainer._accelerator.is_main_process:
+        reliability.remove_stale_temps(Path(trainer._config.output_dir) / CHECKPOINTS_DIR_NAME)
+    _guard_parameters(trainer)
+    trainer._bridge_defer_cleanup = True
+    try:
+        path = stock["_save_checkpoint"](trainer)
+    finally:
+        trainer._bridge_defer_cleanup = False
+    stock["_cleanup_checkpoints"](trainer)
+    stock["_cleanup_training_states"](trainer)
+    return path
+
+
+def _install_atomic_checkpoints() -> None:
+    """Weights and training state go to a temporary name, are flushed, then renamed; cleanup waits for both."""
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+
+    assert _stock is not None
+    stock = _stock.trainer_methods
+    stock_save_file = _stock.save_file
+    trainer_cls = trainer_module.LtxvTrainer
+
+    @functools.wraps(stock_save_file)
+    def save_file(tensors: dict[str, Any], filename: Any, metadata: dict[str, str] | None = None) -> None:  # noqa: ANN401
+        bad = reliability.nonfinite_tensors(tensors)
+        if bad:
+            raise NonFiniteError(
+                f"{filename}: not written: {reliability.describe_nonfinite_tensors(bad, 'tensors')}. The newest "
+                "checkpoint on disk is the last good one."
+            )
+        reliability.atomic_write(Path(filename), lambda tmp: stock_save_file(tensors, str(tmp), metadata=metadata))
+
+    @functools.wraps(stock["_save_training_state"])
+    def _save_training_state(self: Any, save_dir: Path) -> None:  # noqa: ANN401
+        # The stock method writes <dir>/training_state_step_N.pt via its own .pt.tmp + rename, without fsync.
+        # Given a staging folder, its file is flushed and moved up only once complete.
+        save_dir = Path(save_dir)
+        staging = save_dir / reliability.STAGING_DIR_NAME
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            stock["_save_training_state"](self, staging)
+            paths = self._training_state_paths
+            if paths and Path(paths[-1]).parent == staging:
+                paths[-1] = reliability.atomic_move(Path(paths[-1]), save_dir / Path(paths[-1]).name)
+                logger.debug("Training state flushed and moved to %s", paths[-1])
+        finally:
+            with contextlib.suppress(OSError):
+                staging.rmdir()
+
+    @functools.wraps(stock["_cleanup_checkpoints"])
+    def _cleanup_checkpoints(self: Any) -> None:  # noqa: ANN401
+        if not getattr(self, "_bridge_defer_cleanup", False):
+            stock["_cleanup_checkpoints"](self)
+
+    @functools.wraps(stock["_cleanup_training_states"])
+    def _cleanup_training_states(self: Any) -> None:  # noqa: ANN401
+        if not getattr(self, "_bridge_defer_cleanup", False):
+            stock["_cleanup_training_states"](self)
+
+    trainer_module.save_file = save_file
+    trainer_cls._save_training_state = _save_training_state
+    trainer_cls._cleanup_checkpoints = _cleanup_checkpoints
+    trainer_cls._cleanup_training_states = _cleanup_training_states
+
+
+def _install_resume() -> None:
+    """Resume from the newest complete pair, load training state with weights_only, check LoRA keys, keep data order."""
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+
+    assert _stock is not None
+    stock = _stock.trainer_methods
+    stock_find = stock["_find_checkpoint"].__func__
+    trainer_cls = trainer_module.LtxvTrainer
+
+    @functools.wraps(stock_find)
+    def _find_checkpoint(checkpoint_path: str | Path) -> Path | None:
+        path = Path(checkpoint_path)
+        if path.is_file() and path.suffix == ".safetensors":
+            problem = reliability.safetensors_problem(path)
+            if problem is not None:
+                raise CheckpointError(
+                    f"{path}: incomplete checkpoint ({problem}). Pass its folder to resume from the newest complete one"
+                )
+        if not path.is_dir():
+            return stock_find(checkpoint_path)
+        choice = reliability.select_checkpoint(path)
+        if choice is None:
+            return None
+        for skipped, why in choice.skipped:
+            logger.warning("Not resuming from %s: %s", skipped, why)
+        if choice.note:
+            logger.warning("%s: %s; loading %s without a training state", path, choice.note, choice.weights.name)
+        return choice.weights
+
+    @functools.wraps(stock["_load_lora_checkpoint"])
+    def _load_lora_checkpoint(self: Any, checkpoint_path: Path) -> None:  # noqa: ANN401
+        path = Path(checkpoint_path)
+        found = reliability.safetensors_shapes(path)
+        match = reliability.match_lora_keys(found, _exported_lora_shapes(self._transformer))
+        if not match.ok:
+            raise CheckpointError(match.describe(path))
+        if match.missing:
+            logger.warning(
+                "%s holds %d of the model's %d LoRA tensors; the other %d keep their initial values",
+                path,
+                match.matched,
+                match.expected,
+                len(match.missing),
+            )
+        if "BF16" in reliability.safetensors_dtypes(path) and not self._config.checkpoints.no_resume:
+            logger.info("%s holds bf16 weights: training resumes from rounded values (float32 is exact)", path)
+        stock["_load_lora_checkpoint"](self, checkpoint_path)
+
+    trainer_cls._find_checkpoint = staticmethod(_find_checkpoint)
+    trainer_cls._load_training_state = staticmethod(_load_training_state)
+    trainer_cls._load_lora_checkpoint = _load_lora_checkpoint
+    trainer_cls._init_dataloader = _exact_resume_dataloader(stock["_init_dataloader"])
+
+
+def _load_training_state(checkpoint_path: Path) -> Any:  # noqa: ANN401 - the stock TrainingState
+    """The stock loader with ``weights_only=True``: a state file holding pickled objects is refused, not executed."""
+    from ltx_trainer.training_state import TrainingState  # noqa: PLC0415
+
+    state_path = reliability.state_path_for(Path(checkpoint_path))
+    if state_path is None or not state_path.exists():
+        return None
+    raw = reliability.load_weights_only(state_path, "training state", reliability.TRAINING_STATE_SAFE_GLOBALS)
+    try:
+        state = TrainingState.from_save_dict(raw)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{state_path}: not an ltx-trainer training state ({type(e).__name__}: {e}). Delete it, or set "
+            "checkpoints.no_resume: true"
+        ) from e
+    logger.info("Loaded training state from %s (weights_only)", state_path)
+    return state
+
+
+def _exported_lora_shapes(model: Any) -> dict[str, tuple[int, ...]]:  # noqa: ANN401 - a peft model
+    """The model's LoRA tensors under the names the stock runner exports them with (``diffusion_model.`` ...)."""
+    from peft import get_peft_model_state_dict  # noqa: PLC0415
+
+    state = get_peft_model_state_dict(model)
+    return {f"diffusion_model.{k.replace('base_model.model.', '', 1)}": tuple(v.shape) for k, v in state.items()}
+
+
+def _exact_resume_dataloader(stock_init: Any) -> Any:  # noqa: ANN401
+    @functools.wraps(stock_init)
+    def _init_dataloader(self: Any) -> None:  # noqa: ANN401
+        stock_init(self)
+        # The stock loader draws each epoch's permutation from the global RNG, so a run resumed mid-epoch gets a new
+        # order. Seeding the sampler per epoch makes the order a function of (seed, epoch), and the first iteration
+        # starts at the resumed step's position without loading the skipped batches.
+        generator = reliability.own_data_generator(self._dataloader)
+        if generator is None:
+            logger.debug("No shuffling sampler found: data order left to the stock loader")
+            return
+        accumulation = self._config.optimization.gradient_accumulation_steps
+        self._dataloader = reliability.EpochSeededLoader(
+            self._dataloader,
+            generator,
+            self._config.seed,
+            consumed_batches=lambda: max(self._global_step, 0) * accumulation,
+            skip=self._accelerator.skip_first_batches,
+        )
+
+    return _init_dataloader
 
 
 MAX_LISTED_PROBLEMS = 20

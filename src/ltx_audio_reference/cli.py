@@ -122,6 +122,7 @@ def train(
     from pydantic import ValidationError  # noqa: PLC0415
 
     from ltx_audio_reference import bridge  # noqa: PLC0415
+    from ltx_audio_reference.reliability import NonFiniteError  # noqa: PLC0415
 
     try:
         installation = bridge.install()
@@ -144,7 +145,12 @@ def train(
         for line in str(e).splitlines():
             console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from e
-    saved_path, stats = trainer.train(disable_progress_bars=disable_progress_bars)
+    try:
+        saved_path, stats = trainer.train(disable_progress_bars=disable_progress_bars)
+    except NonFiniteError as e:
+        for line in str(e).splitlines():
+            console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from e
     if saved_path is not None:
         logger.info("Saved %s (%.2f steps/s)", saved_path, stats.steps_per_second)
 

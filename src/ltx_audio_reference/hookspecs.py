@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         LoraContext,
         ModelContext,
         StrategyRegistry,
+        TrainStepContext,
     )
 
 PROJECT_NAME = "ltx_trainer"
@@ -104,6 +105,18 @@ def on_checkpoint(context: CheckpointContext) -> None:
 
     :param context: the config, strategy, model, step, dataset, a no-grad per-sample ``loss_fn(batch)`` that runs the
         trainer's own step, and the ``metrics`` dict to fill.
+    """
+
+
+@hookspec
+def on_train_step(context: TrainStepContext) -> None:
+    """Watch every training batch right after its forward pass, before backward (a loss log, a spike detector).
+
+    Runs once per batch (per micro-batch under gradient accumulation), on every process, after the bridge has checked
+    that the loss is finite. Raising stops the run before this batch changes the weights.
+
+    :param context: the config, strategy and model, the optimization ``step`` the batch counts toward, the
+        per-sample ``loss`` and ``sigma`` (detached), and ``sample_files`` (per sample, its file in each data folder).
     """
 
 

@@ -11,6 +11,7 @@ import importlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
@@ -279,6 +280,19 @@ class CheckpointContext:
     loss_fn: Callable[[dict[str, Any]], torch.Tensor]
     collate: Callable[[list[Any]], dict[str, Any]]
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainStepContext:
+    """Context of the ``on_train_step`` hook (read-only: changing it changes nothing in training)."""
+
+    config: Any
+    strategy: Any
+    model: torch.nn.Module
+    step: int
+    loss: torch.Tensor
+    sigma: torch.Tensor
+    sample_files: list[list[Path]]
 
 
 class CheckpointMetadata:
