@@ -126,6 +126,21 @@ class _Steps:
         self.batches[context.step] = (context.loss.tolist(), [files[0].name for files in context.sample_files])
 
 
+def test_uninstall_restores_every_wrapped_method_and_save_file(fresh_pm: pluggy.PluginManager) -> None:
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+
+    bridge.uninstall()
+    stock = {name: trainer_module.LtxvTrainer.__dict__[name] for name in bridge._TRAINER_METHODS}
+    with _ours(fresh_pm):
+        assert trainer_module.save_file is not save_file
+        for name, method in stock.items():
+            assert trainer_module.LtxvTrainer.__dict__[name] is not method, name
+        assert isinstance(trainer_module.LtxvTrainer.__dict__["_find_checkpoint"], staticmethod)
+    assert trainer_module.save_file is save_file
+    for name, method in stock.items():
+        assert trainer_module.LtxvTrainer.__dict__[name] is method, name
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Non-finite guard
 # ---------------------------------------------------------------------------------------------------------------
