@@ -3,9 +3,10 @@
 - :mod:`.lora_inspect`: ``ltx-trainer audio-reference inspect``, a LoRA file's keys, finiteness, preset and norms,
   and the relative distance between two files.
 - :mod:`.ref_gap`: the reference-attribution gap, measured at checkpoint cadence through the ``on_checkpoint`` hook.
-- :mod:`.pitch_metrics` and :mod:`.sweep_stats`: F0 and voiced fraction of generated audio, and the slope of output
-  F0 against reference F0 with a bootstrap confidence interval.
+- :mod:`.sweep_stats`: F0 and voiced fraction of generated audio (Praat, through
+  :mod:`ltx_audio_reference.data.pitch`), and the slope of output F0 on reference F0 with a bootstrap CI.
 - :mod:`.sweep`: ``ltx-trainer audio-reference eval``, the pitch sweep through ltx-trainer's validation sampler.
+- :mod:`.tiny_assets`: tiny random decoders and text-encoder weights, so the tiny checkpoint can generate on CPU.
 
 Nothing here imports ltx-trainer at import time.
 """
