@@ -1,5 +1,208 @@
-"""Block-swap plugin: config fields and model configuration hooks."""
+"""Block-swap plugin: config fields and model configuration hooks.
+
+Registered as the ``block_swap`` entry point of the ``ltx_trainer`` group. It adds ``acceleration.block_swap_blocks``
+(the seed's key) and a root ``block_swap`` section to the stock config, validates them before the model loads, and
+sets the engine up right before ``accelerator.prepare``: the swapped blocks' frozen weights go to (pinned) host
+memory, everything else to the device, and the hook turns accelerate's device placement off so the swapped blocks
+never reach the GPU.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from ltx_audio_reference.blockswap.config import (
+    GB,
+    BlockCount,
+    BlockSwapConfig,
+    estimate_peak,
+    num_blocks_from_checkpoint,
+    plan_auto,
+    spread_blocks,
+    validate_block_swap,
+)
+from ltx_audio_reference.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from ltx_audio_reference.blockswap.engine import BlockSwapEngine
+    from ltx_audio_reference.registry import ConfigFieldRegistry, ModelContext
+
+logger = logging.getLogger(__name__)
+
 PLUGIN_NAME = "block_swap"
+NOTES_KEY = "block_swap"
+
+# AdamW keeps two moments per trainable parameter, plus its gradient: 3 extra copies of the LoRA weights.
+_TRAINABLE_OVERHEAD = 4
+
+
+@hookimpl
+def register_config_fields(register: ConfigFieldRegistry) -> None:
+    """Add ``acceleration.block_swap_blocks`` and the ``block_swap`` section."""
+    register(
+        "acceleration",
+        "block_swap_blocks",
+        BlockCount | None,
+        Field(
+            default=None,
+            description=(
+                "Stream this many transformer blocks' frozen weights from host memory to the GPU during training "
+                "(0 or unset = off). The block_swap section offers more knobs."
+            ),
+        ),
+    )
+    register(
+        "root",
+        "block_swap",
+        BlockSwapConfig | None,
+        Field(
+            default=None,
+            description="Training-time block swap (blocks_to_swap, max_vram_gb, prefetch, pin_memory).",
+        ),
+    )
+
+
+def _launch_distributed_type() -> str | None:
+    """FSDP or DeepSpeed as ``accelerate launch`` announces it, before any Accelerator exists."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "FSDP"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        return "DEEPSPEED"
+    return None
+
+
+@hookimpl
+def validate_config(config: object) -> None:
+    """Reject bad block-swap settings before the model loads (block count read from the checkpoint metadata)."""
+    if getattr(config, "block_swap", None) is None and not getattr(
+        getattr(config, "acceleration", None), "block_swap_blocks", None
+    ):
+        return
+    import torch  # noqa: PLC0415 - only when block swap is configured
+
+    model_path = getattr(getattr(config, "model", None), "model_path", None)
+    num_blocks = None
+    if model_path and Path(str(model_path)).is_file():
+        num_blocks = num_blocks_from_checkpoint(model_path)
+    validate_block_swap(
+        config,
+        num_blocks=num_blocks,
+        distributed_type=_launch_distributed_type(),
+        cuda_available=torch.cuda.is_available(),
+    )
+
+
+def setup_block_swap(
+    model: object,
+    swap: BlockSwapConfig,
+    device: object,
+    distributed_type: object | None = None,
+) -> BlockSwapEngine | None:
+    """Size, build and place the engine on a LoRA-wrapped model (what ``configure_model`` does, without the trainer).
+
+    Args:
+        model: The peft-wrapped transformer, before ``accelerator.prepare``.
+        swap: Validated settings (see :func:`~ltx_audio_reference.blockswap.config.validate_block_swap`).
+        device: The training device.
+        distributed_type: accelerate's ``DistributedType``; for DDP the swapped tensors are marked for DDP to skip.
+
+    Returns:
+        The placed engine, or None when ``auto`` sizing needs no swap (the caller then places the model as usual).
+    """
+    import torch  # noqa: PLC0415
+
+    from ltx_audio_reference.blockswap.engine import (  # noqa: PLC0415
+        BlockSwapEngine,
+        block_frozen_bytes,
+        find_transformer,
+        freeze_base_weights,
+        tensor_bytes,
+    )
+
+    device = torch.device(device)
+    transformer = find_transformer(model)
+    blocks = list(transformer.transformer_blocks)
+    validate_block_swap(swap, num_blocks=len(blocks), cuda_available=True)
+    freeze_base_weights(model)
+
+    block_bytes = [block_frozen_bytes(b) for b in blocks]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    everything = tensor_bytes([*model.parameters(), *model.buffers()])
+    non_block = max(everything - sum(block_bytes) - tensor_bytes(trainable), 0)
+    allocated = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    fixed = allocated + non_block + _TRAINABLE_OVERHEAD * tensor_bytes(trainable)
+    if swap.is_auto:
+        assert swap.max_vram_gb is not None
+        plan = plan_auto(
+            block_bytes,
+            fixed_bytes=fixed,
+            max_vram_bytes=int(swap.max_vram_gb * GB),
+            prefetch=swap.prefetch,
+            reserve_bytes=int(swap.reserve_gb * GB),
+        )
+    else:
+        plan = estimate_peak(block_bytes, int(swap.blocks_to_swap), fixed, swap.prefetch, int(swap.reserve_gb * GB))
+        logger.info("Block swap: %s", plan.describe())
+    if plan.blocks_to_swap == 0:
+        logger.info("Block swap: the model fits max_vram_gb without swapping; training fully resident")
+        return None
+
+    engine = BlockSwapEngine(
+        model,
+        blocks=spread_blocks(len(blocks), plan.blocks_to_swap),
+        device=device,
+        prefetch=swap.prefetch,
+        pin_memory=swap.pin_memory,
+    )
+    engine.place(model)
+    if "MULTI_GPU" in str(getattr(distributed_type, "value", distributed_type) or "").upper():
+        # DDP broadcasts and device-checks every parameter it is not told to skip; each rank streams its own copy.
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, engine.swapped_tensor_names(model)
+        )
+    if device.type == "cuda":
+        logger.info("Block swap: %.2f GB allocated after placement", torch.cuda.memory_allocated(device) / GB)
+    return engine
+
+
+@hookimpl
+def configure_model(context: ModelContext) -> None:
+    """Set up block swap on the LoRA-wrapped model and turn accelerate's device placement off."""
+    swap = validate_block_swap(
+        context.config,
+        distributed_type=getattr(context.accelerator, "distributed_type", None),
+        cuda_available=_cuda_available(),
+    )
+    if swap is None:
+        return
+    engine = setup_block_swap(
+        context.model,
+        swap,
+        device=context.device,
+        distributed_type=getattr(context.accelerator, "distributed_type", None),
+    )
+    if engine is None:
+        return
+    context.device_placement = False
+    context.notes[NOTES_KEY] = engine
+
+
+def _cuda_available() -> bool:
+    import torch  # noqa: PLC0415
+
+    return torch.cuda.is_available()
+
+
+__all__ = [
+    "NOTES_KEY",
+    "PLUGIN_NAME",
+    "configure_model",
+    "register_config_fields",
+    "setup_block_swap",
+    "validate_config",
+]
