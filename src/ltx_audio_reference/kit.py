@@ -95,6 +95,19 @@ FEATURE_EXTRACTOR_PREFIX = "text_embedding_projection.aggregate_embed."
 VIDEO_CONNECTOR_PREFIX = "model.diffusion_model.video_embeddings_connector."
 AUDIO_CONNECTOR_PREFIX = "model.diffusion_model.audio_embeddings_connector."
 
+#: LTX-2.3-class block width (32x128 video heads, 32x64 audio heads, gated attention, cross-attention AdaLN, about
+#: 387 M parameters a block) with the tiny text side; for GPU runs of the stock trainer on real-size blocks.
+FULL_WIDTH_OVERRIDES: dict[str, Any] = {
+    "num_attention_heads": 32,
+    "attention_head_dim": 128,
+    "audio_num_attention_heads": 32,
+    "audio_attention_head_dim": 64,
+    "cross_attention_dim": 4096,
+    "audio_cross_attention_dim": 2048,
+    "apply_gated_attention": True,
+    "cross_attention_adaln": True,
+}
+
 DATASET_FOLDERS = ("conditions", "latents", "audio_latents", "reference_audio_latents")
 
 ReferenceFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -117,11 +130,13 @@ _TOKENIZER_SPECIAL_TOKENS = (
 )
 
 
-def tiny_checkpoint_config(num_layers: int = 2) -> dict[str, Any]:
+def tiny_checkpoint_config(num_layers: int = 2, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return the JSON ``config`` metadata entry of a tiny checkpoint.
 
     Args:
         num_layers: Number of transformer blocks.
+        overrides: ``config.transformer`` values to change, e.g. full-width heads for GPU runs
+            (:data:`FULL_WIDTH_OVERRIDES`). The text side stays tiny.
 
     Returns:
         ``{"transformer": ..., "vae": {}}``. The empty ``vae`` section marks the file as a monolith rather than the
@@ -134,10 +149,16 @@ def tiny_checkpoint_config(num_layers: int = 2) -> dict[str, Any]:
         raise ValueError(f"num_layers must be at least 1, got {num_layers}")
     transformer = copy.deepcopy(TINY_TRANSFORMER_CONFIG)
     transformer["num_layers"] = num_layers
+    transformer.update(overrides or {})
     return {"transformer": transformer, "vae": {}}
 
 
-def build_tiny_model(num_layers: int = 2, seed: int = 0, dtype: torch.dtype = torch.float32) -> LTXModel:
+def build_tiny_model(
+    num_layers: int = 2,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    overrides: dict[str, Any] | None = None,
+) -> LTXModel:
     """Build a real ltx-core ``LTXModel`` (audio + video) with the tiny config and seeded weights.
 
     Every parameter is drawn from a generator seeded by ``seed`` and the parameter's checkpoint key, so the
@@ -150,16 +171,19 @@ def build_tiny_model(num_layers: int = 2, seed: int = 0, dtype: torch.dtype = to
         num_layers: Number of transformer blocks.
         seed: Weight seed.
         dtype: Parameter dtype (weights are drawn in float32, then cast).
+        overrides: ``config.transformer`` values to change (see :func:`tiny_checkpoint_config`).
 
     Returns:
         The model on CPU, in training mode.
     """
-    model = _instantiate(LTXModelConfigurator, tiny_checkpoint_config(num_layers))
+    model = _instantiate(LTXModelConfigurator, tiny_checkpoint_config(num_layers, overrides))
     _init_parameters(model, prefix=TRANSFORMER_PREFIX, seed=seed)
     return model.to(dtype=dtype)
 
 
-def write_tiny_checkpoint(path: Path, num_layers: int = 2, seed: int = 0) -> Path:
+def write_tiny_checkpoint(
+    path: Path, num_layers: int = 2, seed: int = 0, overrides: dict[str, Any] | None = None
+) -> Path:
     """Write a tiny LTX-2 checkpoint that the stock ltx-trainer 1.2.0 loads.
 
     The file holds, in float32, every transformer parameter under ``model.diffusion_model.`` (exactly
@@ -171,6 +195,7 @@ def write_tiny_checkpoint(path: Path, num_layers: int = 2, seed: int = 0) -> Pat
         path: Output file (conventionally ``*.safetensors``). Parent folders are created.
         num_layers: Number of transformer blocks.
         seed: Weight seed.
+        overrides: ``config.transformer`` values to change (see :func:`tiny_checkpoint_config`).
 
     Returns:
         ``path``.
@@ -182,8 +207,8 @@ def write_tiny_checkpoint(path: Path, num_layers: int = 2, seed: int = 0) -> Pat
     )
 
     path = Path(path)
-    config = tiny_checkpoint_config(num_layers)
-    model = build_tiny_model(num_layers=num_layers, seed=seed)
+    config = tiny_checkpoint_config(num_layers, overrides)
+    model = build_tiny_model(num_layers=num_layers, seed=seed, overrides=overrides)
     tensors = {f"{TRANSFORMER_PREFIX}{name}": t.detach() for name, t in model.state_dict().items()}
 
     for configurator, prefix in (
