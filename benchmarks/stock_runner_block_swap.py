@@ -91,20 +91,9 @@ def _run(config: dict[str, Any]) -> dict[str, Any]:
 @functools.cache
 def _block_weights(model_path: Path, lora: Path | None) -> dict[str, torch.Tensor]:
     """Transformer-block weights as ltx-core builds them, with ``lora`` fused at strength 1 (ComfyUI key map)."""
-    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps  # noqa: PLC0415
-    from ltx_core.loader.single_gpu_model_builder import SingleGPUModelBuilder  # noqa: PLC0415
-    from ltx_core.model.transformer.model_configurator import (  # noqa: PLC0415
-        LTXV_MODEL_COMFY_RENAMING_MAP,
-        LTXModelConfigurator,
-    )
+    from ltx_audio_reference.evaluation.sweep import _load_transformer  # noqa: PLC0415
 
-    loras = () if lora is None else (LoraPathStrengthAndSDOps(str(lora), 1.0, LTXV_LORA_COMFY_RENAMING_MAP),)
-    model = SingleGPUModelBuilder(
-        model_path=str(model_path),
-        model_class_configurator=LTXModelConfigurator,
-        model_sd_ops=LTXV_MODEL_COMFY_RENAMING_MAP,
-        loras=loras,
-    ).build(device=torch.device("cuda"), dtype=torch.bfloat16)
+    model = _load_transformer(model_path, lora, torch.device("cuda"))
     weights = {n: p.detach().cpu() for n, p in model.named_parameters() if "transformer_blocks" in n}
     del model
     torch.cuda.empty_cache()

@@ -295,15 +295,19 @@ def _install_factory(installation: Installation) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _install_trainer_hooks(installation: Installation) -> None:
-    import torch  # noqa: PLC0415
-
+def _trainer_parts() -> tuple[Any, dict[str, Any]]:
+    """The stock ``LtxvTrainer`` class and its methods as saved before any wrapping."""
     import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
 
     assert _stock is not None
-    stock = _stock.trainer_methods
+    return trainer_module.LtxvTrainer, _stock.trainer_methods
+
+
+def _install_trainer_hooks(installation: Installation) -> None:
+    import torch  # noqa: PLC0415
+
+    trainer_cls, stock = _trainer_parts()
     hook = installation.pm.hook
-    trainer_cls = trainer_module.LtxvTrainer
 
     @functools.wraps(stock["__init__"])
     def __init__(self: Any, trainer_config: Any) -> None:  # noqa: N807, ANN401
@@ -359,12 +363,8 @@ def _install_trainer_hooks(installation: Installation) -> None:
 def _install_checkpoint_hooks(installation: Installation) -> None:
     import torch  # noqa: PLC0415
 
-    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
-
-    assert _stock is not None
-    stock = _stock.trainer_methods
+    trainer_cls, stock = _trainer_parts()
     hook = installation.pm.hook
-    trainer_cls = trainer_module.LtxvTrainer
 
     @functools.wraps(stock["_save_checkpoint"])
     def _save_checkpoint(self: Any) -> Any:  # noqa: ANN401
@@ -442,12 +442,8 @@ CHECKPOINTS_DIR_NAME = "checkpoints"  # where the stock _save_checkpoint writes,
 
 def _install_step_guard(installation: Installation) -> None:
     """Stop at the first non-finite loss or gradient norm, naming the step, the batch's files and sigma."""
-    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
-
-    assert _stock is not None
-    stock = _stock.trainer_methods
+    trainer_cls, stock = _trainer_parts()
     hook = installation.pm.hook
-    trainer_cls = trainer_module.LtxvTrainer
 
     @functools.wraps(stock["_training_step"])
     def _training_step(self: Any, batch: dict[str, Any]) -> Any:  # noqa: ANN401
@@ -580,12 +576,8 @@ def _install_atomic_checkpoints() -> None:
 
 def _install_resume() -> None:
     """Resume from the newest complete pair, load training state with weights_only, check LoRA keys, keep data order."""
-    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
-
-    assert _stock is not None
-    stock = _stock.trainer_methods
+    trainer_cls, stock = _trainer_parts()
     stock_find = stock["_find_checkpoint"].__func__
-    trainer_cls = trainer_module.LtxvTrainer
 
     @functools.wraps(stock_find)
     def _find_checkpoint(checkpoint_path: str | Path) -> Path | None:
