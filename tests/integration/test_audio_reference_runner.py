@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from cli_helpers import run_cli
 from safetensors import safe_open
 
 from ltx_audio_reference.demo import write_demo
@@ -18,17 +16,6 @@ from ltx_audio_reference.lora_targets import preset_block_modules
 pytestmark = pytest.mark.integration
 
 NUM_BLOCKS = 2
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ltx_audio_reference.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "250"},
-        timeout=300,
-        check=False,
-    )
 
 
 def _expected_keys(preset: str) -> set[str]:
@@ -76,7 +63,7 @@ def _assert_exported(path: Path, preset: str = "audio") -> dict[str, str]:
 
 
 def test_strategy_flag_trains_and_exports_exactly_the_preset(demo: Path) -> None:
-    result = _run("train", str(demo / "no_strategy.yaml"), "--strategy", "audio_reference")
+    result = run_cli("train", str(demo / "no_strategy.yaml"), "--strategy", "audio_reference")
     assert result.returncode == 0, result.stdout + result.stderr
     metadata = _assert_exported(demo / "outputs" / "checkpoints" / "lora_weights_step_00003.safetensors")
     assert metadata["strategy"] == "audio_reference"
@@ -89,7 +76,7 @@ def test_strategy_flag_trains_and_exports_exactly_the_preset(demo: Path) -> None
 
 def test_bridges_preset_exports_the_bridge_modules(demo: Path) -> None:
     config = _write(demo, "bridges.yaml", {"training_strategy.lora_preset": "audio+bridges"})
-    result = _run("train", str(config))
+    result = run_cli("train", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     checkpoint = sorted((demo / "outputs" / "checkpoints").glob("lora_*.safetensors"))[-1]
     metadata = _assert_exported(checkpoint, "audio+bridges")
@@ -98,27 +85,27 @@ def test_bridges_preset_exports_the_bridge_modules(demo: Path) -> None:
 
 def test_int8_quanto_trains_and_exports_the_same_keys(demo: Path) -> None:
     config = _write(demo, "int8.yaml", {"acceleration.quantization": "int8-quanto", "checkpoints.interval": 3})
-    result = _run("train", str(config))
+    result = run_cli("train", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     _assert_exported(demo / "outputs" / "checkpoints" / "lora_weights_step_00003.safetensors")
 
 
 def test_resume_continues_at_step_3(demo: Path) -> None:
-    first = _run("train", str(_write(demo, "first.yaml", {"checkpoints.interval": 3})))
+    first = run_cli("train", str(_write(demo, "first.yaml", {"checkpoints.interval": 3})))
     assert first.returncode == 0, first.stdout + first.stderr
     resume = _write(
         demo,
         "resume.yaml",
         {"optimization.steps": 5, "model.load_checkpoint": str(demo / "outputs" / "checkpoints")},
     )
-    second = _run("train", str(resume))
+    second = run_cli("train", str(resume))
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Resuming training from step 3" in second.stdout + second.stderr
     assert (demo / "outputs" / "checkpoints" / "lora_weights_step_00005.safetensors").is_file()
 
 
 def _assert_refused_before_training(demo: Path, config: Path, *expected: str) -> None:
-    result = _run("train", str(config))
+    result = run_cli("train", str(config))
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     for text in expected:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import run_cli
 from safetensors.torch import load_file
 
 from ltx_audio_reference.demo import write_demo
@@ -18,15 +17,7 @@ from ltx_audio_reference.demo import write_demo
 pytestmark = pytest.mark.integration
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ltx_audio_reference.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        timeout=600,
-        check=False,
-    )
+_cli = functools.partial(run_cli, timeout=600)
 
 
 def _train(root: Path, *, preset: str, steps: int, interval: int) -> Path:

@@ -8,15 +8,15 @@ noise-like audio); the mechanics are what is tested.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from cli_helpers import run_cli
 
 from ltx_audio_reference.data.audio_io import read_audio
 from ltx_audio_reference.demo import write_demo
@@ -27,15 +27,7 @@ pytestmark = pytest.mark.integration
 TONES = 3
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ltx_audio_reference.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        timeout=900,
-        check=False,
-    )
+_cli = functools.partial(run_cli, timeout=900)
 
 
 @pytest.fixture(scope="module")

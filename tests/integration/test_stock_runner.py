@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import run_cli
 from safetensors import safe_open
 
 from ltx_audio_reference.demo import write_demo
@@ -17,18 +18,6 @@ from ltx_audio_reference.demo import write_demo
 pytestmark = pytest.mark.integration
 
 AUDIO_PRESET_MODULES_PER_BLOCK = 10  # audio_attn1/2 q,k,v,out.0 + audio_ff net.0.proj, net.2
-
-
-def _run(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "ltx_audio_reference.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def _checkpoints(root: Path) -> list[Path]:
@@ -41,7 +30,7 @@ def demo(tmp_path: Path) -> Path:
 
 
 def test_demo_trains_through_the_stock_runner(demo: Path) -> None:
-    result = _run("train", str(demo / "config.yaml"))
+    result = run_cli("train", str(demo / "config.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
     checkpoints = _checkpoints(demo)
     assert [p.name for p in checkpoints] == [
@@ -68,7 +57,7 @@ def test_strategy_flag_selects_the_strategy_with_its_defaults(demo: Path) -> Non
     config["training_strategy"] = {"name": "text_to_video", "with_audio": True}
     config["optimization"]["steps"] = 2
     (demo / "t2v.yaml").write_text(yaml.safe_dump(config))
-    result = _run("train", str(demo / "t2v.yaml"), "--strategy", "audio_reference")
+    result = run_cli("train", str(demo / "t2v.yaml"), "--strategy", "audio_reference")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "overrides training_strategy.name 'text_to_video'" in result.stdout + result.stderr
     with safe_open(str(_checkpoints(demo)[-1]), "pt") as f:
@@ -79,7 +68,7 @@ def test_alpha_must_equal_rank_fails_before_loading(demo: Path) -> None:
     config = yaml.safe_load((demo / "config.yaml").read_text())
     config["lora"]["alpha"] = 8
     (demo / "bad.yaml").write_text(yaml.safe_dump(config))
-    result = _run("train", str(demo / "bad.yaml"))
+    result = run_cli("train", str(demo / "bad.yaml"))
     assert result.returncode != 0
     assert "lora.alpha (8) must equal lora.rank (4)" in result.stdout + result.stderr
     assert not (demo / "outputs").exists()
@@ -89,7 +78,7 @@ def test_check_reports_an_unknown_top_level_key(demo: Path) -> None:
     config = yaml.safe_load((demo / "config.yaml").read_text())
     config["optimisation"] = {"steps": 3}
     (demo / "typo.yaml").write_text(yaml.safe_dump(config))
-    result = _run("check", str(demo / "typo.yaml"))
+    result = run_cli("check", str(demo / "typo.yaml"))
     assert result.returncode == 1
     assert "config optimisation: Extra inputs are not permitted" in result.stdout
 
@@ -98,7 +87,7 @@ def test_check_reports_alpha_not_equal_rank(demo: Path) -> None:
     config = yaml.safe_load((demo / "config.yaml").read_text())
     config["lora"]["alpha"] = 16
     (demo / "alpha.yaml").write_text(yaml.safe_dump(config))
-    result = _run("check", str(demo / "alpha.yaml"))
+    result = run_cli("check", str(demo / "alpha.yaml"))
     assert result.returncode == 1
     assert "Set lora.alpha: 4" in result.stdout
 
@@ -109,9 +98,9 @@ def test_third_party_plugin_trains(demo: Path, example_plugin_site: Path) -> Non
     config["optimization"]["steps"] = 2
     (demo / "example.yaml").write_text(yaml.safe_dump(config))
     env = {"PYTHONPATH": os.pathsep.join([str(example_plugin_site), os.environ.get("PYTHONPATH", "")])}
-    listing = _run("strategies", env=env)
+    listing = run_cli("strategies", env=env)
     assert "example_t2v" in listing.stdout
-    result = _run("train", str(demo / "example.yaml"), env=env)
+    result = run_cli("train", str(demo / "example.yaml"), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     with safe_open(str(_checkpoints(demo)[-1]), "pt") as f:
         metadata = f.metadata()
