@@ -32,10 +32,16 @@ class CheckReport:
     summary: str = ""
 
 
-def _validation_lines(error: ValidationError, prefix: str = "") -> list[str]:
+def validation_lines(error: ValidationError, prefix: str = "") -> list[str]:
+    """One ``config <location>: <message>; found <value>`` line per pydantic error.
+
+    Args:
+        error: The validation error.
+        prefix: The section the validated model sits under (e.g. ``training_strategy``), prepended to locations.
+    """
     lines = []
     for err in error.errors():
-        loc = ".".join(str(part) for part in (*prefix.split(".")[: 1 if prefix else 0], *err["loc"]))
+        loc = ".".join(str(part) for part in ((prefix,) if prefix else ()) + tuple(err["loc"]))
         value = err.get("input")
         if err["type"] == "unknown_training_strategy" and isinstance(value, dict):
             value = value.get("name")
@@ -61,7 +67,7 @@ def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckR
     except ValidationError as e:
         # The stock validator also reports missing data folders; the data check names them more precisely.
         report.problems.extend(
-            line for line in _validation_lines(e) if "does not exist under preprocessed_data_root" not in line
+            line for line in validation_lines(e) if "does not exist under preprocessed_data_root" not in line
         )
     else:
         try:
@@ -93,7 +99,7 @@ def _without_trainer(data: dict[str, Any], registry: StrategyRegistry, report: C
     try:
         return registry.get(name).config_cls.model_validate(_strategy_section(data))
     except ValidationError as e:
-        report.problems.extend(_validation_lines(e, prefix="training_strategy"))
+        report.problems.extend(validation_lines(e, prefix="training_strategy"))
         return None
 
 

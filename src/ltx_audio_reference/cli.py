@@ -93,16 +93,6 @@ def apply_strategy_override(data: dict[str, Any], strategy: str | None, availabl
     return result
 
 
-def _format_validation_error(error: Any) -> list[str]:  # noqa: ANN401 - a pydantic ValidationError
-    lines = []
-    for err in error.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or "(config)"
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (found {value!r})"
-        lines.append(f"config {loc}: {err['msg']}{shown}")
-    return lines
-
-
 ConfigArg = Annotated[Path, typer.Argument(help="Path to the YAML training config.")]
 StrategyOpt = Annotated[
     str | None,
@@ -122,6 +112,7 @@ def train(
     from pydantic import ValidationError  # noqa: PLC0415
 
     from ltx_audio_reference import bridge  # noqa: PLC0415
+    from ltx_audio_reference.checks import validation_lines  # noqa: PLC0415
     from ltx_audio_reference.reliability import NonFiniteError  # noqa: PLC0415
 
     try:
@@ -136,7 +127,7 @@ def train(
     try:
         trainer_config = LtxTrainerConfig(**data)
     except ValidationError as e:
-        for line in _format_validation_error(e):
+        for line in validation_lines(e):
             console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from e
     try:

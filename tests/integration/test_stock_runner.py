@@ -83,6 +83,16 @@ def test_check_reports_an_unknown_top_level_key(demo: Path) -> None:
     assert "config optimisation: Extra inputs are not permitted" in result.stdout
 
 
+def test_train_reports_an_unknown_top_level_key_like_check(demo: Path) -> None:
+    config = yaml.safe_load((demo / "config.yaml").read_text())
+    config["optimisation"] = {"steps": 3}
+    (demo / "typo.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli("train", str(demo / "typo.yaml"))
+    assert result.returncode == 1
+    assert "config optimisation: Extra inputs are not permitted" in result.stdout
+    assert not (demo / "outputs").exists()
+
+
 def test_check_reports_alpha_not_equal_rank(demo: Path) -> None:
     config = yaml.safe_load((demo / "config.yaml").read_text())
     config["lora"]["alpha"] = 16
