@@ -24,7 +24,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from ltx_audio_reference import bridge, kit
+from ltx_audio_reference import bridge
 from ltx_audio_reference.demo import write_demo
 
 logger = logging.getLogger("stock_runner_block_swap")
@@ -32,23 +32,7 @@ logger = logging.getLogger("stock_runner_block_swap")
 
 def _write_full_width(root: Path, blocks: int) -> Path:
     """A demo folder whose checkpoint has full-width blocks and whose data is the seed workload's size."""
-    config_path = write_demo(root, steps=1, num_samples=2)
-    kit.write_tiny_checkpoint(root / "tiny_ltx2.safetensors", num_layers=blocks, overrides=kit.FULL_WIDTH_OVERRIDES)
-    # 256x256x121 @ 25 fps -> 16x8x8 latents (1024 tokens), 121 target and 50 reference audio steps, 256 context.
-    for folder in kit.DATASET_FOLDERS:
-        for f in (root / "data" / folder).glob("*.pt"):
-            f.unlink()
-    kit.write_synthetic_dataset(
-        root / "data",
-        num_samples=2,
-        video_frames=16,
-        video_height=8,
-        video_width=8,
-        audio_steps=121,
-        reference_steps=50,
-        prompt_len=256,
-    )
-    return config_path
+    return write_demo(root, steps=1, num_samples=2, num_layers=blocks, width="full")
 
 
 def _config(base: Path, steps: int, quantization: str | None, swap: int, out: Path) -> dict[str, Any]:

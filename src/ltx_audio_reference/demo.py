@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -80,7 +80,27 @@ seed: 42
 """
 
 
-def write_demo(root: Path, *, steps: int = 4, num_samples: int = 4, seed: int = 0) -> Path:
+# Full-width data: the seed workload's size, 256x256x121 @ 25 fps -> 16x8x8 video latents (1024 tokens), 121 target
+# and 50 reference audio steps, a 256-token prompt.
+FULL_WIDTH_DATA = {
+    "video_frames": 16,
+    "video_height": 8,
+    "video_width": 8,
+    "audio_steps": 121,
+    "reference_steps": 50,
+    "prompt_len": 256,
+}
+
+
+def write_demo(
+    root: Path,
+    *,
+    steps: int = 4,
+    num_samples: int = 4,
+    seed: int = 0,
+    num_layers: int = 2,
+    width: Literal["tiny", "full"] = "tiny",
+) -> Path:
     """Write the demo checkpoint, text encoder, dataset and config under ``root``.
 
     Args:
@@ -88,17 +108,28 @@ def write_demo(root: Path, *, steps: int = 4, num_samples: int = 4, seed: int = 
         steps: Training steps in the config.
         num_samples: Samples in the synthetic dataset.
         seed: Seed for the random weights and data.
+        num_layers: Transformer blocks in the checkpoint.
+        width: ``"tiny"`` (trains on a CPU in seconds) or ``"full"``: LTX-2.3-class block dimensions
+            (``kit.FULL_WIDTH_OVERRIDES``, about 0.77 GB of bf16 weights a block) and data of the seed workload's size
+            (:data:`FULL_WIDTH_DATA`), for GPU tests and benchmarks. The text side stays tiny either way.
 
     Returns:
         The path of the written ``config.yaml``.
+
+    Raises:
+        ValueError: If ``width`` is neither ``"tiny"`` nor ``"full"``.
     """
+    if width not in ("tiny", "full"):
+        raise ValueError(f"width must be 'tiny' or 'full', got {width!r}")
     from ltx_audio_reference import kit  # noqa: PLC0415 - torch/ltx-core import only when used
 
     root = Path(root).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
-    kit.write_tiny_checkpoint(root / "tiny_ltx2.safetensors", seed=seed)
+    full = width == "full"
+    overrides = kit.FULL_WIDTH_OVERRIDES if full else None
+    kit.write_tiny_checkpoint(root / "tiny_ltx2.safetensors", num_layers=num_layers, overrides=overrides, seed=seed)
     kit.write_text_encoder_dir(root / "text_encoder")
-    kit.write_synthetic_dataset(root / "data", num_samples=num_samples, seed=seed)
+    kit.write_synthetic_dataset(root / "data", num_samples=num_samples, seed=seed, **(FULL_WIDTH_DATA if full else {}))
     config_path = root / "config.yaml"
     config_path.write_text(DEMO_CONFIG_TEMPLATE.format(root=root, steps=steps, checkpoint_interval=max(1, steps // 2)))
     logger.info("Demo written to %s", root)

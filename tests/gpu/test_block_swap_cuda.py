@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
+import gc
 import importlib.util
 import re
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ def deterministic() -> Iterator[None]:
     """Deterministic kernels, so that two resident runs agree bit for bit and swap can be compared with them.
 
     cuDNN's and the flash/memory-efficient attention backwards accumulate in a varying order, so attention runs on
-    the math backend here; the engine itself adds no arithmetic.
+    the math backend here (see :func:`_pin_math_attention` for ltx-core 1.2.0); the engine itself adds no arithmetic.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: PLC0415
 
@@ -48,7 +49,29 @@ def deterministic() -> Iterator[None]:
     with sdpa_kernel([SDPBackend.MATH]):
         yield
     torch.use_deterministic_algorithms(previous)
+    gc.collect()
     torch.cuda.empty_cache()
+
+
+def _pin_math_attention(model: torch.nn.Module) -> None:
+    """Make every attention module use SDPA's math backend.
+
+    ltx-core 1.0.0 calls SDPA bare, so the fixture's ``sdpa_kernel`` context decides. ltx-core 1.2.0 wraps each call
+    in its own ``sdpa_kernel(priority, set_priority=True)`` (cuDNN first), which overrides any outer context; there
+    the module's callable is swapped for a math-only one.
+    """
+    from torch.nn.attention import SDPBackend  # noqa: PLC0415
+
+    from ltx_core.model.transformer import attention  # noqa: PLC0415
+
+    try:
+        math = attention.PytorchAttention(priority=[SDPBackend.MATH])
+    except TypeError:  # ltx-core 1.0.0: no priority, no inner context
+        return
+    for module in model.modules():
+        if isinstance(module, attention.Attention):
+            module.attention_function = math
+            module.masked_attention_function = math
 
 
 @dataclass
@@ -64,6 +87,7 @@ class Run:
 def _prepare(dtype: str) -> torch.nn.Module:
     """The model as the stock trainer holds it before ``accelerator.prepare``: quantized, frozen, LoRA, on CPU."""
     model = workload.build_model(NUM_LAYERS, "full", seed=0, dtype=torch.bfloat16, device="cuda")
+    _pin_math_attention(model)
     if dtype == "int8":
         workload.quantize_int8(model)
     model.requires_grad_(False)
@@ -71,6 +95,7 @@ def _prepare(dtype: str) -> torch.nn.Module:
     model.set_gradient_checkpointing(True)
     peft_model.to("cpu")
     torch.cuda.synchronize()
+    gc.collect()
     torch.cuda.empty_cache()
     return peft_model
 
@@ -131,6 +156,7 @@ def _train(dtype: str, blocks_to_swap: int, prefetch: int = 1, ddp: bool = False
     if engine is not None:
         engine.close(device="cpu")
     del model, optimizer, peft_model
+    gc.collect()  # peft and checkpointing leave reference cycles; free the model now, not at some later collection
     torch.cuda.empty_cache()
     return run
 

@@ -8,15 +8,10 @@ checkpoint with ``keep_last_n: 1``, and executes pickled code in a training-stat
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +19,16 @@ import pluggy
 import pytest
 import torch
 import yaml
+from kill_resume import (
+    Chain,
+    assert_on_disk_only_complete_files,
+    demo_config,
+    finish,
+    kill_once,
+    losses,
+    spawn,
+    step_of,
+)
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -35,7 +40,6 @@ from ltx_audio_reference.reliability import CheckpointError, NonFiniteError
 
 pytestmark = pytest.mark.integration
 
-DRIVER = Path(__file__).with_name("reliability_driver.py")
 STOCK_STRATEGY = {"name": "text_to_video", "with_audio": True, "first_frame_conditioning_p": 0.0}
 EXACT = {"checkpoints.save_training_state": "full", "checkpoints.precision": "float32"}
 NUM_SAMPLES = 6
@@ -53,20 +57,6 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     With checkpoints every 2 steps, resume points fall at the start, middle and end of epochs.
     """
     return write_demo(tmp_path_factory.mktemp("reliability") / "demo", steps=4, num_samples=NUM_SAMPLES).parent
-
-
-def _config(demo_root: Path, out: Path, edits: dict[str, Any] | None = None, *, data: Path | None = None) -> dict:
-    config = yaml.safe_load((demo_root / "config.yaml").read_text())
-    config["output_dir"] = str(out)
-    if data is not None:
-        config["data"]["preprocessed_data_root"] = str(data)
-    for dotted, value in (edits or {}).items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return config
 
 
 def _own_data(demo_root: Path, tmp_path: Path) -> Path:
@@ -153,7 +143,7 @@ def test_a_huge_sample_stops_the_run_at_its_step_while_stock_trains_on_and_saves
     fresh_pm.register(steps, name="steps")
     # The order of a seeded run does not depend on data values: a clean run shows which samples step 2 draws.
     with _ours(fresh_pm):
-        _train(_config(demo_root, tmp_path / "clean", {"optimization.steps": 2}))
+        _train(demo_config(demo_root, tmp_path / "clean", {"optimization.steps": 2}))
     victim = steps.batches[2][1][0]
     assert victim not in steps.batches[1][1]
 
@@ -165,7 +155,7 @@ def test_a_huge_sample_stops_the_run_at_its_step_while_stock_trains_on_and_saves
 
     fault = {"optimization.steps": 4, "checkpoints.interval": 1}
     with _ours(fresh_pm), pytest.raises(NonFiniteError) as raised:
-        _train(_config(demo_root, tmp_path / "ours", fault, data=data))
+        _train(demo_config(demo_root, tmp_path / "ours", fault, data=data))
     message = str(raised.value)
     assert message.startswith("Non-finite loss (")
     assert " at step 2: " in message
@@ -177,7 +167,7 @@ def test_a_huge_sample_stops_the_run_at_its_step_while_stock_trains_on_and_saves
 
     with _stock():
         saved = _train(
-            _config(demo_root, tmp_path / "stock", {**fault, "training_strategy": STOCK_STRATEGY}, data=data)
+            demo_config(demo_root, tmp_path / "stock", {**fault, "training_strategy": STOCK_STRATEGY}, data=data)
         )
     stock = _checkpoints(tmp_path / "stock")
     assert list(stock) == [1, 2, 3, 4]
@@ -189,7 +179,7 @@ def test_a_runaway_learning_rate_stops_the_run_while_stock_saves_nan(
 ) -> None:
     fault = {"optimization.steps": 4, "checkpoints.interval": 1, "optimization.learning_rate": 1e30}
     config = tmp_path / "ours.yaml"
-    config.write_text(yaml.safe_dump(_config(demo_root, tmp_path / "ours", fault)))
+    config.write_text(yaml.safe_dump(demo_config(demo_root, tmp_path / "ours", fault)))
     bridge.uninstall()
     result = CliRunner().invoke(build_app(), ["train", str(config), "--disable-progress-bars"], env={"COLUMNS": "300"})
     bridge.uninstall()
@@ -199,7 +189,7 @@ def test_a_runaway_learning_rate_stops_the_run_while_stock_saves_nan(
     assert list(_checkpoints(tmp_path / "ours")) == [1]
 
     with _stock():
-        _train(_config(demo_root, tmp_path / "stock", {**fault, "training_strategy": STOCK_STRATEGY}))
+        _train(demo_config(demo_root, tmp_path / "stock", {**fault, "training_strategy": STOCK_STRATEGY}))
     stock = _checkpoints(tmp_path / "stock")
     assert [_finite(p) for p in stock.values()] == [True, False, False, False]
 
@@ -218,7 +208,7 @@ def test_a_nonfinite_gradient_norm_stops_the_run(
     demo_root: Path, tmp_path: Path, fresh_pm: pluggy.PluginManager
 ) -> None:
     fresh_pm.register(_InfGradient(), name="inf_gradient")
-    config = _config(demo_root, tmp_path / "out", {"optimization.steps": 4, "checkpoints.interval": 1})
+    config = demo_config(demo_root, tmp_path / "out", {"optimization.steps": 4, "checkpoints.interval": 1})
     with _ours(fresh_pm), pytest.raises(NonFiniteError) as raised:
         _train(config)
     message = str(raised.value)
@@ -241,7 +231,7 @@ def test_a_checkpoint_holding_nan_is_never_written(
     demo_root: Path, tmp_path: Path, fresh_pm: pluggy.PluginManager
 ) -> None:
     fresh_pm.register(_NanWeight(), name="nan_weight")
-    config = _config(demo_root, tmp_path / "out", {"optimization.steps": 4, "checkpoints.interval": 1})
+    config = demo_config(demo_root, tmp_path / "out", {"optimization.steps": 4, "checkpoints.interval": 1})
     with _ours(fresh_pm):
         with pytest.raises(NonFiniteError, match=r"^Step 2: checkpoint not written: 1 trainable tensors hold NaN/Inf"):
             _train(config)
@@ -268,61 +258,15 @@ def test_keep_last_n_1_keeps_the_final_checkpoint_which_stock_deletes(
 ) -> None:
     edits = {"optimization.steps": 4, "checkpoints.interval": 2, "checkpoints.keep_last_n": 1}
     with _ours(fresh_pm):
-        saved = _train(_config(demo_root, tmp_path / "ours", edits))
+        saved = _train(demo_config(demo_root, tmp_path / "ours", edits))
     assert saved == tmp_path / "ours" / "checkpoints" / "lora_weights_step_00004.safetensors"
     assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name, "training_state_step_00004.pt"]
 
     with _stock():
-        saved = _train(_config(demo_root, tmp_path / "stock", {**edits, "training_strategy": STOCK_STRATEGY}))
+        saved = _train(demo_config(demo_root, tmp_path / "stock", {**edits, "training_strategy": STOCK_STRATEGY}))
     # Stock saved step 4 twice (interval, then final) and its keep_last_n cleanup deleted the path it returns.
     assert not saved.exists()
     assert sorted(p.name for p in saved.parent.iterdir()) == ["training_state_step_00004.pt"]
-
-
-def _spawn(config: dict, folder: Path, name: str, *driver_args: str) -> tuple[subprocess.Popen, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    config_path = folder / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    log = folder / f"{name}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(DRIVER), str(config_path), *driver_args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "250"},
-        )
-    return proc, log
-
-
-def _kill_when(proc: subprocess.Popen, log: Path, ready: Callable[[], bool], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before the kill:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting to kill:\n{log.read_text()[-3000:]}"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-
-
-def _finish(proc: subprocess.Popen, log: Path, timeout: float = 300) -> str:
-    assert proc.wait(timeout=timeout) == 0, log.read_text()[-5000:]
-    return log.read_text()
-
-
-def _losses(path: Path) -> dict[int, list[str]]:
-    losses: dict[int, list[str]] = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
-        step, *values = line.split()
-        losses[int(step)] = values
-    return losses
-
-
-def _assert_on_disk_only_complete_files(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.suffix == ".safetensors" and not path.name.startswith("."):
-            assert reliability.safetensors_problem(path) is None, path
-        if path.suffix == ".pt":
-            assert reliability.torch_file_problem(path) is None, path
 
 
 def test_stock_leaves_a_partial_newest_checkpoint_or_an_unpaired_one_after_a_kill(
@@ -332,15 +276,15 @@ def test_stock_leaves_a_partial_newest_checkpoint_or_an_unpaired_one_after_a_kil
     edits["training_strategy"] = STOCK_STRATEGY
     runs = {}
     for fault in ("write", "state"):
-        config = _config(demo_root, tmp_path / fault, edits)
+        config = demo_config(demo_root, tmp_path / fault, edits)
         marker = tmp_path / f"{fault}.marker"
         runs[fault] = (
             config,
             marker,
-            *_spawn(config, tmp_path, fault, "--stock", "--fault", f"{fault}:2", "--marker", str(marker)),
+            *spawn(config, tmp_path, fault, "--stock", "--fault", f"{fault}:2", "--marker", str(marker)),
         )
     for _, marker, proc, log in runs.values():
-        _kill_when(proc, log, marker.exists)
+        kill_once(proc, log, marker.exists)
 
     # Killed inside the weights write: stock wrote to the final name, so the newest checkpoint is a partial file.
     config, *_ = runs["write"]
@@ -387,15 +331,15 @@ def reference(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     folder = tmp_path_factory.mktemp("reference")
     edits = {"optimization.steps": KILL_STEPS, "checkpoints.interval": 2, "checkpoints.keep_last_n": 1, **EXACT}
     runs = [
-        _spawn(_config(demo_root, folder / name, edits), folder, name, "--loss-log", str(folder / f"{name}.losses"))
+        spawn(demo_config(demo_root, folder / name, edits), folder, name, "--loss-log", str(folder / f"{name}.losses"))
         for name in ("a", "b")
     ]
     for proc, log in runs:
-        _finish(proc, log)
+        finish(proc, log)
     final = f"lora_weights_step_{KILL_STEPS:05d}.safetensors"
     return {
         "edits": edits,
-        "losses": [_losses(folder / f"{name}.losses") for name in ("a", "b")],
+        "losses": [losses(folder / f"{name}.losses") for name in ("a", "b")],
         "weights": [load_file(str(folder / name / "checkpoints" / final)) for name in ("a", "b")],
     }
 
@@ -410,44 +354,20 @@ def test_two_processes_with_the_same_seed_give_identical_losses_and_lora(referen
         assert torch.equal(tensor, reference["weights"][1][key]), key
 
 
-class _Chain:
-    """Runs training subprocesses one after another into one output folder, keeping each one's loss log."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.segments: list[dict[int, list[str]]] = []
-
-    def run(self, name: str, config: dict, *fault: str, kill_when: Callable[[Path], bool] | None = None) -> str:
-        """Run to the end, or SIGKILL the run once ``kill_when(loss_log)`` holds; returns the run's output."""
-        losses = self.tmp_path / f"{name}.losses"
-        proc, log = _spawn(config, self.tmp_path, name, "--loss-log", str(losses), *fault)
-        if kill_when is None:
-            text = _finish(proc, log)
-        else:
-            _kill_when(proc, log, lambda: kill_when(losses))
-            text = log.read_text()
-        self.segments.append(_losses(losses))
-        return text
-
-
-def _step_of(path: Path) -> int:
-    return int(re.search(r"step_(\d+)", path.name)[1])
-
-
 def test_killed_three_times_at_different_moments_the_resumed_run_equals_the_uninterrupted_one(
     demo_root: Path, tmp_path: Path, reference: dict[str, Any]
 ) -> None:
     out = tmp_path / "run"
     folder = out / "checkpoints"
-    config = _config(demo_root, out, reference["edits"])
-    resume = _config(demo_root, out, {**reference["edits"], "model.load_checkpoint": str(folder)})
-    chain = _Chain(tmp_path)
+    config = demo_config(demo_root, out, reference["edits"])
+    resume = demo_config(demo_root, out, {**reference["edits"], "model.load_checkpoint": str(folder)})
+    chain = Chain(tmp_path)
 
     # Kill 1: at a random step, between saves or inside one, wherever the signal lands.
     kill_step = random.Random().randint(3, 5)
-    chain.run("first", config, kill_when=lambda losses: max(_losses(losses), default=0) >= kill_step)
-    _assert_on_disk_only_complete_files(folder)
-    resumed_at = _step_of(reliability.select_checkpoint(folder).weights)
+    chain.run("first", config, kill_when=lambda log: max(losses(log), default=0) >= kill_step)
+    assert_on_disk_only_complete_files(folder)
+    resumed_at = step_of(reliability.select_checkpoint(folder).weights)
     assert 2 <= resumed_at <= kill_step, (kill_step, resumed_at)
 
     # Kill 2: inside the weights write of the next save: a partial temporary file; the old pair is untouched.
@@ -465,9 +385,9 @@ def test_killed_three_times_at_different_moments_the_resumed_run_equals_the_unin
     )
     assert f"Resuming training from step {resumed_at}" in text
     assert existed or not stalled.exists()
-    assert _step_of(reliability.select_checkpoint(folder).weights) == resumed_at
+    assert step_of(reliability.select_checkpoint(folder).weights) == resumed_at
     assert [p for p in folder.iterdir() if reliability.is_temp_name(p.name)] != []
-    _assert_on_disk_only_complete_files(folder)
+    assert_on_disk_only_complete_files(folder)
 
     # Kill 3: between the new weights and their training state: complete weights, but unpaired.
     unpaired = resumed_at + 4
@@ -479,7 +399,7 @@ def test_killed_three_times_at_different_moments_the_resumed_run_equals_the_unin
     assert (folder / f"lora_weights_step_{unpaired:05d}.safetensors").exists()
     assert not (folder / f"training_state_step_{unpaired:05d}.pt").exists()
     assert [p for p in folder.iterdir() if reliability.is_temp_name(p.name)] == []  # kill 2's temp cleared
-    _assert_on_disk_only_complete_files(folder)
+    assert_on_disk_only_complete_files(folder)
 
     # Resume to the end, from the newest complete pair.
     text = chain.run("last", resume)
@@ -529,7 +449,7 @@ def test_a_pickled_or_truncated_latent_is_refused_at_training_start(
     else:
         path.write_bytes(path.read_bytes()[:300])
     with _ours(fresh_pm), pytest.raises(ConfigurationError) as raised:
-        _trainer(_config(demo_root, tmp_path / "out", data=data))
+        _trainer(demo_config(demo_root, tmp_path / "out", data=data))
     assert f"{path}: expected a .pt dict of tensors readable with weights_only=True; found unreadable" in str(
         raised.value
     )
@@ -544,7 +464,7 @@ def trained(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("trained")
     with _ours(plugins.build_plugin_manager()):
-        saved = _train(_config(demo_root, out, {"optimization.steps": 1, "checkpoints.interval": 1, **EXACT}))
+        saved = _train(demo_config(demo_root, out, {"optimization.steps": 1, "checkpoints.interval": 1, **EXACT}))
     return saved.parent
 
 
@@ -557,7 +477,7 @@ def test_a_training_state_with_pickled_code_is_refused_which_stock_executes(
     marker = tmp_path / "executed"
     raw["wandb_run_id"] = _Payload(marker)
     torch.save(raw, state)
-    config = _config(demo_root, tmp_path / "out", {"optimization.steps": 2, "model.load_checkpoint": str(folder)})
+    config = demo_config(demo_root, tmp_path / "out", {"optimization.steps": 2, "model.load_checkpoint": str(folder)})
 
     with _ours(fresh_pm), pytest.raises(CheckpointError) as raised:
         _trainer(config)
@@ -584,7 +504,7 @@ def test_a_lora_of_another_model_is_refused_with_the_matched_count_which_stock_i
         str(foreign),
     )
     with _ours(fresh_pm), pytest.raises(CheckpointError) as raised:
-        _trainer(_config(demo_root, tmp_path / "ours", {"model.load_checkpoint": str(foreign)}))
+        _trainer(demo_config(demo_root, tmp_path / "ours", {"model.load_checkpoint": str(foreign)}))
     message = str(raised.value)
     assert message.startswith(f"{foreign}: 0 of the model's 40 LoRA tensors match this file; 2 tensor(s)")
 
@@ -599,11 +519,11 @@ def test_a_lora_of_another_model_is_refused_with_the_matched_count_which_stock_i
         _ours(fresh_pm),
         pytest.raises(CheckpointError, match=r"0 of the model's 40 LoRA tensors match.*another shape"),
     ):
-        _trainer(_config(demo_root, tmp_path / "ours", {"model.load_checkpoint": str(rank8)}))
+        _trainer(demo_config(demo_root, tmp_path / "ours", {"model.load_checkpoint": str(rank8)}))
 
     with _stock():
         trainer = _trainer(
-            _config(
+            demo_config(
                 demo_root,
                 tmp_path / "stock",
                 {"model.load_checkpoint": str(foreign), "training_strategy": STOCK_STRATEGY},

@@ -89,6 +89,17 @@ def test_demo_writes_checkpoint_text_encoder_dataset_and_config(tmp_path: Path, 
     assert config["lora"]["rank"] == config["lora"]["alpha"]
 
 
+def test_write_demo_builds_the_requested_block_count_and_refuses_an_unknown_width(tmp_path: Path) -> None:
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    write_demo(tmp_path / "d", steps=1, num_samples=2, num_layers=3)
+    keys = load_file(str(tmp_path / "d" / "tiny_ltx2.safetensors"))
+    blocks = {int(k.split("transformer_blocks.")[1].split(".")[0]) for k in keys if "transformer_blocks." in k}
+    assert blocks == {0, 1, 2}
+    with pytest.raises(ValueError, match="width must be 'tiny' or 'full'"):
+        write_demo(tmp_path / "e", width="wide")  # type: ignore[arg-type]
+
+
 def test_check_accepts_the_demo_and_writes_nothing(demo_dir: Path, fresh_pm: pluggy.PluginManager) -> None:
     before = _snapshot(demo_dir)
     code, out = _invoke("check", str(demo_dir / "config.yaml"))
