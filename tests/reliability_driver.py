@@ -5,8 +5,10 @@ Usage::
     python reliability_driver.py CONFIG --loss-log FILE [--fault write:STEP|state:STEP --marker FILE] [--stock]
 
 ``--loss-log`` appends ``step loss0 loss1 ...`` per batch (floats in ``float.hex``, so comparisons are bitwise), through
-an ``on_train_step`` plugin. Faults are injected around the stock functions *before* the bridge installs, so the
-bridge wraps them exactly as it wraps the real ones, and a ``--stock`` run meets the same fault unwrapped:
+an ``on_train_step`` plugin; ``{rank}`` in its path becomes the process's rank (under ``accelerate launch``).
+
+Faults are injected around the stock functions *before* the bridge installs, so the bridge wraps them exactly as it
+wraps the real ones, and a ``--stock`` run meets the same fault unwrapped:
 
 - ``write:STEP``: the weights file of that step is written half, flushed, then the write stalls (a slow disk).
 - ``state:STEP``: the run stalls right before writing that step's training state (the weights are already saved).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -110,7 +113,8 @@ def main() -> None:
     from ltx_audio_reference.cli import build_app  # noqa: PLC0415
 
     if args.loss_log is not None:
-        plugins.get_plugin_manager().register(LossLog(args.loss_log), name="loss_log")
+        path = Path(str(args.loss_log).format(rank=os.environ.get("RANK", "0")))
+        plugins.get_plugin_manager().register(LossLog(path), name="loss_log")
     build_app()(["train", str(args.config), "--disable-progress-bars"])
 
 

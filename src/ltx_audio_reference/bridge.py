@@ -24,7 +24,7 @@ from typing import Annotated, Any, Union
 import pluggy
 from torch.utils.data import default_collate
 
-from ltx_audio_reference import reliability
+from ltx_audio_reference import randomness, reliability
 from ltx_audio_reference.datacheck import check_dataset
 from ltx_audio_reference.plugins import (
     collect_conditioners,
@@ -447,7 +447,12 @@ def _install_step_guard(installation: Installation) -> None:
 
     @functools.wraps(stock["_training_step"])
     def _training_step(self: Any, batch: dict[str, Any]) -> Any:  # noqa: ANN401
-        output = stock["_training_step"](self, batch)
+        # Per-sample draws (for strategies that use them) are keyed by the epoch that drew the batch; without the
+        # bridge's epoch-seeded loader there is no epoch to key them by, and the global stream is used.
+        epoch = getattr(self._dataloader, "current_epoch", None)
+        draws = contextlib.nullcontext() if epoch is None else randomness.per_sample_draws(self._config.seed, epoch)
+        with draws:
+            output = stock["_training_step"](self, batch)
         # Inside accelerate's accumulate(), global_step already counts the step this batch completes.
         step = self._global_step if self._accelerator.sync_gradients else self._global_step + 1
         record = reliability.BatchRecord(

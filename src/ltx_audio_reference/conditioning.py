@@ -212,8 +212,31 @@ def reference_positions(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""The random source of the draws: the global RNG (None), one generator, or one generator per sample (the batch's
+rows are then drawn one by one, so a sample's draws do not depend on the rest of the batch)."""
+
+
+def _per_sample(generator: Generators, batch_size: int) -> Sequence[torch.Generator] | None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return None
+    if len(generator) != batch_size:
+        raise ValueError(f"{len(generator)} per-sample generators for a batch of {batch_size}")
+    return generator
+
+
+def _randn_like(x: Tensor, generator: Generators) -> Tensor:
+    per_sample = _per_sample(generator, x.shape[0])
+    if per_sample is None:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in per_sample])
+
+
+def _rand(batch_size: int, generator: Generators, device: torch.device | str | None) -> Tensor:
+    per_sample = _per_sample(generator, batch_size)
+    if per_sample is None:
+        return torch.rand(batch_size, generator=generator, device=device)
+    return torch.cat([torch.rand(1, generator=g, device=device) for g in per_sample])
 
 
 def noise_target(clean: Tensor, sigmas: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
@@ -277,7 +300,7 @@ def first_frame_conditioning_mask(
     probability: float,
     *,
     device: torch.device | str | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Tensor:
     """Which video tokens are first-frame conditioning (clean, timestep 0, no loss).
 
@@ -290,7 +313,7 @@ def first_frame_conditioning_mask(
     mask = torch.zeros(batch_size, num_tokens, dtype=torch.bool, device=device)
     if probability <= 0 or tokens_per_frame >= num_tokens:
         return mask
-    selected = torch.rand(batch_size, generator=generator, device=device) < probability
+    selected = _rand(batch_size, generator, device) < probability
     mask[selected, :tokens_per_frame] = True
     return mask
 
@@ -394,7 +417,7 @@ def build_audio_sequence(
     reference_strength: float = 1.0,
     target_noise: Tensor | None = None,
     reference_noise: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> AudioSequence:
     """Noise the target audio and append the reference after it at its RoPE positions.
 
@@ -407,7 +430,7 @@ def build_audio_sequence(
         reference_strength: 1.0 keeps the reference clean (timestep 0).
         target_noise: Noise for the target (drawn when None).
         reference_noise: Noise for the reference (drawn when None and ``reference_strength < 1``).
-        generator: Random generator for the draws (the global RNG when None).
+        generator: Random source of the draws (:data:`Generators`; the global RNG when None).
 
     Returns:
         The assembled :class:`AudioSequence`.
@@ -495,7 +518,7 @@ def build_video_sequence(
     generate: bool = True,
     first_frame_conditioning_p: float = 0.0,
     noise: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> VideoSequence:
     """Noise the video tokens (or keep them clean when the video is only a condition).
 
@@ -507,7 +530,7 @@ def build_video_sequence(
             ``flexible`` strategy treats a modality with ``is_generated: false``.
         first_frame_conditioning_p: Probability per sample of keeping the first latent frame clean.
         noise: Noise for the video (drawn when None).
-        generator: Random generator for the draws.
+        generator: Random source of the draws (:data:`Generators`).
 
     Returns:
         The :class:`VideoSequence`.
@@ -574,7 +597,7 @@ def prepare_audio_reference_inputs(
     context_mask: Tensor | None,
     sample_sigmas: Callable[[Tensor], Tensor],
     options: ReferenceOptions,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> AudioReferenceInputs:
     """Build both modalities of an ``audio_reference`` training step.
 
@@ -592,7 +615,9 @@ def prepare_audio_reference_inputs(
         context_mask: Text attention mask.
         sample_sigmas: Draws ``[B]`` sigmas for a ``[B, L, C]`` tensor (a trainer ``TimestepSampler.sample_for``).
         options: Strategy settings (an ``AudioReferenceConfig``).
-        generator: Random generator for the noise and first-frame draws (the global RNG when None).
+        generator: Random source of the noise and first-frame draws (:data:`Generators`; the global RNG when None).
+            ``sample_sigmas`` draws the sigmas; pass a per-sample one too (``randomness.SampleDraws.sigmas``) to
+            make every draw of a sample independent of the rest of the batch.
 
     Returns:
         The prepared :class:`AudioReferenceInputs`.

@@ -451,6 +451,11 @@ class EpochSeededLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    @property
+    def current_epoch(self) -> int | None:
+        """The epoch of the batches being drawn (0-based), or None before the first ``iter()``."""
+        return None if self.epoch is None else self.epoch - 1
+
     def __getattr__(self, name: str) -> Any:  # noqa: ANN401
         if name == "loader":  # not yet set (copy, pickle)
             raise AttributeError(name)

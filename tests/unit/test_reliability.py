@@ -305,6 +305,15 @@ def test_the_data_order_resumes_exactly_at_every_position() -> None:
         assert _batches(resumed, 4 - consumed // 3)[: 12 - consumed] == full[consumed:], consumed
 
 
+def test_current_epoch_follows_the_batches_being_drawn_also_after_a_resume() -> None:
+    loader = _loader(0)
+    assert loader.current_epoch is None
+    seen = [loader.current_epoch for _ in range(2) for _batch in loader]
+    assert seen == [0, 0, 0, 1, 1, 1]
+    resumed = _loader(4)  # 3 batches per epoch: the 5th batch is the 2nd of epoch 1
+    assert [resumed.current_epoch for _batch in resumed] == [1, 1]
+
+
 def test_the_data_order_neither_reads_nor_moves_the_global_rng() -> None:
     torch.manual_seed(0)
     first = _batches(_loader(0), 2)

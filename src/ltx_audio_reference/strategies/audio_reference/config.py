@@ -87,6 +87,13 @@ class AudioReferenceConfig(_StrategyConfigBase):
         description="Seconds between the end of the reference and the start of the target ('negative' positions); "
         "0.04 is one audio latent",
     )
+    per_sample_noise: bool = Field(
+        default=True,
+        description="Draw each sample's sigma and noise from seeds of (seed, epoch, sample index) instead of the "
+        "global RNG stream, so that a sample gets the same draws on 1 or N processes, with any per-process batch "
+        "size, and after a resume (the stock runner does not restore the RNG with more than one process). Set "
+        "false for the stock strategies' global stream",
+    )
     generate_video: bool = Field(
         default=True,
         description="Generate (noise and train on) the video together with the audio. False keeps the video "

@@ -6,12 +6,13 @@ all of the math is in :mod:`ltx_audio_reference.conditioning`, which the tier-1 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from torch import Tensor
 
 import ltx_audio_reference
-from ltx_audio_reference import conditioning
+from ltx_audio_reference import conditioning, randomness
 from ltx_audio_reference.strategies.audio_reference.config import (
     AUDIO_LATENTS_KEY,
     CONDITIONS_KEY,
@@ -27,7 +28,9 @@ class AudioReferenceStrategy(TrainingStrategy):
     """Audio-reference IC-LoRA training.
 
     Each step generates the target audio (and, by default, the video) while a clean reference audio clip sits after
-    the target audio tokens at negative RoPE times, with timestep 0 and no loss.
+    the target audio tokens at negative RoPE times, with timestep 0 and no loss. Inside a training step of the
+    bridge, each sample's sigma and noise come from its own seeds (:mod:`ltx_audio_reference.randomness`) unless
+    ``per_sample_noise`` is false.
     """
 
     config: AudioReferenceConfig
@@ -74,6 +77,13 @@ class AudioReferenceStrategy(TrainingStrategy):
             reference["latents"], what="reference audio", lengths=reference.get("num_time_steps")
         )
 
+        sample_sigmas, generator = timestep_sampler.sample_for, None
+        key = randomness.current_key() if self.config.per_sample_noise else None
+        if key is not None and batch.get("idx") is not None:
+            draws = randomness.SampleDraws(key, batch["idx"], device=audio_latents.device)
+            sample_sigmas = functools.partial(draws.sigmas, timestep_sampler.sample_for)
+            generator = draws.generators()
+
         prepared = conditioning.prepare_audio_reference_inputs(
             video_tokens=video_tokens,
             video_grid=grid,
@@ -82,8 +92,9 @@ class AudioReferenceStrategy(TrainingStrategy):
             video_context=text["video_prompt_embeds"],
             audio_context=text["audio_prompt_embeds"],
             context_mask=text["prompt_attention_mask"],
-            sample_sigmas=timestep_sampler.sample_for,
+            sample_sigmas=sample_sigmas,
             options=self.config,
+            generator=generator,
         )
         return ModelInputs(
             video=prepared.video,
