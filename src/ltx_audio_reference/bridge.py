@@ -24,7 +24,7 @@ from typing import Annotated, Any, Union
 import pluggy
 from torch.utils.data import default_collate
 
-from ltx_audio_reference import randomness, reliability
+from ltx_audio_reference import lora_export, randomness, reliability
 from ltx_audio_reference.datacheck import check_dataset
 from ltx_audio_reference.plugins import (
     collect_conditioners,
@@ -81,6 +81,7 @@ class _Stock:
     config_fields: dict[str, dict[str, Any]]
     factory: Any
     save_file: Any
+    get_peft_model_state_dict: Any
     trainer_methods: dict[str, Any]
     apply_audio_conditionings: Any
 
@@ -154,6 +155,7 @@ def uninstall() -> None:
     trainer_module.get_training_strategy = _stock.factory
     strategies_module.get_training_strategy = _stock.factory
     trainer_module.save_file = _stock.save_file
+    trainer_module.get_peft_model_state_dict = _stock.get_peft_model_state_dict
     for name, method in _stock.trainer_methods.items():
         setattr(trainer_module.LtxvTrainer, name, method)
     validation_module.ValidationRunner._apply_audio_conditionings = _stock.apply_audio_conditionings
@@ -196,6 +198,7 @@ def _save_stock() -> None:
         },
         factory=trainer_module.get_training_strategy,
         save_file=trainer_module.save_file,
+        get_peft_model_state_dict=trainer_module.get_peft_model_state_dict,
         trainer_methods={name: trainer_module.LtxvTrainer.__dict__[name] for name in _TRAINER_METHODS},
         apply_audio_conditionings=validation_module.ValidationRunner.__dict__["_apply_audio_conditionings"],
     )
@@ -574,6 +577,10 @@ def _install_atomic_checkpoints() -> None:
             stock["_cleanup_training_states"](self)
 
     trainer_module.save_file = save_file
+    # The stock save exports the LoRA with peft, which finds no tensor in FSDP-wrapped blocks (lora_export).
+    trainer_module.get_peft_model_state_dict = functools.partial(
+        lora_export.adapter_state_dict, peft_state_dict=_stock.get_peft_model_state_dict
+    )
     trainer_cls._save_training_state = _save_training_state
     trainer_cls._cleanup_checkpoints = _cleanup_checkpoints
     trainer_cls._cleanup_training_states = _cleanup_training_states
@@ -650,9 +657,7 @@ def _load_training_state(checkpoint_path: Path) -> Any:  # noqa: ANN401 - the st
 
 def _exported_lora_shapes(model: Any) -> dict[str, tuple[int, ...]]:  # noqa: ANN401 - a peft model
     """The model's LoRA tensors under the names the stock runner exports them with (``diffusion_model.`` ...)."""
-    from peft import get_peft_model_state_dict  # noqa: PLC0415
-
-    state = get_peft_model_state_dict(model)
+    state = lora_export.adapter_state_dict(model)
     return {f"diffusion_model.{k.replace('base_model.model.', '', 1)}": tuple(v.shape) for k, v in state.items()}
 
 

@@ -29,6 +29,7 @@ from kill_resume import (
     spawn,
     step_of,
 )
+from peft import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -123,10 +124,12 @@ def test_uninstall_restores_every_wrapped_method_and_save_file(fresh_pm: pluggy.
     stock = {name: trainer_module.LtxvTrainer.__dict__[name] for name in bridge._TRAINER_METHODS}
     with _ours(fresh_pm):
         assert trainer_module.save_file is not save_file
+        assert trainer_module.get_peft_model_state_dict is not get_peft_model_state_dict
         for name, method in stock.items():
             assert trainer_module.LtxvTrainer.__dict__[name] is not method, name
         assert isinstance(trainer_module.LtxvTrainer.__dict__["_find_checkpoint"], staticmethod)
     assert trainer_module.save_file is save_file
+    assert trainer_module.get_peft_model_state_dict is get_peft_model_state_dict
     for name, method in stock.items():
         assert trainer_module.LtxvTrainer.__dict__[name] is method, name
 
