@@ -7,6 +7,7 @@ and can stall inside a save so that the kill lands there.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import subprocess
@@ -112,3 +113,24 @@ class Chain:
             text = log.read_text()
         self.segments.append(losses(log_path))
         return text
+
+    def kill_at_random_step(self, config: dict, folder: Path, low: int, high: int) -> tuple[int, int]:
+        """SIGKILL a run once a random step in ``[low, high]`` has logged its losses, wherever the signal lands
+        (between steps, in backward, inside a save).
+
+        Returns:
+            ``(kill step, step of the newest complete checkpoint pair left in folder)``.
+        """
+        kill_step = random.Random().randint(low, high)
+        self.run("first", config, kill_when=lambda log: max(losses(log), default=0) >= kill_step)
+        assert_on_disk_only_complete_files(folder)
+        resumed_at = step_of(reliability.select_checkpoint(folder).weights)
+        assert 1 <= resumed_at <= kill_step, (kill_step, resumed_at)
+        return kill_step, resumed_at
+
+    def kill_inside_weights_write(self, name: str, config: dict, step: int) -> str:
+        """Run ``config`` with the weights write of ``step`` stalled half-written, SIGKILL it there; its output."""
+        marker = self.tmp_path / f"{name}.marker"
+        return self.run(
+            name, config, "--fault", f"write:{step}", "--marker", str(marker), kill_when=lambda _: marker.exists()
+        )

@@ -12,7 +12,6 @@ Skips without CUDA or without ltx-trainer. The figures go to pytest's ``record_p
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -115,23 +114,11 @@ def test_killed_twice_with_block_swap_the_resumed_gpu_run_matches_the_uninterrup
     chain = Chain(tmp_path)
 
     # Kill 1: at a random step, wherever the signal lands (between steps, in backward, inside a save).
-    kill_step = random.Random().randint(3, 5)
-    chain.run("first", config, kill_when=lambda log: max(losses(log), default=0) >= kill_step)
-    assert_on_disk_only_complete_files(folder)
-    resumed_at = step_of(reliability.select_checkpoint(folder).weights)
-    assert 2 <= resumed_at <= kill_step, (kill_step, resumed_at)
+    kill_step, resumed_at = chain.kill_at_random_step(config, folder, 3, 5)
+    assert resumed_at >= 2
 
     # Kill 2: inside the weights write of the next save; the previous pair stays the newest complete one.
-    marker = tmp_path / "second.marker"
-    text = chain.run(
-        "second",
-        resume,
-        "--fault",
-        f"write:{resumed_at + 2}",
-        "--marker",
-        str(marker),
-        kill_when=lambda _: marker.exists(),
-    )
+    text = chain.kill_inside_weights_write("second", resume, resumed_at + 2)
     assert f"Resuming training from step {resumed_at}" in text
     assert step_of(reliability.select_checkpoint(folder).weights) == resumed_at
     assert_on_disk_only_complete_files(folder)

@@ -8,7 +8,6 @@ checkpoint with ``keep_last_n: 1``, and executes pickled code in a training-stat
 from __future__ import annotations
 
 import contextlib
-import random
 import re
 import shutil
 from collections.abc import Iterator
@@ -367,25 +366,13 @@ def test_killed_three_times_at_different_moments_the_resumed_run_equals_the_unin
     chain = Chain(tmp_path)
 
     # Kill 1: at a random step, between saves or inside one, wherever the signal lands.
-    kill_step = random.Random().randint(3, 5)
-    chain.run("first", config, kill_when=lambda log: max(losses(log), default=0) >= kill_step)
-    assert_on_disk_only_complete_files(folder)
-    resumed_at = step_of(reliability.select_checkpoint(folder).weights)
-    assert 2 <= resumed_at <= kill_step, (kill_step, resumed_at)
+    kill_step, resumed_at = chain.kill_at_random_step(config, folder, 3, 5)
+    assert resumed_at >= 2
 
     # Kill 2: inside the weights write of the next save: a partial temporary file; the old pair is untouched.
     stalled = folder / f"lora_weights_step_{resumed_at + 2:05d}.safetensors"
     existed = stalled.exists()  # kill 1 may have landed between this step's weights and state
-    marker = tmp_path / "second.marker"
-    text = chain.run(
-        "second",
-        resume,
-        "--fault",
-        f"write:{resumed_at + 2}",
-        "--marker",
-        str(marker),
-        kill_when=lambda _: marker.exists(),
-    )
+    text = chain.kill_inside_weights_write("second", resume, resumed_at + 2)
     assert f"Resuming training from step {resumed_at}" in text
     assert existed or not stalled.exists()
     assert step_of(reliability.select_checkpoint(folder).weights) == resumed_at
