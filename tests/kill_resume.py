@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from ltx_audio_reference import reliability
@@ -84,6 +85,16 @@ def losses(path: Path) -> dict[int, list[str]]:
 def step_of(path: Path) -> int:
     """The step number in a checkpoint file name."""
     return int(re.search(r"step_(\d+)", path.name)[1])
+
+
+def relative_norm_differences(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per tensor, ``|a - e| / |e|`` in Frobenius norms (LoRA B starts at zero, so elementwise relative error means
+    nothing for its small entries). The two files must hold the same keys."""
+    assert actual.keys() == expected.keys()
+    return {
+        key: float((actual[key].float() - e.float()).norm() / e.float().norm().clamp_min(1e-5))
+        for key, e in expected.items()
+    }
 
 
 def assert_on_disk_only_complete_files(folder: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from kill_resume import DRIVER
 from safetensors.torch import load_file
 
 from ltx_audio_reference.demo import write_demo
@@ -37,7 +38,7 @@ def _launch(config: Path, *, stock: bool = False) -> subprocess.CompletedProcess
     """``ltx-trainer train CONFIG`` under FSDP, or with ``stock`` the bare stock trainer (bridge not installed)."""
     launch = [str(ACCELERATE), "launch", "--config_file", str(FSDP), "--num_processes", str(torch.cuda.device_count())]
     if stock:
-        command = [str(Path(__file__).resolve().parents[1] / "reliability_driver.py"), str(config), "--stock"]
+        command = [str(DRIVER), str(config), "--stock"]
     else:
         command = ["-m", "ltx_audio_reference.cli", "train", str(config), "--disable-progress-bars"]
     return subprocess.run(

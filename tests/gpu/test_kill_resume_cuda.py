@@ -17,7 +17,16 @@ from typing import Any
 
 import pytest
 import torch
-from kill_resume import Chain, assert_on_disk_only_complete_files, demo_config, finish, losses, spawn, step_of
+from kill_resume import (
+    Chain,
+    assert_on_disk_only_complete_files,
+    demo_config,
+    finish,
+    losses,
+    relative_norm_differences,
+    spawn,
+    step_of,
+)
 from safetensors.torch import load_file
 
 from ltx_audio_reference import reliability
@@ -50,10 +59,7 @@ def _as_tensor(segment: dict[int, list[str]], steps: list[int]) -> torch.Tensor:
 
 
 def _max_rel_norm(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> float:
-    """The largest per-tensor ``|a - e| / |e|`` (Frobenius norms): LoRA B starts at zero, so elementwise relative
-    error means nothing for its small entries."""
-    assert actual.keys() == expected.keys()
-    return max(float((actual[k] - e).norm() / e.norm().clamp_min(ATOL)) for k, e in expected.items())
+    return max(relative_norm_differences(actual, expected).values())
 
 
 def _max_rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
