@@ -35,9 +35,10 @@ from pathlib import Path
 
 import torch
 
-from ltx_audio_reference.blockswap import workload
 from ltx_audio_reference.blockswap.config import slot_count, spread_blocks
-from ltx_audio_reference.blockswap.engine import BlockSwapEngine, block_frozen_bytes
+from ltx_audio_reference.blockswap.engine import BlockSwapEngine
+from ltx_audio_reference.blockswap.tensors import block_frozen_bytes
+from ltx_audio_reference.testing import swap_workload as workload
 
 logger = logging.getLogger("block_swap_benchmark")
 

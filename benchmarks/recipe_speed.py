@@ -1,15 +1,15 @@
 """Speed of a dataset recipe (``build-dataset``) in multiples of real time, on synthetic talking-head clips.
 
 The clips are made first and are not timed: a moving 256x256 H.264 test pattern at 25 fps with a 48 kHz stereo AAC
-soundtrack of synthetic voiced speech (:func:`ltx_audio_reference.data.synthetic.synthetic_voice`, a glottal pulse
-train through vowel formants) at pitches spread over 85-255 Hz. Then :func:`ltx_audio_reference.data.build.
-build_dataset` runs the recipe over them in this one process, exactly as ``ltx-trainer audio-reference
-build-dataset`` does: decode, measure F0, draw the target, PSOLA shift, re-measure, synthesize and check the 2 s
-reference tone, write the WAV, re-mux the clip (video packets copied, audio re-encoded), commit the pair, then the
-manifest, report JSON and report PNG, with ``--workers`` processes (default one per core, as the CLI). Speed is
-seconds of input audio over wall-clock seconds (worker start-up included), best of ``--repeats`` runs, each into a
-fresh output folder. CPU seconds (this process and its workers) are reported too: on a busy machine the wall
-clock measures the neighbours as well.
+soundtrack of synthetic voiced speech (:func:`ltx_audio_reference.testing.synthetic_audio.synthetic_voice`, a glottal
+pulse train through vowel formants) at pitches spread over 85-255 Hz. Then
+:func:`ltx_audio_reference.data.build.build_dataset` runs the recipe over them in this one process, exactly as
+``ltx-trainer audio-reference build-dataset`` does: decode, measure F0, draw the target, PSOLA shift, re-measure,
+synthesize and check the 2 s reference tone, write the WAV, re-mux the clip (video packets copied, audio re-encoded),
+commit the pair, then the manifest, report JSON and report PNG, with ``--workers`` processes (default one per core, as
+the CLI). Speed is seconds of input audio over wall-clock seconds (worker start-up included), best of ``--repeats``
+runs, each into a fresh output folder. CPU seconds (this process and its workers) are reported too: on a busy machine
+the wall clock measures the neighbours as well.
 
 Run (2-core CPU, about a minute):
 
@@ -32,7 +32,7 @@ from rich.table import Table
 
 from ltx_audio_reference.data.build import build_dataset
 from ltx_audio_reference.data.recipe import load_recipe
-from ltx_audio_reference.data.synthetic import synthetic_voice, write_clip
+from ltx_audio_reference.testing.synthetic_audio import synthetic_voice, write_clip
 
 REPO = Path(__file__).resolve().parent.parent
 CPU_FIELDS = ("user", "system", "children_user", "children_system")
@@ -70,7 +70,7 @@ def main(
         walls, cpus = [], []
         for run in range(repeats):
             before, start = os.times(), time.perf_counter()
-            result = build_dataset(loaded, root / "clips", root / f"out{run}", workers=workers, show_progress=False)
+            result = build_dataset(loaded, root / "clips", root / f"out{run}", workers=workers)
             walls.append(time.perf_counter() - start)
             after = os.times()  # worker processes are joined by now, so their CPU time is in children_*
             cpus.append(sum(getattr(after, f) - getattr(before, f) for f in CPU_FIELDS))

@@ -25,7 +25,7 @@ import yaml
 from safetensors.torch import load_file
 
 from ltx_audio_reference import bridge
-from ltx_audio_reference.demo import write_demo
+from ltx_audio_reference.testing.demo import write_demo
 
 logger = logging.getLogger("stock_runner_block_swap")
 

@@ -11,12 +11,11 @@ differ only in their ``training_strategy`` section:
   video with the audio), so the like-for-like stock run generates the video too. Both arms then send the transformer
   the same video tokens and the same ``target + reference`` audio tokens, and both put a loss on video and audio.
 
-Everything else is shared: the checkpoint file (a real ltx-core ``LTXModel``, wider and deeper than the kit's tiny
-one), the dataset (``kit.write_synthetic_dataset`` with ``reference_audio_latents/``, the folder names upstream's a2a
-config reads), the LoRA section (upstream a2a's audio ``target_modules``, rank = alpha; the ``audio`` preset expands
-to the same modules, which the script checks), batch size, seed, bf16 autocast and gradient checkpointing (both
-upstream a2a and our Helium config enable it). The script also checks that both arms feed the model the same token
-counts.
+Everything else is shared: the checkpoint file (a real ltx-core ``LTXModel``, wider and deeper than the kit's tiny one),
+the dataset (``tiny_model.write_synthetic_dataset`` with ``reference_audio_latents/``, the folder names upstream's a2a
+config reads), the LoRA section (upstream a2a's audio ``target_modules``, rank = alpha; the ``audio`` preset expands to
+the same modules, which the script checks), batch size, seed, bf16 autocast and gradient checkpointing (both upstream
+a2a and our Helium config enable it). The script also checks that both arms feed the model the same token counts.
 
 Each trainer's own ``__init__`` loads the model, sets up LoRA (through the plugin hooks) and prepares it; its own
 ``_init_optimizer``, ``_init_dataloader`` and ``_init_timestep_sampler`` set up training. A step is the body of
@@ -60,7 +59,7 @@ from rich.console import Console
 from rich.table import Table
 from safetensors.torch import load_file, save_file
 
-from ltx_audio_reference import kit
+from ltx_audio_reference.testing import tiny_model
 
 logger = logging.getLogger(__name__)
 
@@ -97,16 +96,16 @@ def write_checkpoint(path: Path, *, blocks: int, heads: int, video_head_dim: int
     """
     from ltx_core.model.transformer.model_configurator import LTXModelConfigurator  # noqa: PLC0415
 
-    kit_path = kit.write_tiny_checkpoint(path.with_name("kit_text_parts.safetensors"), num_layers=1)
-    connectors = (kit.VIDEO_CONNECTOR_PREFIX, kit.AUDIO_CONNECTOR_PREFIX)
+    kit_path = tiny_model.write_tiny_checkpoint(path.with_name("kit_text_parts.safetensors"), num_layers=1)
+    connectors = (tiny_model.VIDEO_CONNECTOR_PREFIX, tiny_model.AUDIO_CONNECTOR_PREFIX)
     text_parts = {
         key: value
         for key, value in load_file(str(kit_path)).items()
-        if key.startswith(connectors) or not key.startswith(kit.TRANSFORMER_PREFIX)
+        if key.startswith(connectors) or not key.startswith(tiny_model.TRANSFORMER_PREFIX)
     }
     kit_path.unlink()
 
-    config = kit.tiny_checkpoint_config(blocks)
+    config = tiny_model.tiny_checkpoint_config(blocks)
     config["transformer"].update(
         num_attention_heads=heads,
         audio_num_attention_heads=heads,
@@ -127,7 +126,7 @@ def write_checkpoint(path: Path, *, blocks: int, heads: int, video_head_dim: int
                 value = noise * (0.02 if name.endswith("proj_out.weight") else param.shape[-1] ** -0.5)
             else:
                 value = (1.0 if "norm" in name else 0.0) + 0.02 * noise
-            tensors[f"{kit.TRANSFORMER_PREFIX}{name}"] = value.to(torch.bfloat16)
+            tensors[f"{tiny_model.TRANSFORMER_PREFIX}{name}"] = value.to(torch.bfloat16)
     save_file(tensors, str(path), metadata={"format": "pt", "config": json.dumps(config)})
     return sum(p.numel() for p in model.parameters())
 
@@ -379,8 +378,8 @@ def main(  # noqa: PLR0913
                 video_head_dim=video_head_dim,
                 audio_head_dim=audio_head_dim,
             )
-            kit.write_text_encoder_dir(root / "text_encoder")
-            kit.write_synthetic_dataset(
+            tiny_model.write_text_encoder_dir(root / "text_encoder")
+            tiny_model.write_synthetic_dataset(
                 root / "data",
                 num_samples=samples,
                 video_frames=video_frames,

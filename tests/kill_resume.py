@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import yaml
 
-from ltx_audio_reference import reliability
+from ltx_audio_reference.reliability import checkpoints
 
 DRIVER = Path(__file__).with_name("reliability_driver.py")
 
@@ -101,9 +101,9 @@ def assert_on_disk_only_complete_files(folder: Path) -> None:
     """Every visible checkpoint file in ``folder`` is complete (temporary files are hidden and skipped)."""
     for path in folder.iterdir():
         if path.suffix == ".safetensors" and not path.name.startswith("."):
-            assert reliability.safetensors_problem(path) is None, path
+            assert checkpoints.safetensors_problem(path) is None, path
         if path.suffix == ".pt":
-            assert reliability.torch_file_problem(path) is None, path
+            assert checkpoints.torch_file_problem(path) is None, path
 
 
 class Chain:
@@ -135,7 +135,7 @@ class Chain:
         kill_step = random.Random().randint(low, high)
         self.run("first", config, kill_when=lambda log: max(losses(log), default=0) >= kill_step)
         assert_on_disk_only_complete_files(folder)
-        resumed_at = step_of(reliability.select_checkpoint(folder).weights)
+        resumed_at = step_of(checkpoints.select_checkpoint(folder).weights)
         assert 1 <= resumed_at <= kill_step, (kill_step, resumed_at)
         return kill_step, resumed_at
 

@@ -12,15 +12,12 @@ import logging
 import os
 import threading
 from importlib import metadata
+from typing import TypeVar
 
 import pluggy
 
 from ltx_audio_reference import hookspecs
-from ltx_audio_reference.registry import (
-    ConditionerRegistry,
-    ConfigFieldRegistry,
-    StrategyRegistry,
-)
+from ltx_audio_reference.registry import Registry, StrategyRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +64,7 @@ def build_plugin_manager() -> pluggy.PluginManager:
         pm.register(plugin, name=ep.name)
         logger.debug("Loaded plugin %s from %s", ep.name, ep.value)
 
-    from ltx_audio_reference import builtin  # noqa: PLC0415 - avoids a cycle with the built-in plugin
+    from ltx_audio_reference.strategies.audio_reference import plugin as builtin  # noqa: PLC0415 - no import cycle
 
     builtin_name = builtin.PLUGIN_NAME
     if (
@@ -102,36 +99,33 @@ def reset_plugin_manager() -> None:
         _manager = None
 
 
+_R = TypeVar("_R", bound=Registry)
+
+
 def _plugin_name(pm: pluggy.PluginManager, impl: pluggy.HookImpl) -> str:
     return pm.get_name(impl.plugin) or repr(impl.plugin)
 
 
+def collect(registry_cls: type[_R], pm: pluggy.PluginManager | None = None) -> _R:
+    """Run the hook that fills ``registry_cls`` (its ``hook``) on every plugin and return the filled registry.
+
+    Each implementation is called with the registry as ``register``; duplicates name the plugin that registered
+    first and the one registering now.
+
+    Args:
+        registry_cls: :class:`~ltx_audio_reference.registry.StrategyRegistry`, ``ConfigFieldRegistry`` or
+            ``ConditionerRegistry``.
+        pm: The plugin manager (the shared one by default).
+    """
+    pm = pm or get_plugin_manager()
+    registry = registry_cls()
+    for impl in getattr(pm.hook, registry_cls.hook).get_hookimpls():
+        registry.current_plugin = _plugin_name(pm, impl)
+        logger.debug("%s -> %s", registry_cls.hook, registry.current_plugin)
+        impl.function(register=registry)
+    return registry
+
+
 def collect_strategies(pm: pluggy.PluginManager | None = None) -> StrategyRegistry:
-    """Run ``register_strategies`` on every plugin and return the filled registry."""
-    pm = pm or get_plugin_manager()
-    registry = StrategyRegistry()
-    for impl in pm.hook.register_strategies.get_hookimpls():
-        registry.current_plugin = _plugin_name(pm, impl)
-        logger.debug("register_strategies -> %s", registry.current_plugin)
-        impl.function(register=registry)
-    return registry
-
-
-def collect_config_fields(pm: pluggy.PluginManager | None = None) -> ConfigFieldRegistry:
-    """Run ``register_config_fields`` on every plugin and return the filled registry."""
-    pm = pm or get_plugin_manager()
-    registry = ConfigFieldRegistry()
-    for impl in pm.hook.register_config_fields.get_hookimpls():
-        registry.current_plugin = _plugin_name(pm, impl)
-        impl.function(register=registry)
-    return registry
-
-
-def collect_conditioners(pm: pluggy.PluginManager | None = None) -> ConditionerRegistry:
-    """Run ``register_reference_conditioners`` on every plugin and return the filled registry."""
-    pm = pm or get_plugin_manager()
-    registry = ConditionerRegistry()
-    for impl in pm.hook.register_reference_conditioners.get_hookimpls():
-        registry.current_plugin = _plugin_name(pm, impl)
-        impl.function(register=registry)
-    return registry
+    """The registered strategies (``register_strategies`` on every plugin)."""
+    return collect(StrategyRegistry, pm)

@@ -12,24 +12,44 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-import torch
+from ltx_audio_reference.errors import DuplicateNameError, UnknownNameError
+
+if TYPE_CHECKING:  # annotations only: `ltx-trainer --help` and `strategies` never import torch
+    import torch
 
 # Strategy names built into ltx-trainer 1.2.0. Plugins may not take them.
 STOCK_STRATEGIES: tuple[str, ...] = ("text_to_video", "video_to_video", "flexible")
 
-
-class UnknownNameError(LookupError):
-    """A lookup named something nobody registered."""
-
-
-class ConfigurationError(ValueError):
-    """The config or its data cannot train; raised before any model loads, with a message saying how to fix it."""
+_Key = TypeVar("_Key")
+_Entry = TypeVar("_Entry")
 
 
-class DuplicateNameError(ValueError):
-    """Two plugins registered the same name."""
+class Registry(Generic[_Key, _Entry]):
+    """What every registry shares: entries by key, the plugin registering now, and duplicates refused.
+
+    Subclasses name the hook that fills them (:attr:`hook`) and define ``__call__``, the ``register`` callback.
+    """
+
+    #: The hook (in :mod:`ltx_audio_reference.hookspecs`) whose implementations fill this registry.
+    hook: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._entries: dict[_Key, _Entry] = {}
+        self.current_plugin = "<direct>"
+
+    def _add(self, key: _Key, entry: _Entry, duplicate: Callable[[_Entry], str]) -> None:
+        """Store ``entry`` under ``key``; ``duplicate(existing)`` words the error when the key is taken."""
+        if key in self._entries:
+            raise DuplicateNameError(duplicate(self._entries[key]))
+        self._entries[key] = entry
+
+    def __iter__(self) -> Iterator[_Entry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def resolve(ref: type | Callable | str) -> Any:  # noqa: ANN401 - returns whatever the reference names
@@ -78,12 +98,10 @@ class StrategyEntry:
         return resolve(self.strategy_ref)
 
 
-class StrategyRegistry:
+class StrategyRegistry(Registry[str, StrategyEntry]):
     """Name -> (config class, strategy class), filled by the ``register_strategies`` hook."""
 
-    def __init__(self) -> None:
-        self._entries: dict[str, StrategyEntry] = {}
-        self.current_plugin = "<direct>"
+    hook = "register_strategies"
 
     def __call__(self, name: str, config_cls: type | str, strategy_cls: type | str) -> None:
         """Register a strategy.
@@ -104,21 +122,17 @@ class StrategyRegistry:
                 f"Plugin {self.current_plugin!r} registers strategy {name!r}, which is built into ltx-trainer; "
                 "choose another name"
             )
-        if name in self._entries:
-            raise DuplicateNameError(
-                f"Strategy {name!r} is registered twice: by {self._entries[name].plugin!r} and by "
-                f"{self.current_plugin!r}. Block one of them with LTX_TRAINER_PLUGINS_BLOCK."
-            )
-        self._entries[name] = StrategyEntry(name, config_cls, strategy_cls, self.current_plugin)
+        self._add(
+            name,
+            StrategyEntry(name, config_cls, strategy_cls, self.current_plugin),
+            lambda old: (
+                f"Strategy {name!r} is registered twice: by {old.plugin!r} and by {self.current_plugin!r}. "
+                "Block one of them with LTX_TRAINER_PLUGINS_BLOCK."
+            ),
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
-
-    def __iter__(self) -> Iterator[StrategyEntry]:
-        return iter(self._entries.values())
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def names(self) -> list[str]:
         """Registered plugin strategy names, sorted."""
@@ -160,12 +174,10 @@ class ConfigFieldEntry:
     plugin: str
 
 
-class ConfigFieldRegistry:
+class ConfigFieldRegistry(Registry[tuple[str, str], ConfigFieldEntry]):
     """Extra fields added to the stock config, filled by the ``register_config_fields`` hook."""
 
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], ConfigFieldEntry] = {}
-        self.current_plugin = "<direct>"
+    hook = "register_config_fields"
 
     def __call__(
         self,
@@ -182,19 +194,13 @@ class ConfigFieldRegistry:
         """
         if owner not in ("root", "acceleration"):
             raise ValueError(f"Config field owner must be 'root' or 'acceleration', got {owner!r}")
-        key = (owner, name)
-        if key in self._entries:
-            raise DuplicateNameError(
-                f"Config field {owner}.{name} is registered twice: by {self._entries[key].plugin!r} and by "
-                f"{self.current_plugin!r}"
-            )
-        self._entries[key] = ConfigFieldEntry(owner, name, annotation, field, self.current_plugin)
-
-    def __iter__(self) -> Iterator[ConfigFieldEntry]:
-        return iter(self._entries.values())
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        self._add(
+            (owner, name),
+            ConfigFieldEntry(owner, name, annotation, field, self.current_plugin),
+            lambda old: (
+                f"Config field {owner}.{name} is registered twice: by {old.plugin!r} and by {self.current_plugin!r}"
+            ),
+        )
 
 
 class ReferenceConditioner(Protocol):
@@ -207,15 +213,14 @@ class ReferenceConditioner(Protocol):
 
     def __call__(
         self, ref_tokens: torch.Tensor, target_positions: torch.Tensor, strategy_config: object
-    ) -> tuple[torch.Tensor, float]: ...
+    ) -> tuple[torch.Tensor, float]:
+        """Place ``ref_tokens`` relative to ``target_positions``."""
 
 
-class ConditionerRegistry:
+class ConditionerRegistry(Registry[tuple[str, str], tuple["ReferenceConditioner", str]]):
     """(strategy name, modality) -> reference conditioner, filled by ``register_reference_conditioners``."""
 
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], tuple[ReferenceConditioner, str]] = {}
-        self.current_plugin = "<direct>"
+    hook = "register_reference_conditioners"
 
     def __call__(
         self, strategy_name: str, modality: Literal["audio", "video"], conditioner: ReferenceConditioner
@@ -227,21 +232,19 @@ class ConditionerRegistry:
         """
         if modality not in ("audio", "video"):
             raise ValueError(f"Reference modality must be 'audio' or 'video', got {modality!r}")
-        key = (strategy_name, modality)
-        if key in self._entries:
-            raise DuplicateNameError(
+        self._add(
+            (strategy_name, modality),
+            (conditioner, self.current_plugin),
+            lambda old: (
                 f"A {modality} reference conditioner for {strategy_name!r} is registered twice: by "
-                f"{self._entries[key][1]!r} and by {self.current_plugin!r}"
-            )
-        self._entries[key] = (conditioner, self.current_plugin)
+                f"{old[1]!r} and by {self.current_plugin!r}"
+            ),
+        )
 
     def get(self, strategy_name: str, modality: str) -> ReferenceConditioner | None:
         """The conditioner for that strategy and modality, or None (stock placement)."""
         entry = self._entries.get((strategy_name, modality))
         return entry[0] if entry else None
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 @dataclass

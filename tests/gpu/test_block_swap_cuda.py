@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from ltx_audio_reference.blockswap import workload
 from ltx_audio_reference.blockswap.config import BlockSwapConfig, slot_count, spread_blocks
 from ltx_audio_reference.blockswap.engine import BlockSwapEngine
-from ltx_audio_reference.blockswap.hooks import setup_block_swap
+from ltx_audio_reference.blockswap.plugin import setup_block_swap
+from ltx_audio_reference.testing import swap_workload as workload
 
 pytestmark = [
     pytest.mark.cuda,

@@ -20,7 +20,7 @@ import yaml
 from kill_resume import DRIVER
 from safetensors.torch import load_file
 
-from ltx_audio_reference.demo import write_demo
+from ltx_audio_reference.testing.demo import write_demo
 
 ACCELERATE = shutil.which("accelerate", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 FSDP = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp.yaml"

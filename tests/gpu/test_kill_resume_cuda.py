@@ -29,8 +29,8 @@ from kill_resume import (
 )
 from safetensors.torch import load_file
 
-from ltx_audio_reference import reliability
-from ltx_audio_reference.demo import write_demo
+from ltx_audio_reference.reliability import checkpoints
+from ltx_audio_reference.testing.demo import write_demo
 
 pytestmark = [
     pytest.mark.cuda,
@@ -126,7 +126,7 @@ def test_killed_twice_with_block_swap_the_resumed_gpu_run_matches_the_uninterrup
     # Kill 2: inside the weights write of the next save; the previous pair stays the newest complete one.
     text = chain.kill_inside_weights_write("second", resume, resumed_at + 2)
     assert f"Resuming training from step {resumed_at}" in text
-    assert step_of(reliability.select_checkpoint(folder).weights) == resumed_at
+    assert step_of(checkpoints.select_checkpoint(folder).weights) == resumed_at
     assert_on_disk_only_complete_files(folder)
 
     # Resume to the end.

@@ -12,11 +12,15 @@ pytest.importorskip("ltx_trainer", reason="tier 2 needs ltx-trainer 1.2.0 import
 from peft import LoraConfig, get_peft_model
 from torch.utils.data import DataLoader
 
-from ltx_audio_reference import conditioning as cond
-from ltx_audio_reference.kit import build_tiny_model, write_synthetic_dataset
-from ltx_audio_reference.lora_targets import assert_only_allowed_trainable, expand_lora_targets
+from ltx_audio_reference.strategies.audio_reference import loss as ar_loss
+from ltx_audio_reference.strategies.audio_reference import positions as ar_positions
 from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig
+from ltx_audio_reference.strategies.audio_reference.lora_targets import (
+    assert_only_allowed_trainable,
+    expand_lora_targets,
+)
 from ltx_audio_reference.strategies.audio_reference.strategy import AudioReferenceStrategy
+from ltx_audio_reference.testing.tiny_model import build_tiny_model, write_synthetic_dataset
 from ltx_trainer.datasets import PrecomputedDataset
 from ltx_trainer.timestep_samplers import SAMPLERS
 from ltx_trainer.training_strategies import ModelInputs, TrainingStrategy, TrainingStrategyConfigBase
@@ -81,7 +85,7 @@ def test_prepared_batch_places_a_clean_reference_after_the_target(dataset_root: 
             for p in sorted((dataset_root / "reference_audio_latents").glob("*.pt"))
         ]
     )[:BATCH]
-    assert torch.equal(audio.latent[:, AUDIO_STEPS:], cond.patchify_audio(refs))
+    assert torch.equal(audio.latent[:, AUDIO_STEPS:], ar_positions.patchify_audio(refs))
     # Target positions and video positions are the stock helpers' own.
     assert torch.equal(audio.positions[:, :, :AUDIO_STEPS], strategy._get_audio_positions(AUDIO_STEPS, BATCH, "cpu"))
     assert torch.equal(inputs.video.positions, strategy._get_video_positions(2, 2, 2, BATCH, 24.0, torch.device("cpu")))
@@ -119,13 +123,13 @@ def test_video_as_condition_only_is_clean_and_unscored(dataset_root: Path) -> No
     assert inputs.video is not None
     assert inputs.video.timesteps.eq(0).all()
     assert inputs.video_targets is None
-    clean_video = cond.patchify_video(_batch(dataset_root, config)["latents"]["latents"])
+    clean_video = ar_positions.patchify_video(_batch(dataset_root, config)["latents"]["latents"])
     assert torch.equal(inputs.video.latent, clean_video)
     with torch.no_grad(), _trainer_autocast():
         video_pred, audio_pred = build_tiny_model()(video=inputs.video, audio=inputs.audio, perturbations=None)
     loss = strategy.compute_loss(video_pred, audio_pred, inputs)
     assert inputs.audio_targets is not None
-    assert torch.allclose(loss, cond.masked_mse(audio_pred, inputs.audio_targets, inputs.audio_loss_mask))
+    assert torch.allclose(loss, ar_loss.masked_mse(audio_pred, inputs.audio_targets, inputs.audio_loss_mask))
 
 
 def test_references_of_different_lengths_in_one_batch_raise(dataset_root: Path) -> None:

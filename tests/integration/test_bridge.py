@@ -9,9 +9,9 @@ import pytest
 import torch
 from pydantic import Field, ValidationError
 
-from ltx_audio_reference import bridge, hookimpl, kit
-from ltx_audio_reference.demo import write_demo
+from ltx_audio_reference import bridge, hookimpl, layout
 from ltx_audio_reference.registry import ConfigFieldRegistry
+from ltx_audio_reference.testing.demo import write_demo
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +150,7 @@ def test_validation_places_the_reference_at_negative_positions(
 ) -> None:
     """The stock validation runner's audio conditioning goes through the plugin conditioner."""
     import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
-    from ltx_audio_reference.conditioning import audio_reference_conditioner  # noqa: PLC0415
+    from ltx_audio_reference.strategies.audio_reference.positions import audio_reference_conditioner  # noqa: PLC0415
     from ltx_core.components.patchifiers import AudioPatchifier  # noqa: PLC0415
     from ltx_core.tools import AudioLatentTools  # noqa: PLC0415
     from ltx_core.types import AudioLatentShape  # noqa: PLC0415
@@ -172,7 +172,12 @@ def test_validation_places_the_reference_at_negative_positions(
     media = CachedSampleMedia(conditions={0: CachedConditionMedia(latent=ref_latent)})
     sample = ValidationSample(prompt="x", conditions=[ReferenceConditionConfig(audio="ref.wav")])
 
-    out = ValidationRunner._apply_audio_conditionings(state, tools, sample, media, torch.device("cpu"))
+    # Outside a placement (no strategy's validation running), the stock placement applies: positions from 0.
+    stock = ValidationRunner._apply_audio_conditionings(state, tools, sample, media, torch.device("cpu"))
+    assert float(stock.positions[:, :, target_tokens:].min()) == 0.0
+    # The trainer's _run_validation opens this placement with its strategy config; eval opens it per arm.
+    with bridge.reference_placement(config.training_strategy):
+        out = ValidationRunner._apply_audio_conditionings(state, tools, sample, media, torch.device("cpu"))
 
     assert out.latent.shape[1] == target_tokens + ref_tokens
     ref_positions = out.positions[:, :, target_tokens:]
@@ -186,7 +191,7 @@ def test_validation_places_the_reference_at_negative_positions(
         out.clean_latent[:, target_tokens:].float(), tools.patchifier.patchify(ref_latent).bfloat16().float()
     )
     # The last reference token ends one audio latent (0.04 s) before the target starts.
-    assert float(ref_positions[0, 0, -1, 1]) == pytest.approx(-kit.AUDIO_LATENT_SECONDS)
+    assert float(ref_positions[0, 0, -1, 1]) == pytest.approx(-layout.AUDIO_LATENT_SECONDS)
 
 
 def test_validation_keeps_stock_placement_for_stock_strategies(
@@ -210,5 +215,7 @@ def test_validation_keeps_stock_placement_for_stock_strategies(
     state = tools.create_initial_state(device=torch.device("cpu"), dtype=torch.bfloat16)
     media = CachedSampleMedia(conditions={0: CachedConditionMedia(latent=torch.randn(1, 8, 6, 16))})
     sample = ValidationSample(prompt="x", conditions=[ReferenceConditionConfig(audio="ref.wav")])
-    out = ValidationRunner._apply_audio_conditionings(state, tools, sample, media, torch.device("cpu"))
+    # A stock strategy registers no conditioner: even inside its placement, upstream's placement applies.
+    with bridge.reference_placement(config.training_strategy):
+        out = ValidationRunner._apply_audio_conditionings(state, tools, sample, media, torch.device("cpu"))
     assert float(out.positions[:, :, 10:].min()) == 0.0  # upstream appends the reference at t >= 0

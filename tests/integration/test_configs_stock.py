@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ltx_audio_reference import bridge
-from ltx_audio_reference.demo import write_demo
+from ltx_audio_reference.testing.demo import write_demo
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import yaml
 from kill_resume import DRIVER, demo_config, losses, relative_norm_differences
 from safetensors.torch import load_file
 
-from ltx_audio_reference.demo import write_demo
+from ltx_audio_reference.testing.demo import write_demo
 
 pytestmark = pytest.mark.integration
 

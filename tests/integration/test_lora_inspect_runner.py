@@ -12,7 +12,7 @@ import yaml
 from cli_helpers import run_cli
 from safetensors.torch import load_file
 
-from ltx_audio_reference.demo import write_demo
+from ltx_audio_reference.testing.demo import write_demo
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import yaml
 from cli_helpers import run_cli
 
 from ltx_audio_reference.data.audio_io import read_audio
-from ltx_audio_reference.demo import write_demo
-from ltx_audio_reference.evaluation.tiny_assets import add_tiny_decoders, write_tiny_gemma_weights
+from ltx_audio_reference.testing.demo import write_demo
+from ltx_audio_reference.testing.tiny_assets import add_tiny_decoders, write_tiny_gemma_weights
 
 pytestmark = pytest.mark.integration
 

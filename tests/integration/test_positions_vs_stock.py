@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ltx_audio_reference import kit
+from ltx_audio_reference.testing import tiny_model
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def _reference_positions(mode: str, root: Path) -> tuple[torch.Tensor, torch.Ten
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return kit.write_synthetic_dataset(
+    return tiny_model.write_synthetic_dataset(
         tmp_path_factory.mktemp("positions"), num_samples=2, audio_steps=TARGET_STEPS, reference_steps=REFERENCE_STEPS
     )
 

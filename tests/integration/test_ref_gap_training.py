@@ -27,8 +27,9 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ltx_audio_reference import bridge, kit, plugins
-from ltx_audio_reference.demo import write_demo
+from ltx_audio_reference import bridge, layout, plugins
+from ltx_audio_reference.testing import tiny_model
+from ltx_audio_reference.testing.demo import write_demo
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ def _write_task(root: Path, *, informative: bool) -> tuple[Path, dict[str, Any]]
     direction = direction / direction.norm() * math.sqrt(direction.numel())  # unit variance per element
 
     def target(scale: float, steps: int) -> torch.Tensor:
-        return (scale * direction).reshape(kit.AUDIO_LATENT_CHANNELS, 1, kit.AUDIO_FREQUENCY_BINS).expand(-1, steps, -1)
+        return (scale * direction).reshape(layout.AUDIO_LATENT_CHANNELS, 1, layout.AUDIO_MEL_BINS).expand(-1, steps, -1)
 
     def informative_fn(reference: torch.Tensor, steps: int) -> torch.Tensor:
         tokens = reference.permute(1, 0, 2).reshape(reference.shape[1], -1)  # [T_ref, 128], as patchified
@@ -67,7 +68,7 @@ def _write_task(root: Path, *, informative: bool) -> tuple[Path, dict[str, Any]]
 
     data = root / "task"
     fn: Callable[[torch.Tensor, int], torch.Tensor] = informative_fn if informative else shuffled_fn
-    kit.write_synthetic_dataset(data, num_samples=NUM_SAMPLES, reference_fn=fn)
+    tiny_model.write_synthetic_dataset(data, num_samples=NUM_SAMPLES, reference_fn=fn)
     for folder in ("conditions", "latents"):
         for index in range(1, NUM_SAMPLES):
             shutil.copy(data / folder / "sample_000.pt", data / folder / f"sample_{index:03d}.pt")

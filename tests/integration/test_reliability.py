@@ -32,11 +32,13 @@ from peft import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from ltx_audio_reference import bridge, hookimpl, reliability
+from ltx_audio_reference import bridge, hookimpl
+from ltx_audio_reference.bridge.state import TRAINER_METHODS
 from ltx_audio_reference.cli import build_app
-from ltx_audio_reference.demo import write_demo
-from ltx_audio_reference.registry import CheckpointContext, ConfigurationError, TrainStepContext
-from ltx_audio_reference.reliability import CheckpointError, NonFiniteError
+from ltx_audio_reference.errors import CheckpointError, ConfigurationError, NonFiniteError
+from ltx_audio_reference.registry import CheckpointContext, TrainStepContext
+from ltx_audio_reference.reliability import checkpoints, files
+from ltx_audio_reference.testing.demo import write_demo
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +122,7 @@ def test_uninstall_restores_every_wrapped_method_and_save_file(fresh_pm: pluggy.
     import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
 
     bridge.uninstall()
-    stock = {name: trainer_module.LtxvTrainer.__dict__[name] for name in bridge._TRAINER_METHODS}
+    stock = {name: trainer_module.LtxvTrainer.__dict__[name] for name in TRAINER_METHODS}
     with _ours(fresh_pm):
         assert trainer_module.save_file is not save_file
         assert trainer_module.get_peft_model_state_dict is not get_peft_model_state_dict
@@ -292,7 +294,7 @@ def test_stock_leaves_a_partial_newest_checkpoint_or_an_unpaired_one_after_a_kil
     config, *_ = runs["write"]
     folder = tmp_path / "write" / "checkpoints"
     partial = folder / "lora_weights_step_00002.safetensors"
-    assert "truncated" in reliability.safetensors_problem(partial)
+    assert "truncated" in checkpoints.safetensors_problem(partial)
     resume = {**config, "model": {**config["model"], "load_checkpoint": str(folder)}}
     with _stock():
         from ltx_trainer.trainer import LtxvTrainer  # noqa: PLC0415
@@ -375,8 +377,8 @@ def test_killed_three_times_at_different_moments_the_resumed_run_equals_the_unin
     text = chain.kill_inside_weights_write("second", resume, resumed_at + 2)
     assert f"Resuming training from step {resumed_at}" in text
     assert existed or not stalled.exists()
-    assert step_of(reliability.select_checkpoint(folder).weights) == resumed_at
-    assert [p for p in folder.iterdir() if reliability.is_temp_name(p.name)] != []
+    assert step_of(checkpoints.select_checkpoint(folder).weights) == resumed_at
+    assert [p for p in folder.iterdir() if files.is_temp_name(p.name)] != []
     assert_on_disk_only_complete_files(folder)
 
     # Kill 3: between the new weights and their training state: complete weights, but unpaired.
@@ -388,7 +390,7 @@ def test_killed_three_times_at_different_moments_the_resumed_run_equals_the_unin
     assert f"Resuming training from step {resumed_at}" in text
     assert (folder / f"lora_weights_step_{unpaired:05d}.safetensors").exists()
     assert not (folder / f"training_state_step_{unpaired:05d}.pt").exists()
-    assert [p for p in folder.iterdir() if reliability.is_temp_name(p.name)] == []  # kill 2's temp cleared
+    assert [p for p in folder.iterdir() if files.is_temp_name(p.name)] == []  # kill 2's temp cleared
     assert_on_disk_only_complete_files(folder)
 
     # Resume to the end, from the newest complete pair.

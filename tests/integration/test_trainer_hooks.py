@@ -12,8 +12,8 @@ import yaml
 from safetensors import safe_open
 
 from ltx_audio_reference import bridge, hookimpl
-from ltx_audio_reference.demo import write_demo
 from ltx_audio_reference.registry import CheckpointContext, LoraContext, ModelContext
+from ltx_audio_reference.testing.demo import write_demo
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError, create_model
 from safetensors.torch import save_file
 
 from ltx_audio_reference import plugins
-from ltx_audio_reference.blockswap import hooks
+from ltx_audio_reference.blockswap import plugin as hooks
 from ltx_audio_reference.blockswap.config import (
     GB,
     BlockSwapConfig,
@@ -103,7 +103,7 @@ def test_registered_fields_parse_the_seed_key_and_the_section() -> None:
 def test_the_plugin_is_loaded_from_its_entry_point() -> None:
     pm = plugins.build_plugin_manager()
     assert pm.get_plugin(hooks.PLUGIN_NAME) is not None
-    names = {(e.owner, e.name) for e in plugins.collect_config_fields(pm)}
+    names = {(e.owner, e.name) for e in plugins.collect(ConfigFieldRegistry, pm)}
     assert ("acceleration", "block_swap_blocks") in names
     assert ("root", "block_swap") in names
 

@@ -16,17 +16,17 @@ import pytest
 import torch
 from torch import nn
 
-from ltx_audio_reference.blockswap import workload
 from ltx_audio_reference.blockswap.config import BlockSwapConfig, spread_blocks
-from ltx_audio_reference.blockswap.engine import (
-    BlockSwapEngine,
+from ltx_audio_reference.blockswap.engine import BlockSwapEngine
+from ltx_audio_reference.blockswap.plugin import setup_block_swap
+from ltx_audio_reference.blockswap.tensors import (
     block_frozen_bytes,
     find_transformer,
     freeze_base_weights,
     is_quantized,
     tensor_bytes,
 )
-from ltx_audio_reference.blockswap.hooks import setup_block_swap
+from ltx_audio_reference.testing import swap_workload as workload
 
 NUM_LAYERS = 4
 STEPS = 2

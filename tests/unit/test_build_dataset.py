@@ -21,10 +21,13 @@ pytest.importorskip("matplotlib", reason="the recipe report needs matplotlib: pi
 
 from ltx_audio_reference.cli import build_app  # noqa: E402
 from ltx_audio_reference.data.audio_io import read_audio, write_wav  # noqa: E402
-from ltx_audio_reference.data.build import BuildError, build_dataset, find_clips, make_pair, pearson_r  # noqa: E402
+from ltx_audio_reference.data.build import BuildError, build_dataset, find_clips  # noqa: E402
+from ltx_audio_reference.data.pairs import make_pair  # noqa: E402
 from ltx_audio_reference.data.pitch import measure_f0  # noqa: E402
 from ltx_audio_reference.data.recipe import load_recipe  # noqa: E402
-from ltx_audio_reference.data.synthetic import synthetic_voice, write_clip  # noqa: E402
+from ltx_audio_reference.data.report import pearson_r  # noqa: E402
+from ltx_audio_reference.reliability.files import temp_path_for  # noqa: E402
+from ltx_audio_reference.testing.synthetic_audio import synthetic_voice, write_clip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BOUNDED = REPO / "recipes" / "helium" / "bounded.yaml"
@@ -141,11 +144,11 @@ def test_rerun_resumes_and_a_crash_leaves_no_half_pair(built: tuple[Path, int, s
     # What a crash between the two renames (or mid-write) leaves behind:
     orphan = output / "references" / "orphan.wav"
     write_wav(orphan, np.zeros(100), 16000)
-    temp = output / "clips" / ".speaker_0.tmp999.mp4"
+    temp = temp_path_for(output / "clips" / "speaker_0.mp4", pid=999)
     temp.write_bytes(b"partial")
     stamps = {p: p.stat().st_mtime_ns for p in (output / "clips").rglob("*.mp4") if p != temp}
 
-    result = build_dataset(recipe, clips, output, show_progress=False)
+    result = build_dataset(recipe, clips, output)
     assert result.processed == 0
     assert result.resumed == 6
     assert not orphan.exists()
@@ -156,7 +159,7 @@ def test_rerun_resumes_and_a_crash_leaves_no_half_pair(built: tuple[Path, int, s
     reference = output / "references" / "speaker_1.wav"
     before = reference.read_bytes()
     reference.unlink()
-    result = build_dataset(recipe, clips, output, show_progress=False)
+    result = build_dataset(recipe, clips, output)
     assert result.processed == 1
     assert reference.read_bytes() == before
 
@@ -201,11 +204,11 @@ def test_output_over_the_input_is_refused(clips: Path, tmp_path: Path) -> None:
         (tmp_path / "data", tmp_path / "data" / "built"),  # outputs would be listed as inputs next time
     ):
         with pytest.raises(BuildError, match="choose an --output outside the input folder"):
-            build_dataset(recipe, source, output, show_progress=False)
+            build_dataset(recipe, source, output)
     (tmp_path / "foreign" / "clips").mkdir(parents=True)
     (tmp_path / "foreign" / "clips" / "mine.mp4").write_bytes(b"someone else's file")
     with pytest.raises(BuildError, match="did not write: choose an empty --output"):
-        build_dataset(recipe, tmp_path / "data" / "clips", tmp_path / "foreign", show_progress=False)
+        build_dataset(recipe, tmp_path / "data" / "clips", tmp_path / "foreign")
     assert (tmp_path / "foreign" / "clips" / "mine.mp4").is_file()
     code, text = _invoke(str(BOUNDED), "-i", str(clips / "nowhere"), "-o", str(tmp_path / "x"))
     assert code == 1
@@ -215,7 +218,7 @@ def test_output_over_the_input_is_refused(clips: Path, tmp_path: Path) -> None:
 def test_parallel_workers_give_the_same_pairs(clips: Path, built: tuple[Path, int, str], tmp_path: Path) -> None:
     output, _, _ = built
     parallel = tmp_path / "parallel"
-    build_dataset(load_recipe(DECORRELATED), clips, parallel, workers=2, show_progress=False)
+    build_dataset(load_recipe(DECORRELATED), clips, parallel, workers=2)
     assert (parallel / "dataset.json").read_text() == (output / "dataset.json").read_text()
     for name in ("speaker_0.wav", "speaker_1.wav", "studio/speaker_2.wav"):
         assert (parallel / "references" / name).read_bytes() == (output / "references" / name).read_bytes()
@@ -282,7 +285,7 @@ def test_a_failing_clip_is_dropped_as_error_and_the_build_goes_on(
 
     monkeypatch.setattr(build, "replace_audio", fail_for_speaker_1)
     output = tmp_path / "out"
-    result = build_dataset(load_recipe(DECORRELATED), clips, output, show_progress=False)
+    result = build_dataset(load_recipe(DECORRELATED), clips, output)
     assert result.report["dropped_by_reason"]["error"] == 1
     assert result.report["kept"] == 2
     drop = next(d for d in result.report["drops"] if d["reason"] == "error")

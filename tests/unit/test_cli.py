@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pluggy
@@ -13,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ltx_audio_reference.cli import apply_strategy_override, build_app
-from ltx_audio_reference.demo import write_demo
+from ltx_audio_reference.testing.demo import write_demo
 
 runner = CliRunner()
 AVAILABLE = ["text_to_video", "video_to_video", "flexible", "audio_reference"]
@@ -193,10 +192,3 @@ def test_strategy_override_wins_over_the_yaml_with_a_warning(caplog: pytest.LogC
 def test_strategy_override_rejects_unknown_names() -> None:
     with pytest.raises(typer.BadParameter, match="Available: text_to_video, video_to_video, flexible, audio_reference"):
         apply_strategy_override({}, "nope", AVAILABLE)
-
-
-def test_module_entry_point_for_accelerate_launch() -> None:
-    # accelerate launch -m ltx_audio_reference.cli runs the module as __main__.
-    source = Path(__file__).resolve().parents[2] / "src" / "ltx_audio_reference" / "cli.py"
-    assert 'if __name__ == "__main__":\n    main()' in source.read_text()
-    assert os.environ.get("LOCAL_RANK") is None or True

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx_audio_reference import kit
-from ltx_audio_reference.datacheck import check_dataset, classify, load_sample_file
+from ltx_audio_reference.data.check import check_dataset, classify, load_sample_file
+from ltx_audio_reference.testing import tiny_model
 
-DIRS = dict.fromkeys(kit.DATASET_FOLDERS)
+DIRS = dict.fromkeys(tiny_model.DATASET_FOLDERS)
 
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
-    return kit.write_synthetic_dataset(tmp_path / "data", num_samples=3)
+    return tiny_model.write_synthetic_dataset(tmp_path / "data", num_samples=3)
 
 
 def _lines(root: Path, **kwargs: object) -> list[str]:
@@ -106,7 +106,7 @@ def test_pickled_object_is_refused_not_executed(tmp_path: Path, capsys: pytest.C
 
 
 def test_unequal_reference_lengths_matter_only_for_batches(tmp_path: Path) -> None:
-    root = kit.write_synthetic_dataset(tmp_path / "a", num_samples=2, reference_steps=5)
+    root = tiny_model.write_synthetic_dataset(tmp_path / "a", num_samples=2, reference_steps=5)
     path = root / "reference_audio_latents" / "sample_001.pt"
     data = torch.load(path, weights_only=True)
     data["latents"] = torch.randn(8, 7, 16)
@@ -128,7 +128,7 @@ def test_geometry_fields_must_match_the_latents(dataset: Path) -> None:
 
 def test_precomputed_subfolder_is_used_like_the_stock_dataset(tmp_path: Path) -> None:
     root = tmp_path / "data"
-    kit.write_synthetic_dataset(root / ".precomputed", num_samples=2)
+    tiny_model.write_synthetic_dataset(root / ".precomputed", num_samples=2)
     assert _lines(root) == []
 
 

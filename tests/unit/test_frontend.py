@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ltx_audio_reference.data.frontend import (
+from ltx_audio_reference.data.mel import (
     MelFrontEnd,
     front_end_for,
     import_audio_vae,
@@ -16,7 +16,7 @@ from ltx_audio_reference.data.frontend import (
     slaney_mel_filterbank,
     torchaudio_available,
 )
-from ltx_audio_reference.data.tiny_audio_vae import build_tiny_audio_encoder
+from ltx_audio_reference.testing.tiny_audio_vae import build_tiny_audio_encoder
 from ltx_core.types import Audio
 
 NEEDS_TORCHAUDIO = pytest.mark.skipif(

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from ltx_audio_reference import kit
+from ltx_audio_reference.testing import tiny_model
 from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
 from ltx_core.loader import SingleGPUModelBuilder
 from ltx_core.model.transformer.modality import Modality
@@ -24,12 +24,12 @@ NUM_SAMPLES = 3
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return kit.write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    return tiny_model.write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return kit.write_synthetic_dataset(tmp_path_factory.mktemp("data"), NUM_SAMPLES)
+    return tiny_model.write_synthetic_dataset(tmp_path_factory.mktemp("data"), NUM_SAMPLES)
 
 
 def _load(root: Path, folder: str, index: int = 0) -> dict:
@@ -65,18 +65,18 @@ def _modalities(root: Path, indices: list[int], sigma: torch.Tensor) -> tuple[Mo
 
 
 def test_checkpoint_config_overrides_layers_without_touching_the_constant() -> None:
-    config = kit.tiny_checkpoint_config(num_layers=3)
+    config = tiny_model.tiny_checkpoint_config(num_layers=3)
 
     assert config["transformer"]["num_layers"] == 3
-    assert kit.TINY_TRANSFORMER_CONFIG["num_layers"] == 2
+    assert tiny_model.TINY_TRANSFORMER_CONFIG["num_layers"] == 2
     assert "vae" in config
     assert config["transformer"]["num_attention_heads"] == config["transformer"]["audio_num_attention_heads"]
     with pytest.raises(ValueError, match="num_layers"):
-        kit.tiny_checkpoint_config(num_layers=0)
+        tiny_model.tiny_checkpoint_config(num_layers=0)
 
 
 def test_model_is_a_real_audio_video_ltx_model_with_nonzero_weights() -> None:
-    model = kit.build_tiny_model(num_layers=2, dtype=torch.bfloat16)
+    model = tiny_model.build_tiny_model(num_layers=2, dtype=torch.bfloat16)
 
     assert isinstance(model, LTXModel)
     assert len(model.transformer_blocks) == 2
@@ -87,7 +87,7 @@ def test_model_is_a_real_audio_video_ltx_model_with_nonzero_weights() -> None:
 
 
 def test_model_forward_backward_with_dataset_modalities(dataset: Path) -> None:
-    model = kit.build_tiny_model()
+    model = tiny_model.build_tiny_model()
     video, audio = _modalities(dataset, [0, 1], sigma=torch.tensor([0.3, 0.8]))
 
     video_out, audio_out = model(video=video, audio=audio, perturbations=None)
@@ -113,15 +113,15 @@ def test_checkpoint_metadata_parses_and_holds_every_parameter(checkpoint: Path) 
         else LTXModelConfigurator.from_config(config)
     )
 
-    assert config == kit.tiny_checkpoint_config()
-    assert {f"{kit.TRANSFORMER_PREFIX}{name}" for name in model.state_dict()} <= keys
-    assert f"{kit.FEATURE_EXTRACTOR_PREFIX}weight" in keys
-    assert any(key.startswith(kit.VIDEO_CONNECTOR_PREFIX) for key in keys)
-    assert any(key.startswith(kit.AUDIO_CONNECTOR_PREFIX) for key in keys)
+    assert config == tiny_model.tiny_checkpoint_config()
+    assert {f"{tiny_model.TRANSFORMER_PREFIX}{name}" for name in model.state_dict()} <= keys
+    assert f"{tiny_model.FEATURE_EXTRACTOR_PREFIX}weight" in keys
+    assert any(key.startswith(tiny_model.VIDEO_CONNECTOR_PREFIX) for key in keys)
+    assert any(key.startswith(tiny_model.AUDIO_CONNECTOR_PREFIX) for key in keys)
 
 
 def test_model_rebuilds_exactly_from_checkpoint(checkpoint: Path) -> None:
-    expected = kit.build_tiny_model().state_dict()
+    expected = tiny_model.build_tiny_model().state_dict()
 
     loaded = SingleGPUModelBuilder(
         model_path=str(checkpoint),
@@ -133,9 +133,9 @@ def test_model_rebuilds_exactly_from_checkpoint(checkpoint: Path) -> None:
     assert state.keys() == expected.keys()
     for name, tensor in expected.items():
         assert torch.equal(state[name], tensor), name
-    other = kit.build_tiny_model(seed=1)
+    other = tiny_model.build_tiny_model(seed=1)
     raw = load_file(str(checkpoint))
-    other.load_state_dict({name: raw[f"{kit.TRANSFORMER_PREFIX}{name}"] for name in expected}, strict=True)
+    other.load_state_dict({name: raw[f"{tiny_model.TRANSFORMER_PREFIX}{name}"] for name in expected}, strict=True)
     for name, tensor in expected.items():
         assert torch.equal(other.state_dict()[name], tensor), name
 
@@ -145,7 +145,7 @@ def test_embeddings_processor_loads_and_accepts_dataset_prompts(
 ) -> None:
     if not hasattr(EmbeddingsProcessorConfigurator, "with_gemma_model_path"):
         pytest.skip("ltx-core < 1.2 sizes the feature extractor from full-size Gemma, not from the folder")
-    text_encoder = kit.write_text_encoder_dir(tmp_path / "gemma")
+    text_encoder = tiny_model.write_text_encoder_dir(tmp_path / "gemma")
 
     processor = SingleGPUModelBuilder(
         model_path=str(checkpoint),
@@ -160,7 +160,7 @@ def test_embeddings_processor_loads_and_accepts_dataset_prompts(
     video, audio, out_mask = processor.create_embeddings(
         conditions["video_prompt_embeds"][None], conditions["audio_prompt_embeds"][None], additive
     )
-    assert video.shape == (1, 128, kit.TINY_TRANSFORMER_CONFIG["caption_channels"])
+    assert video.shape == (1, 128, tiny_model.TINY_TRANSFORMER_CONFIG["caption_channels"])
     assert audio.shape == video.shape
     assert out_mask.shape == (1, 128)
     assert torch.isfinite(video).all()
@@ -168,12 +168,12 @@ def test_embeddings_processor_loads_and_accepts_dataset_prompts(
 
 
 def test_text_encoder_dir_is_an_offline_gemma3_folder(tmp_path: Path) -> None:
-    folder = kit.write_text_encoder_dir(tmp_path / "gemma")
+    folder = tiny_model.write_text_encoder_dir(tmp_path / "gemma")
 
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "gemma3"
-    assert config["text_config"]["hidden_size"] == kit.TINY_GEMMA_HIDDEN_SIZE
-    assert config["text_config"]["num_hidden_layers"] == kit.TINY_GEMMA_NUM_HIDDEN_LAYERS
+    assert config["text_config"]["hidden_size"] == tiny_model.TINY_GEMMA_HIDDEN_SIZE
+    assert config["text_config"]["num_hidden_layers"] == tiny_model.TINY_GEMMA_NUM_HIDDEN_LAYERS
     for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "model.safetensors"):
         assert (folder / name).is_file(), name
     gemma_assets = pytest.importorskip("ltx_core.text_encoders.gemma.gemma_assets")
@@ -185,7 +185,7 @@ def test_text_encoder_dir_is_an_offline_gemma3_folder(tmp_path: Path) -> None:
 
 
 def test_dataset_files_have_the_stock_layout(dataset: Path) -> None:
-    for folder in kit.DATASET_FOLDERS:
+    for folder in tiny_model.DATASET_FOLDERS:
         assert sorted(p.name for p in (dataset / folder).iterdir()) == [
             f"sample_{i:03d}.pt" for i in range(NUM_SAMPLES)
         ]
@@ -227,7 +227,9 @@ def test_dataset_reference_fn_makes_the_target_from_the_reference(tmp_path: Path
     def repeat_reference(reference: torch.Tensor, num_time_steps: int) -> torch.Tensor:
         return reference.repeat(1, 2, 1)[:, :num_time_steps]
 
-    root = kit.write_synthetic_dataset(tmp_path, 2, audio_steps=6, reference_steps=4, reference_fn=repeat_reference)
+    root = tiny_model.write_synthetic_dataset(
+        tmp_path, 2, audio_steps=6, reference_steps=4, reference_fn=repeat_reference
+    )
 
     for index in range(2):
         reference = _load(root, "reference_audio_latents", index)["latents"]
@@ -236,32 +238,34 @@ def test_dataset_reference_fn_makes_the_target_from_the_reference(tmp_path: Path
 
 
 def test_dataset_without_reference_and_invalid_arguments(tmp_path: Path) -> None:
-    root = kit.write_synthetic_dataset(tmp_path / "plain", 1, with_reference=False)
+    root = tiny_model.write_synthetic_dataset(tmp_path / "plain", 1, with_reference=False)
     assert not (root / "reference_audio_latents").exists()
     assert (root / "audio_latents" / "sample_000.pt").is_file()
 
     with pytest.raises(ValueError, match="multiple of 128"):
-        kit.write_synthetic_dataset(tmp_path / "bad", 1, prompt_len=100)
+        tiny_model.write_synthetic_dataset(tmp_path / "bad", 1, prompt_len=100)
     with pytest.raises(ValueError, match="with_reference"):
-        kit.write_synthetic_dataset(tmp_path / "bad", 1, with_reference=False, reference_fn=lambda r, _: r)
+        tiny_model.write_synthetic_dataset(tmp_path / "bad", 1, with_reference=False, reference_fn=lambda r, _: r)
     with pytest.raises(ValueError, match="shape"):
-        kit.write_synthetic_dataset(tmp_path / "bad", 1, reference_fn=lambda r, _: r)
+        tiny_model.write_synthetic_dataset(tmp_path / "bad", 1, reference_fn=lambda r, _: r)
 
 
 def test_everything_is_deterministic_under_a_seed(tmp_path: Path) -> None:
-    first, again, other = (kit.build_tiny_model(seed=s).state_dict() for s in (7, 7, 8))
+    first, again, other = (tiny_model.build_tiny_model(seed=s).state_dict() for s in (7, 7, 8))
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not any(torch.equal(first[k], other[k]) for k in first)
-    three_blocks = kit.build_tiny_model(num_layers=3, seed=7).state_dict()
+    three_blocks = tiny_model.build_tiny_model(num_layers=3, seed=7).state_dict()
     assert all(torch.equal(first[k], three_blocks[k]) for k in first)  # weights do not depend on num_layers
 
     # Compare contents: safetensors may order the metadata differently from one write to the next.
-    a, b = (load_file(str(kit.write_tiny_checkpoint(tmp_path / f"{n}.safetensors", seed=7))) for n in "ab")
+    a, b = (load_file(str(tiny_model.write_tiny_checkpoint(tmp_path / f"{n}.safetensors", seed=7))) for n in "ab")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    roots = [kit.write_synthetic_dataset(tmp_path / name, 2, seed=s) for name, s in (("x", 3), ("y", 3), ("z", 4))]
-    for folder in kit.DATASET_FOLDERS:
+    roots = [
+        tiny_model.write_synthetic_dataset(tmp_path / name, 2, seed=s) for name, s in (("x", 3), ("y", 3), ("z", 4))
+    ]
+    for folder in tiny_model.DATASET_FOLDERS:
         x, y, z = (_load(root, folder, 1) for root in roots)
         for key, value in x.items():
             if isinstance(value, torch.Tensor):

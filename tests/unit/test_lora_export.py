@@ -12,9 +12,9 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
-from ltx_audio_reference import lora_export
-from ltx_audio_reference.kit import build_tiny_model
-from ltx_audio_reference.lora_targets import AUDIO_MODULES
+from ltx_audio_reference.reliability import export as lora_export
+from ltx_audio_reference.strategies.audio_reference.lora_targets import AUDIO_MODULES
+from ltx_audio_reference.testing.tiny_model import build_tiny_model
 
 
 class _Unit(torch.nn.Module):

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from ltx_audio_reference import kit
 from ltx_audio_reference.cli import build_app
 from ltx_audio_reference.evaluation.lora_inspect import detect_preset, inspect_lora, lora_distance
-from ltx_audio_reference.lora_targets import expand_lora_targets
+from ltx_audio_reference.strategies.audio_reference.lora_targets import expand_lora_targets
+from ltx_audio_reference.testing.tiny_model import build_tiny_model
 
 runner = CliRunner()
 RANK = 4
@@ -22,7 +22,7 @@ RANK = 4
 
 @pytest.fixture(scope="module")
 def tiny_model() -> torch.nn.Module:
-    return kit.build_tiny_model()
+    return build_tiny_model()
 
 
 def _lora_tensors(model: torch.nn.Module, preset: str, seed: int) -> dict[str, torch.Tensor]:

@@ -8,16 +8,17 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from ltx_audio_reference import conditioning as cond
-from ltx_audio_reference.kit import build_tiny_model
-from ltx_audio_reference.lora_targets import (
+from ltx_audio_reference.strategies.audio_reference import inputs as ar_inputs
+from ltx_audio_reference.strategies.audio_reference import loss as ar_loss
+from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig
+from ltx_audio_reference.strategies.audio_reference.lora_targets import (
     AUDIO_MODULES,
     BRIDGE_MODULES,
     TrainableParameterError,
     assert_only_allowed_trainable,
     expand_lora_targets,
 )
-from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig
+from ltx_audio_reference.testing.tiny_model import build_tiny_model
 from ltx_core.model.transformer.model import LTXModel, LTXModelType
 
 STOCK_DEFAULT_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -132,9 +133,9 @@ def test_gradients_reach_only_audio_lora_parameters() -> None:
             if ".lora_B." in name:
                 param.normal_(0.0, 0.1)
     g = torch.Generator().manual_seed(0)
-    inputs = cond.prepare_audio_reference_inputs(
+    inputs = ar_inputs.prepare_audio_reference_inputs(
         video_tokens=torch.randn(2, 8, 128, generator=g),
-        video_grid=cond.VideoGrid(frames=2, height=2, width=2, fps=24.0),
+        video_grid=ar_inputs.VideoGrid(frames=2, height=2, width=2, fps=24.0),
         audio_tokens=torch.randn(2, 8, 128, generator=g),
         reference_tokens=torch.randn(2, 5, 128, generator=g),
         video_context=torch.randn(2, 128, 64, generator=g),
@@ -145,7 +146,7 @@ def test_gradients_reach_only_audio_lora_parameters() -> None:
         generator=g,
     )
     video_pred, audio_pred = wrapped(video=inputs.video, audio=inputs.audio, perturbations=None)
-    loss = cond.audio_reference_loss(
+    loss = ar_loss.audio_reference_loss(
         video_pred=video_pred,
         audio_pred=audio_pred,
         video_targets=inputs.video_targets,

@@ -19,7 +19,7 @@ from ltx_audio_reference.data.pitch import (
     synthesize_tone,
     tuned_tone,
 )
-from ltx_audio_reference.data.synthetic import VOWELS, synthetic_voice, synthetic_whisper
+from ltx_audio_reference.testing.synthetic_audio import VOWELS, synthetic_voice, synthetic_whisper
 
 
 @pytest.mark.parametrize("vowel", sorted(VOWELS))

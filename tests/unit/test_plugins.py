@@ -10,8 +10,10 @@ import pluggy
 import pytest
 import typer
 
-from ltx_audio_reference import builtin, hookimpl, plugins
-from ltx_audio_reference.blockswap import hooks as block_swap_hooks
+from ltx_audio_reference import hookimpl, plugins
+from ltx_audio_reference.blockswap import plugin as block_swap_hooks
+from ltx_audio_reference.registry import ConditionerRegistry, ConfigFieldRegistry
+from ltx_audio_reference.strategies.audio_reference import plugin as builtin
 
 
 def test_get_plugin_manager_is_lazy_and_built_once() -> None:
@@ -26,8 +28,8 @@ def test_get_plugin_manager_is_lazy_and_built_once() -> None:
 
 def test_builtin_plugins_come_from_the_entry_point_group() -> None:
     eps = {ep.name: ep.value for ep in metadata.entry_points(group=plugins.ENTRY_POINT_GROUP)}
-    assert eps["audio_reference"] == "ltx_audio_reference.builtin"
-    assert eps["block_swap"] == "ltx_audio_reference.blockswap.hooks"
+    assert eps["audio_reference"] == "ltx_audio_reference.strategies.audio_reference.plugin"
+    assert eps["block_swap"] == "ltx_audio_reference.blockswap.plugin"
     pm = plugins.build_plugin_manager()
     assert pm.get_plugin("audio_reference") is builtin
     assert pm.get_plugin("block_swap") is block_swap_hooks
@@ -85,15 +87,15 @@ def test_third_party_plugin_is_found_through_its_entry_point(example_plugin: plu
 
 
 def test_register_reference_conditioners_gives_the_training_placement(fresh_pm: pluggy.PluginManager) -> None:
-    from ltx_audio_reference.conditioning import audio_reference_conditioner  # noqa: PLC0415
+    from ltx_audio_reference.strategies.audio_reference.positions import audio_reference_conditioner  # noqa: PLC0415
 
-    registry = plugins.collect_conditioners(fresh_pm)
+    registry = plugins.collect(ConditionerRegistry, fresh_pm)
     assert registry.get("audio_reference", "audio") is audio_reference_conditioner
     assert registry.get("flexible", "audio") is None
 
 
 def test_register_config_fields_adds_block_swap_knobs(fresh_pm: pluggy.PluginManager) -> None:
-    fields = {(e.owner, e.name): e.plugin for e in plugins.collect_config_fields(fresh_pm)}
+    fields = {(e.owner, e.name): e.plugin for e in plugins.collect(ConfigFieldRegistry, fresh_pm)}
     assert fields[("acceleration", "block_swap_blocks")] == "block_swap"
     assert fields[("root", "block_swap")] == "block_swap"
 

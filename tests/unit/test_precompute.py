@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from ltx_audio_reference.cli import build_app
 from ltx_audio_reference.data.audio_io import read_audio, write_wav
-from ltx_audio_reference.data.frontend import front_end_for
+from ltx_audio_reference.data.check import check_audio_latents, load_sample_file
+from ltx_audio_reference.data.mel import front_end_for
 from ltx_audio_reference.data.precompute import (
     PrecomputeError,
     encode_waveform,
@@ -22,8 +23,7 @@ from ltx_audio_reference.data.precompute import (
     load_audio_encoder,
     precompute_reference_latents,
 )
-from ltx_audio_reference.data.tiny_audio_vae import build_tiny_audio_encoder, write_tiny_audio_vae_checkpoint
-from ltx_audio_reference.datacheck import check_audio_latents, load_sample_file
+from ltx_audio_reference.testing.tiny_audio_vae import build_tiny_audio_encoder, write_tiny_audio_vae_checkpoint
 
 runner = CliRunner()
 
@@ -158,7 +158,7 @@ def test_unreadable_file_fails_naming_it(dataset: tuple[Path, Path], checkpoint:
 def test_unpaired_references_are_reported(dataset: tuple[Path, Path], checkpoint: Path) -> None:
     references, root = dataset
     write_wav(references / "extra.wav", _tone(0.3, 16000, 1), 16000)
-    result = precompute_reference_latents(references, root, model_path=checkpoint, show_progress=False)
+    result = precompute_reference_latents(references, root, model_path=checkpoint)
     assert [p.as_posix() for p in result.unpaired] == ["extra.pt"]
 
 
@@ -170,7 +170,7 @@ def test_too_short_and_missing_sources_fail_clearly(tmp_path: Path, checkpoint: 
         f.setframerate(16000)
         f.writeframes(b"\x00\x00" * 100)
     with pytest.raises(PrecomputeError, match=r"tiny\.wav: too short"):
-        precompute_reference_latents(tmp_path / "refs", tmp_path / "out", model_path=checkpoint, show_progress=False)
+        precompute_reference_latents(tmp_path / "refs", tmp_path / "out", model_path=checkpoint)
     with pytest.raises(PrecomputeError, match="no such folder or manifest"):
         find_references(tmp_path / "nowhere")
     code, output = _invoke(str(tmp_path / "refs"), "--model-path", str(checkpoint))

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from ltx_audio_reference import conditioning as cond
-from ltx_audio_reference import randomness
-from ltx_audio_reference.randomness import DrawKey, SampleDraws
+from ltx_audio_reference.reliability import determinism as randomness
+from ltx_audio_reference.reliability.determinism import DrawKey, SampleDraws
+from ltx_audio_reference.strategies.audio_reference import inputs as ar_inputs
 from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig
 
-GRID = cond.VideoGrid(frames=2, height=2, width=2, fps=24.0)
+GRID = ar_inputs.VideoGrid(frames=2, height=2, width=2, fps=24.0)
 KEY = DrawKey(seed=42, epoch=3)
 
 
@@ -65,10 +65,10 @@ def test_a_samples_sigma_is_the_same_alone_or_in_any_batch_and_the_global_rng_is
         SampleDraws(KEY, [1, 2, 3], "cpu").sigmas(_logit_normal, tokens[:2])
 
 
-def _prepare(indices: list[int], rows: list[int], data: dict[str, torch.Tensor]) -> cond.AudioReferenceInputs:
+def _prepare(indices: list[int], rows: list[int], data: dict[str, torch.Tensor]) -> ar_inputs.AudioReferenceInputs:
     draws = SampleDraws(KEY, indices, "cpu")
     options = AudioReferenceConfig(first_frame_conditioning_p=0.5, reference_strength=0.5)
-    return cond.prepare_audio_reference_inputs(
+    return ar_inputs.prepare_audio_reference_inputs(
         video_tokens=data["video"][rows],
         video_grid=GRID,
         audio_tokens=data["audio"][rows],
@@ -116,4 +116,4 @@ def test_every_draw_of_a_sample_is_independent_of_the_batch_it_is_in() -> None:
 
 def test_per_sample_generators_must_match_the_batch() -> None:
     with pytest.raises(ValueError, match="1 per-sample generators for a batch of 2"):
-        cond.first_frame_conditioning_mask(2, 8, 4, 0.5, generator=[torch.Generator()])
+        ar_inputs.first_frame_conditioning_mask(2, 8, 4, 0.5, generator=[torch.Generator()])

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from ltx_audio_reference.evaluation import ref_gap
-from ltx_audio_reference.evaluation.ref_gap import measure_ref_gap, probe_indices
+from ltx_audio_reference.strategies.audio_reference import ref_gap
 from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig
+from ltx_audio_reference.strategies.audio_reference.ref_gap import measure_ref_gap, probe_indices
 
 REF = "ref_audio_latents"
 

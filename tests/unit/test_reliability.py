@@ -21,10 +21,10 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
-from ltx_audio_reference import reliability
 from ltx_audio_reference.cli import build_app
-from ltx_audio_reference.demo import write_demo
-from ltx_audio_reference.reliability import CheckpointError
+from ltx_audio_reference.errors import CheckpointError
+from ltx_audio_reference.reliability import checkpoints, determinism, files, guards
+from ltx_audio_reference.testing.demo import write_demo
 
 # ---------------------------------------------------------------------------------------------------------------
 # Atomic writes
@@ -39,11 +39,11 @@ def test_atomic_write_goes_through_a_hidden_temp_in_the_same_folder(tmp_path: Pa
         seen.append(tmp)
         tmp.write_bytes(b"new")
 
-    assert reliability.atomic_write(target, write) == target
+    assert files.atomic_write(target, write) == target
     assert target.read_bytes() == b"new"
     assert seen[0].parent == tmp_path
     assert seen[0].name.startswith(".")
-    assert reliability.is_temp_name(seen[0].name)
+    assert files.is_temp_name(seen[0].name)
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
 
 
@@ -57,7 +57,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path, er
         raise error
 
     with pytest.raises(type(error)):
-        reliability.atomic_write(target, write)
+        files.atomic_write(target, write)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
 
@@ -70,7 +70,7 @@ def test_sigkill_inside_an_atomic_write_leaves_the_old_file(tmp_path: Path) -> N
         f"""
         import time
         from pathlib import Path
-        from ltx_audio_reference.reliability import atomic_write
+        from ltx_audio_reference.reliability.files import atomic_write
 
         def write(tmp):
             with open(tmp, "wb") as f:
@@ -91,20 +91,20 @@ def test_sigkill_inside_an_atomic_write_leaves_the_old_file(tmp_path: Path) -> N
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     assert target.read_bytes() == b"old complete file"
-    stray = [p for p in tmp_path.iterdir() if reliability.is_temp_name(p.name)]
+    stray = [p for p in tmp_path.iterdir() if files.is_temp_name(p.name)]
     assert len(stray) == 1
-    assert reliability.remove_stale_temps(tmp_path) == stray
+    assert files.remove_stale_temps(tmp_path) == stray
 
 
 def test_stale_temps_of_other_processes_and_staging_files_are_removed(tmp_path: Path) -> None:
-    mine = reliability.temp_path_for(tmp_path / "a.safetensors")
+    mine = files.temp_path_for(tmp_path / "a.safetensors")
     other = tmp_path / ".a.safetensors.1.tmp"
-    staged = tmp_path / reliability.STAGING_DIR_NAME / "training_state_step_00002.pt.tmp"
+    staged = tmp_path / files.STAGING_DIR_NAME / "training_state_step_00002.pt.tmp"
     keep = tmp_path / "lora_weights_step_00002.safetensors"
     for path in (mine, other, staged, keep):
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"x")
-    assert sorted(reliability.remove_stale_temps(tmp_path)) == sorted([other, staged])
+    assert sorted(files.remove_stale_temps(tmp_path)) == sorted([other, staged])
     assert mine.exists()
     assert keep.exists()
 
@@ -113,7 +113,7 @@ def test_atomic_move_renames_a_flushed_file(tmp_path: Path) -> None:
     (tmp_path / "staging").mkdir()
     src = tmp_path / "staging" / "training_state_step_00002.pt"
     src.write_bytes(b"state")
-    dst = reliability.atomic_move(src, tmp_path / src.name)
+    dst = files.atomic_move(src, tmp_path / src.name)
     assert dst.read_bytes() == b"state"
     assert not src.exists()
 
@@ -143,30 +143,30 @@ def _state(folder: Path, step: int, *, truncate: bool = False) -> Path:
 
 def test_safetensors_completeness_is_read_from_the_header(tmp_path: Path) -> None:
     path = _weights(tmp_path, 2)
-    assert reliability.safetensors_problem(path) is None
-    assert reliability.safetensors_shapes(path) == {
+    assert checkpoints.safetensors_problem(path) is None
+    assert checkpoints.safetensors_shapes(path) == {
         "diffusion_model.a.lora_A.weight": (4, 8),
         "diffusion_model.a.lora_B.weight": (8, 4),
     }
     data = path.read_bytes()
     for cut in (4, 20, len(data) - 1):
         path.write_bytes(data[:cut])
-        assert "truncated" in reliability.safetensors_problem(path)
+        assert "truncated" in checkpoints.safetensors_problem(path)
     path.write_bytes(data + b"\0")
-    assert "truncated" in reliability.safetensors_problem(path)  # the header describes fewer bytes
+    assert "truncated" in checkpoints.safetensors_problem(path)  # the header describes fewer bytes
     path.write_bytes(b"\x10" + b"\0" * 7 + b"not json at all!")
-    assert "not safetensors" in reliability.safetensors_problem(path)
+    assert "not safetensors" in checkpoints.safetensors_problem(path)
     with pytest.raises(CheckpointError, match=r"not a complete \.safetensors file"):
-        reliability.safetensors_shapes(path)
+        checkpoints.safetensors_shapes(path)
 
 
 def test_torch_file_completeness(tmp_path: Path) -> None:
-    assert reliability.torch_file_problem(_state(tmp_path, 2)) is None
-    assert "incomplete" in reliability.torch_file_problem(_state(tmp_path, 4, truncate=True))
+    assert checkpoints.torch_file_problem(_state(tmp_path, 2)) is None
+    assert "incomplete" in checkpoints.torch_file_problem(_state(tmp_path, 4, truncate=True))
 
 
 def _choice(folder: Path) -> tuple[str | None, str | None, list[str]]:
-    choice = reliability.select_checkpoint(folder)
+    choice = checkpoints.select_checkpoint(folder)
     if choice is None:
         return None, None, []
     return choice.weights.name, choice.state.name if choice.state else None, [p.name for p, _ in choice.skipped]
@@ -201,9 +201,9 @@ def test_temporary_and_staged_files_are_ignored(tmp_path: Path) -> None:
     _state(tmp_path, 2)
     newer = _weights(tmp_path, 6)
     newer.rename(tmp_path / f".{newer.name}.123.tmp")
-    (tmp_path / reliability.STAGING_DIR_NAME).mkdir()
-    _state(tmp_path / reliability.STAGING_DIR_NAME, 6)
-    _weights(tmp_path / reliability.STAGING_DIR_NAME, 8)
+    (tmp_path / files.STAGING_DIR_NAME).mkdir()
+    _state(tmp_path / files.STAGING_DIR_NAME, 6)
+    _weights(tmp_path / files.STAGING_DIR_NAME, 8)
     assert _choice(tmp_path) == ("lora_weights_step_00002.safetensors", "training_state_step_00002.pt", [])
 
 
@@ -217,19 +217,19 @@ def test_without_training_states_the_newest_complete_weights_are_chosen(tmp_path
 def test_without_any_pair_the_newest_weights_come_with_a_note(tmp_path: Path) -> None:
     _weights(tmp_path, 4)
     _state(tmp_path, 2)  # what the stock cleanup leaves when a save dies between its two files
-    choice = reliability.select_checkpoint(tmp_path)
+    choice = checkpoints.select_checkpoint(tmp_path)
     assert choice is not None
     assert choice.weights.name == "lora_weights_step_00004.safetensors"
     assert choice.state is None
     assert "no complete weights + training state pair" in choice.note
-    assert reliability.select_checkpoint(tmp_path / "nothing_here") is None
+    assert checkpoints.select_checkpoint(tmp_path / "nothing_here") is None
 
 
 def test_state_path_pairs_by_step_digits(tmp_path: Path) -> None:
-    assert reliability.state_path_for(tmp_path / "lora_weights_step_00012.safetensors") == (
+    assert checkpoints.state_path_for(tmp_path / "lora_weights_step_00012.safetensors") == (
         tmp_path / "training_state_step_00012.pt"
     )
-    assert reliability.state_path_for(tmp_path / "my_lora.safetensors") is None
+    assert checkpoints.state_path_for(tmp_path / "my_lora.safetensors") is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -240,22 +240,20 @@ def test_state_path_pairs_by_step_digits(tmp_path: Path) -> None:
 def test_nonfinite_tensors_are_counted_and_named() -> None:
     tensors = {"ok": torch.ones(3), "nan": torch.tensor([1.0, float("nan")]), "int": torch.ones(2, dtype=torch.int64)}
     tensors["inf"] = torch.full((2, 2), float("inf"), dtype=torch.bfloat16)
-    bad = reliability.nonfinite_tensors(tensors)
+    bad = guards.nonfinite_tensors(tensors)
     assert bad == [("nan", 1, 2), ("inf", 4, 4)]
-    assert (
-        reliability.describe_nonfinite_tensors(bad, "tensors") == "2 tensors hold NaN/Inf: nan (1 of 2), inf (4 of 4)"
-    )
+    assert guards.describe_nonfinite_tensors(bad, "tensors") == "2 tensors hold NaN/Inf: nan (1 of 2), inf (4 of 4)"
 
 
 def test_grad_norm_is_the_clipping_norm_and_sees_inf() -> None:
     a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(4))
-    assert reliability.grad_norm([a, b]) is None
+    assert guards.grad_norm([a, b]) is None
     a.grad, b.grad = torch.full((3,), 3.0), torch.full((4,), 2.0)
-    assert reliability.grad_norm([a, b]) == pytest.approx((27 + 16) ** 0.5)
+    assert guards.grad_norm([a, b]) == pytest.approx((27 + 16) ** 0.5)
     b.grad[0] = float("inf")
-    assert reliability.grad_norm([a, b]) == float("inf")
-    assert not reliability.is_finite(float("nan"))
-    assert reliability.is_finite(torch.ones(2))
+    assert guards.grad_norm([a, b]) == float("inf")
+    assert not guards.is_finite(float("nan"))
+    assert guards.is_finite(torch.ones(2))
 
 
 def test_sample_files_and_the_message_name_step_files_sigma_and_loss(tmp_path: Path) -> None:
@@ -264,14 +262,14 @@ def test_sample_files_and_the_message_name_step_files_sigma_and_loss(tmp_path: P
         source_paths={"latents": tmp_path / "latents", "audio_latents": tmp_path / "audio_latents"},
         sample_files={"latents": [Path("a.pt"), Path("b.pt")], "audio_latents": [Path("a.pt"), Path("b.pt")]},
     )
-    files = reliability.sample_files(dataset, torch.tensor([1, 0]))
+    files = guards.sample_files(dataset, torch.tensor([1, 0]))
     assert files == [
         [tmp_path / "latents/b.pt", tmp_path / "audio_latents/b.pt"],
         [tmp_path / "latents/a.pt", tmp_path / "audio_latents/a.pt"],
     ]
-    assert reliability.sample_files(object(), torch.tensor([0])) == []
-    record = reliability.BatchRecord(files, torch.tensor([0.25, 0.5]), torch.tensor([float("inf"), 1.0]))
-    message = reliability.describe_nonfinite_step("loss", float("inf"), 7, [record])
+    assert guards.sample_files(object(), torch.tensor([0])) == []
+    record = guards.BatchRecord(files, torch.tensor([0.25, 0.5]), torch.tensor([float("inf"), 1.0]))
+    message = guards.describe_nonfinite_step("loss", float("inf"), 7, [record])
     assert message.startswith("Non-finite loss (inf) at step 7:")
     assert (
         f"sample 0: sigma 0.2500, loss inf; files {tmp_path / 'latents/b.pt'}, {tmp_path / 'audio_latents/b.pt'}"
@@ -285,14 +283,14 @@ def test_sample_files_and_the_message_name_step_files_sigma_and_loss(tmp_path: P
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _loader(consumed: int) -> reliability.EpochSeededLoader:
+def _loader(consumed: int) -> determinism.EpochSeededLoader:
     loader = DataLoader(list(range(10)), batch_size=3, shuffle=True, drop_last=True)
-    generator = reliability.own_data_generator(loader)
+    generator = determinism.own_data_generator(loader)
     assert generator is not None
-    return reliability.EpochSeededLoader(loader, generator, 42, lambda: consumed, skip_first_batches)
+    return determinism.EpochSeededLoader(loader, generator, 42, lambda: consumed, skip_first_batches)
 
 
-def _batches(loader: reliability.EpochSeededLoader, epochs: int) -> list[list[int]]:
+def _batches(loader: determinism.EpochSeededLoader, epochs: int) -> list[list[int]]:
     return [batch.tolist() for _ in range(epochs) for batch in loader]
 
 
@@ -326,11 +324,11 @@ def test_the_data_order_neither_reads_nor_moves_the_global_rng() -> None:
 
 
 def test_data_position_and_epoch_seed() -> None:
-    assert reliability.data_position(5, 2, 4) == (2, 2)
-    assert reliability.data_position(0, 1, 4) == (0, 0)
-    assert reliability.data_position(3, 1, 0) == (0, 0)
-    assert reliability.epoch_seed(42, 1) != reliability.epoch_seed(42, 0) != reliability.epoch_seed(43, 0)
-    assert reliability.shuffling_sampler(DataLoader(list(range(4)))) is None
+    assert determinism.data_position(5, 2, 4) == (2, 2)
+    assert determinism.data_position(0, 1, 4) == (0, 0)
+    assert determinism.data_position(3, 1, 0) == (0, 0)
+    assert determinism.epoch_seed(42, 1) != determinism.epoch_seed(42, 0) != determinism.epoch_seed(43, 0)
+    assert determinism.shuffling_sampler(DataLoader(list(range(4)))) is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -353,11 +351,11 @@ def test_a_state_file_with_pickled_code_is_refused_not_executed(tmp_path: Path) 
     path = tmp_path / "training_state_step_00002.pt"
     torch.save({"global_step": 2, "wandb_run_id": _Payload(marker)}, path)
     with pytest.raises(CheckpointError, match="holds pickled objects that weights_only=True does not load"):
-        reliability.load_weights_only(path, "training state")
+        checkpoints.load_weights_only(path, "training state")
     assert not marker.exists()
     path.write_bytes(path.read_bytes()[:50])
     with pytest.raises(CheckpointError, match="unreadable training state"):
-        reliability.load_weights_only(path, "training state")
+        checkpoints.load_weights_only(path, "training state")
 
 
 def test_a_real_training_state_shape_loads_with_weights_only(tmp_path: Path) -> None:
@@ -375,25 +373,25 @@ def test_a_real_training_state_shape_loads_with_weights_only(tmp_path: Path) -> 
         "wandb_run_id": "abc",
     }
     torch.save(raw, tmp_path / "state.pt")
-    loaded = reliability.load_weights_only(
-        tmp_path / "state.pt", "training state", reliability.TRAINING_STATE_SAFE_GLOBALS
+    loaded = checkpoints.load_weights_only(
+        tmp_path / "state.pt", "training state", checkpoints.TRAINING_STATE_SAFE_GLOBALS
     )
     assert loaded["optimizer_state_dict"]["param_groups"] == raw["optimizer_state_dict"]["param_groups"]
 
 
 def test_lora_key_matching_counts_and_explains() -> None:
     model = {"diffusion_model.b.0.q.lora_A.weight": (4, 32), "diffusion_model.b.0.q.lora_B.weight": (32, 4)}
-    same = reliability.match_lora_keys(model, model)
+    same = checkpoints.match_lora_keys(model, model)
     assert same.ok
     assert same.matched == 2
     assert not same.missing
 
-    other = reliability.match_lora_keys({"diffusion_model.double_blocks.0.qkv.lora_A.weight": (4, 96)}, model)
+    other = checkpoints.match_lora_keys({"diffusion_model.double_blocks.0.qkv.lora_A.weight": (4, 96)}, model)
     assert not other.ok
     assert other.matched == 0
     assert other.describe(Path("x.safetensors")).startswith("x.safetensors: 0 of the model's 2 LoRA tensors match")
 
-    rank8 = reliability.match_lora_keys({k: (8, s[1]) if "lora_A" in k else (s[0], 8) for k, s in model.items()}, model)
+    rank8 = checkpoints.match_lora_keys({k: (8, s[1]) if "lora_A" in k else (s[0], 8) for k, s in model.items()}, model)
     assert not rank8.ok
     assert rank8.matched == 0
     assert len(rank8.wrong_shape) == 2
@@ -401,11 +399,11 @@ def test_lora_key_matching_counts_and_explains() -> None:
         Path("x")
     )
 
-    subset = reliability.match_lora_keys({"diffusion_model.b.0.q.lora_A.weight": (4, 32)}, model)
+    subset = checkpoints.match_lora_keys({"diffusion_model.b.0.q.lora_A.weight": (4, 32)}, model)
     assert subset.ok
     assert subset.missing == ["diffusion_model.b.0.q.lora_B.weight"]
 
-    extra = reliability.match_lora_keys({**model, "diffusion_model.c.lora_A.weight": (4, 4)}, model)
+    extra = checkpoints.match_lora_keys({**model, "diffusion_model.c.lora_A.weight": (4, 4)}, model)
     assert not extra.ok
     assert extra.matched == 2
     assert extra.unexpected == ["diffusion_model.c.lora_A.weight"]

@@ -9,16 +9,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ltx_audio_reference import kit
-from ltx_audio_reference.data.frontend import import_audio_vae
-from ltx_audio_reference.data.tiny_audio_vae import build_tiny_audio_encoder
-from ltx_audio_reference.evaluation.tiny_assets import (
+from ltx_audio_reference.data.mel import import_audio_vae
+from ltx_audio_reference.testing import tiny_model
+from ltx_audio_reference.testing.tiny_assets import (
     add_tiny_decoders,
     build_tiny_audio_decoder,
     build_tiny_video_decoder,
     build_tiny_vocoder,
     write_tiny_gemma_weights,
 )
+from ltx_audio_reference.testing.tiny_audio_vae import build_tiny_audio_encoder
 
 
 @torch.no_grad()
@@ -41,7 +41,7 @@ def test_decoder_shares_the_encoders_latent_statistics() -> None:
 
 
 def test_add_tiny_decoders_writes_a_full_checkpoint_layout(tmp_path: Path) -> None:
-    path = kit.write_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    path = tiny_model.write_tiny_checkpoint(tmp_path / "tiny.safetensors")
     add_tiny_decoders(path)
     with safe_open(str(path), "pt") as f:
         keys = set(f.keys())
@@ -74,7 +74,7 @@ def test_add_tiny_decoders_writes_a_full_checkpoint_layout(tmp_path: Path) -> No
 
 def test_gemma_weights_use_the_checkpoint_names_ltx_core_maps(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    folder = kit.write_text_encoder_dir(tmp_path / "text_encoder")
+    folder = tiny_model.write_text_encoder_dir(tmp_path / "text_encoder")
     path = write_tiny_gemma_weights(folder)
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())

@@ -1,6 +1,11 @@
 """Training-time block swap: frozen base weights streamed host-to-device around each block.
 
-The config half (:mod:`.config`) imports no torch; the engine (:mod:`.engine`) is imported on first use.
+- :mod:`.config`: the settings, their checks and the VRAM sizing (no torch import);
+- :mod:`.engine`: the streaming engine (pinned host copies, a GPU slot ring, a copy stream, block hooks);
+- :mod:`.tensors`: which tensors move, and how quantized ones flatten into plain inner tensors;
+- :mod:`.plugin`: the ``block_swap`` entry point (config fields, ``validate_config``, ``configure_model``).
+
+The engine and tensors modules are imported on first use.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ from ltx_audio_reference.blockswap.config import (
     validate_block_swap,
 )
 
-_ENGINE_NAMES = ("BlockSwapEngine", "SwapStats", "freeze_base_weights", "find_transformer")
+_LAZY = {
+    "BlockSwapEngine": "engine",
+    "SwapStats": "engine",
+    "freeze_base_weights": "tensors",
+    "find_transformer": "tensors",
+}
 
 __all__ = [
     "BlockSwapConfig",
@@ -38,6 +48,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:  # noqa: ANN401 - lazily re-exported engine objects
-    if name in _ENGINE_NAMES:
-        return getattr(importlib.import_module("ltx_audio_reference.blockswap.engine"), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"ltx_audio_reference.blockswap.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,120 +39,22 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from ltx_audio_reference.blockswap.config import slot_count, spread_blocks
+from ltx_audio_reference.blockswap.config import slot_count
+from ltx_audio_reference.blockswap.tensors import (
+    Leaf,
+    adapter_tensor_ids,
+    align,
+    find_transformer,
+    flatten,
+    is_quantized,
+    view,
+)
 
 logger = logging.getLogger(__name__)
 
-# Offsets of tensors inside the flat host buffers and GPU slots. The CUDA caching allocator aligns blocks to 512
-# bytes; aligning every view the same way keeps the kernels (and so the bits) that a resident weight would get.
-ALIGNMENT = 512
-
 _FORWARD = "forward"
 _BACKWARD = "backward"
-
-
-def _align(n: int) -> int:
-    return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
-
-
-def find_transformer(model: nn.Module) -> nn.Module:
-    """The module that owns ``transformer_blocks``, looking through DDP, accelerate and peft wrappers.
-
-    Raises:
-        TypeError: If no such module is found.
-    """
-    seen: set[int] = set()
-    current: Any = model
-    while id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(getattr(current, "transformer_blocks", None), nn.ModuleList):
-            return current
-        if hasattr(current, "get_base_model"):
-            current = current.get_base_model()
-        elif isinstance(getattr(current, "module", None), nn.Module):
-            current = current.module
-        elif isinstance(getattr(current, "model", None), nn.Module):
-            current = current.model
-    raise TypeError(f"{type(model).__name__} has no `transformer_blocks` ModuleList (expected an ltx-core LTXModel)")
-
-
-def adapter_tensor_ids(module: nn.Module) -> set[int]:
-    """Ids of the adapter (LoRA) parameters under ``module``.
-
-    peft's tuner layers name their adapter containers in ``adapter_layer_names`` (``lora_A``, ``lora_B``, ...,
-    ``modules_to_save``); everything else is the frozen base.
-    """
-    ids: set[int] = set()
-    for sub in module.modules():
-        for attr in getattr(sub, "adapter_layer_names", ()) or ():
-            container = getattr(sub, attr, None)
-            if isinstance(container, nn.Module):
-                ids.update(id(p) for p in container.parameters())
-    return ids
-
-
-def is_quantized(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is a wrapper subclass (optimum-quanto's QTensors are) rather than a plain tensor."""
-    return is_traceable_wrapper_subclass(tensor)
-
-
-def freeze_base_weights(model: nn.Module) -> list[str]:
-    """Set ``requires_grad=False`` on every non-adapter parameter and return the names that needed it.
-
-    optimum-quanto's ``quantize()`` replaces each Linear with a new module whose parameters require grad, and
-    ``freeze()`` wraps the quantized weight in a new Parameter that requires grad too. A model quantized after
-    ``requires_grad_(False)`` therefore trains, and keeps a gradient for, every frozen weight: on 8 full-width blocks
-    that measured a 23.2 GB peak instead of 5.0 GB. Call this after LoRA is attached.
-
-    Args:
-        model: The (peft-wrapped) model.
-
-    Returns:
-        Names of the parameters that were re-frozen (empty for the stock quantize, freeze, LoRA order).
-    """
-    adapters = adapter_tensor_ids(model)
-    refrozen = []
-    for name, param in model.named_parameters():
-        if id(param) not in adapters and param.requires_grad:
-            param.requires_grad_(False)
-            refrozen.append(name)
-    if refrozen:
-        logger.warning(
-            "Re-froze %d base parameters that required grad (for example %s). optimum-quanto's quantize()/freeze() "
-            "creates parameters that require grad when it runs after requires_grad_(False).",
-            len(refrozen),
-            refrozen[0],
-        )
-    return refrozen
-
-
-def _flatten(tensor: torch.Tensor) -> tuple[list[torch.Tensor], Callable[[list[torch.Tensor]], torch.Tensor]]:
-    """Plain tensors behind ``tensor`` and a function that rebuilds an equivalent tensor from replacements."""
-    if not is_traceable_wrapper_subclass(tensor):
-        return [tensor], lambda leaves: leaves[0]
-    names, ctx = tensor.__tensor_flatten__()
-    parts = [_flatten(getattr(tensor, name)) for name in names]
-    counts = [len(leaves) for leaves, _ in parts]
-    cls, size, stride = type(tensor), tensor.size(), tensor.stride()
-
-    def rebuild(leaves: list[torch.Tensor]) -> torch.Tensor:
-        inner, start = {}, 0
-        for name, (_, child), count in zip(names, parts, counts, strict=True):
-            inner[name] = child(leaves[start : start + count])
-            start += count
-        return cls.__tensor_unflatten__(inner, ctx, size, stride)
-
-    return [leaf for leaves, _ in parts for leaf in leaves], rebuild
-
-
-@dataclass
-class _Leaf:
-    offset: int
-    nbytes: int
-    dtype: torch.dtype
-    shape: torch.Size
 
 
 @dataclass
@@ -161,7 +63,7 @@ class _Entry:
 
     owners: list[tuple[nn.Module, str]]
     kind: Literal["param", "buffer", "subclass"]
-    leaves: list[_Leaf]
+    leaves: list[Leaf]
     rebuild: Callable[[list[torch.Tensor]], torch.Tensor] | None
     param: nn.Parameter | None = None
 
@@ -310,12 +212,12 @@ class BlockSwapEngine:
                         if not subclass:
                             tensor.requires_grad_(False)
                         refrozen += 1
-                    leaves, rebuild = _flatten(tensor.detach())
+                    leaves, rebuild = flatten(tensor.detach())
                     layout = []
                     for leaf in leaves:
                         nbytes = leaf.numel() * leaf.element_size()
-                        layout.append(_Leaf(offset, nbytes, leaf.dtype, leaf.shape))
-                        offset = _align(offset + nbytes)
+                        layout.append(Leaf(offset, nbytes, leaf.dtype, leaf.shape))
+                        offset = align(offset + nbytes)
                     entry = _Entry(
                         owners=[(module, name)],
                         kind="subclass" if subclass else kind,  # type: ignore[arg-type]
@@ -339,7 +241,7 @@ class BlockSwapEngine:
         with torch.no_grad():
             for entry, leaves in zip(entries, sources, strict=True):
                 for leaf, source in zip(entry.leaves, leaves, strict=True):
-                    _view(host, leaf).copy_(source.contiguous())
+                    view(host, leaf).copy_(source.contiguous())
         record.host_values = self._values(record, host)
         # From here on the original tensors are unreferenced and freed: the host copy is the only one.
         self._point(record, record.host_values)
@@ -367,7 +269,7 @@ class BlockSwapEngine:
         """
         values = []
         for entry in block.entries:
-            views = [_view(buffer, leaf) for leaf in entry.leaves]
+            views = [view(buffer, leaf) for leaf in entry.leaves]
             if entry.kind == "subclass":
                 assert entry.rebuild is not None
                 values.append(nn.Parameter(entry.rebuild(views), requires_grad=False))
@@ -670,10 +572,6 @@ class _Detached:
         self.saved.clear()
 
 
-def _view(buffer: torch.Tensor, leaf: _Leaf) -> torch.Tensor:
-    return buffer.narrow(0, leaf.offset, leaf.nbytes).view(leaf.dtype).view(leaf.shape)
-
-
 def _tensors(output: Any) -> Iterator[torch.Tensor]:  # noqa: ANN401
     if isinstance(output, torch.Tensor):
         yield output
@@ -701,44 +599,4 @@ def _ranges(indices: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def block_frozen_bytes(block: nn.Module) -> int:
-    """Bytes of a block's frozen (non-adapter) tensors as the engine would stream them, alignment included."""
-    adapters = adapter_tensor_ids(block)
-    seen: set[int] = set()
-    total = 0
-    for module in block.modules():
-        for table in (module._parameters, module._buffers):
-            for tensor in table.values():
-                if tensor is None or id(tensor) in adapters or id(tensor) in seen:
-                    continue
-                seen.add(id(tensor))
-                for leaf in _flatten(tensor.detach())[0]:
-                    total = _align(total + leaf.numel() * leaf.element_size())
-    return total
-
-
-def tensor_bytes(tensors: Iterator[torch.Tensor] | Sequence[torch.Tensor]) -> int:
-    """Bytes held by ``tensors`` (inner tensors of wrapper subclasses counted), each tensor once."""
-    seen: set[int] = set()
-    total = 0
-    for tensor in tensors:
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        total += sum(leaf.numel() * leaf.element_size() for leaf in _flatten(tensor.detach())[0])
-    return total
-
-
-__all__ = [
-    "ALIGNMENT",
-    "BlockSwapEngine",
-    "SwapStats",
-    "adapter_tensor_ids",
-    "block_frozen_bytes",
-    "find_transformer",
-    "freeze_base_weights",
-    "is_quantized",
-    "slot_count",
-    "spread_blocks",
-    "tensor_bytes",
-]
+__all__ = ["BlockSwapEngine", "SwapStats"]

@@ -6,11 +6,9 @@ FLAC, OGG and float WAV, and PyAV adds everything FFmpeg decodes (MP3, AAC, M4A,
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +129,8 @@ def write_wav(path: Path, waveform: np.ndarray, sample_rate: int) -> Path:
     """Write 16-bit PCM WAV with the standard library (any reader, torchaudio included, opens it).
 
     Args:
-        path: Output file. Written as given; see :func:`atomic_path` for an atomic write.
+        path: Output file. Written as given; wrap it in :func:`ltx_audio_reference.reliability.files.atomic_file` for an
+            atomic write.
         waveform: ``[channels, samples]`` or ``[samples]``, float in [-1, 1] (clipped).
         sample_rate: Sample rate in Hz.
 
@@ -146,32 +145,3 @@ def write_wav(path: Path, waveform: np.ndarray, sample_rate: int) -> Path:
         f.setframerate(int(sample_rate))
         f.writeframes(np.ascontiguousarray(pcm.T).tobytes())
     return path
-
-
-def temp_path(path: Path) -> Path:
-    """A sibling temporary name for ``path`` (same folder, so a rename is atomic), unique per process.
-
-    The temporary name keeps ``path``'s suffix last so format-sniffing writers (FFmpeg) still see it.
-    """
-    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-
-
-def is_temp_path(path: Path) -> bool:
-    """Whether ``path`` is a leftover from :func:`temp_path` (a crash mid-write)."""
-    return path.name.startswith(".") and ".tmp" in path.name
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to write; rename it onto ``path`` only if the block succeeds.
-
-    A crash or exception leaves ``path`` untouched (absent or its old content) and removes the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """``build-dataset``: run a recipe over talking-head clips and write (reference tone, shifted target) pairs.
 
-Per clip (:func:`make_pair` is the in-memory core, :func:`build_dataset` the driver):
+Per clip (:func:`~ltx_audio_reference.data.pairs.make_pair` is the in-memory core, :func:`build_dataset` the
+driver, :mod:`.report` the report):
 
 1. read the clip's audio (unreadable, no video or no audio: dropped with that reason);
 2. measure its natural F0, the median over voiced frames (too few voiced frames: ``no_voiced_frames``);
@@ -29,10 +30,9 @@ import csv
 import io
 import json
 import logging
-import math
 import multiprocessing
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,27 +41,26 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ltx_audio_reference.data.audio_io import AudioReadError, is_temp_path, read_audio, temp_path, write_wav
+from ltx_audio_reference.data.audio_io import AudioReadError, read_audio, write_wav
 from ltx_audio_reference.data.media import VIDEO_EXTENSIONS, probe, replace_audio, target_suffix
-from ltx_audio_reference.data.pitch import PitchSettings, Timbre, measure_f0, semitones_between, shift_pitch, tuned_tone
-from ltx_audio_reference.data.recipe import Recipe, ToneConfig, clip_seed, draw_target
+from ltx_audio_reference.data.pairs import PairOutcome, make_pair
+from ltx_audio_reference.data.recipe import Recipe
+from ltx_audio_reference.data.report import plot_report, rounded, summarize
+from ltx_audio_reference.reliability.files import atomic_file, atomic_write_json, atomic_write_text, is_temp_name
 
 logger = logging.getLogger(__name__)
 
-DROP_REASONS: dict[str, str] = {
-    "unreadable": "the file could not be opened or decoded",
-    "no_video": "the file has no video stream",
-    "no_audio": "the file has no audio stream",
-    "no_voiced_frames": "too few voiced frames to measure a pitch",
-    "out_of_tolerance": "the shifted speech re-measured too far from the target",
-    "error": "processing failed unexpectedly (the detail has the error)",
-}
 RECORDS_DIR = ".records"
 RECIPE_SNAPSHOT = "recipe.yaml"
 REPORT_JSON = "report.json"
 REPORT_PNG = "report.png"
 MANIFEST_COLUMNS = ("video", "caption", "reference_audio")
 _INPUT_COLUMNS = ("video", "media_path")
+
+
+#: ``progress(done, total, counts)``: clips processed so far in this run, clips to process, and the kept and dropped
+#: counts (resumed clips included).
+BuildProgress = Callable[[int, int, dict[str, int]], None]
 
 
 class BuildError(RuntimeError):
@@ -77,33 +76,6 @@ class Clip:
 
 
 @dataclass
-class PairOutcome:
-    """The in-memory result of running a recipe on one clip's audio."""
-
-    source_f0_hz: float | None = None
-    target_f0_hz: float | None = None
-    measured_f0_hz: float | None = None
-    shifted: np.ndarray | None = None
-    tone: np.ndarray | None = None
-    tone_f0_hz: float | None = None
-    timbre: Timbre | None = None
-    reason: str | None = None  # a DROP_REASONS key, or None when kept
-    detail: str = ""
-
-    @property
-    def kept(self) -> bool:
-        """Whether the pair passed every check."""
-        return self.reason is None
-
-    @property
-    def shift_semitones(self) -> float | None:
-        """The requested shift."""
-        if self.source_f0_hz is None or self.target_f0_hz is None:
-            return None
-        return semitones_between(self.source_f0_hz, self.target_f0_hz)
-
-
-@dataclass
 class BuildResult:
     """What :func:`build_dataset` wrote."""
 
@@ -114,87 +86,6 @@ class BuildResult:
     manifest: Path | None = None
     report_png: Path | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
-
-
-def pitch_settings(recipe: Recipe) -> PitchSettings:
-    """The recipe's analysis section as Praat settings."""
-    a = recipe.analysis
-    return PitchSettings(
-        floor_hz=a.pitch_floor_hz,
-        ceiling_hz=a.pitch_ceiling_hz,
-        time_step_s=a.time_step_s,
-        voicing_threshold=a.voicing_threshold,
-    )
-
-
-def draw_timbre(tone: ToneConfig, rng: np.random.Generator) -> Timbre:
-    """A timbre drawn uniformly from the recipe's ranges (independent of pitch and source)."""
-
-    def uniform(bounds: tuple[float, float]) -> float:
-        return float(rng.uniform(*bounds))
-
-    return Timbre(
-        rolloff_db_per_octave=uniform(tone.rolloff_db_per_octave),
-        vibrato_rate_hz=uniform(tone.vibrato_rate_hz),
-        vibrato_depth_semitones=uniform(tone.vibrato_depth_semitones),
-        jitter=uniform(tone.jitter_percent) / 100.0,
-        shimmer=uniform(tone.shimmer_percent) / 100.0,
-        breath_snr_db=uniform(tone.breath_snr_db),
-    )
-
-
-def make_pair(
-    samples: np.ndarray, sample_rate: int, recipe: Recipe, key: str, *, with_tone: bool = True
-) -> PairOutcome:
-    """Run the recipe on one clip's mono audio, in memory: measure, draw, shift, re-measure, synthesize.
-
-    Args:
-        samples: Mono ``[n]`` float samples.
-        sample_rate: In Hz.
-        recipe: The recipe.
-        key: The clip's name; with the recipe seed it seeds every random draw for this clip.
-        with_tone: Synthesize the reference tone (skipped when only the pitches matter).
-
-    Returns:
-        The outcome; ``outcome.reason`` says why a pair was dropped.
-    """
-    settings = pitch_settings(recipe)
-    outcome = PairOutcome()
-    source = measure_f0(samples, sample_rate, settings, min_voiced_frames=recipe.analysis.min_voiced_frames)
-    if source.median_hz is None:
-        outcome.reason = "no_voiced_frames"
-        outcome.detail = (
-            f"{source.voiced_frames} voiced of {source.frames} frames (need {recipe.analysis.min_voiced_frames})"
-        )
-        return outcome
-    outcome.source_f0_hz = source.median_hz
-    target = draw_target(source.median_hz, recipe.target, np.random.default_rng(clip_seed(recipe.seed, key, 0)))
-    outcome.target_f0_hz = target
-    # Mark the source's pitch periods across its whole range, whatever the target is.
-    shifted = shift_pitch(samples, sample_rate, target / source.median_hz, settings)
-    outcome.shifted = shifted
-    remeasured = measure_f0(shifted, sample_rate, settings, min_voiced_frames=recipe.analysis.min_voiced_frames)
-    outcome.measured_f0_hz = remeasured.median_hz
-    if remeasured.median_hz is None or abs(remeasured.median_hz - target) > recipe.tolerance_hz:
-        found = "no voiced frames" if remeasured.median_hz is None else f"{remeasured.median_hz:.1f} Hz"
-        outcome.reason = "out_of_tolerance"
-        outcome.detail = f"target {target:.1f} Hz, re-measured {found} (tolerance {recipe.tolerance_hz:g} Hz)"
-        return outcome
-    outcome.timbre = draw_timbre(recipe.tone, np.random.default_rng(clip_seed(recipe.seed, key, 1)))
-    if with_tone:
-        tone = recipe.tone
-        outcome.tone, tone_f0 = tuned_tone(
-            target,
-            outcome.timbre,
-            seed=clip_seed(recipe.seed, key, 2),
-            sample_rate=tone.sample_rate,
-            duration_s=tone.duration_s,
-            fade_s=tone.fade_s,
-            peak=tone.peak,
-            settings=settings,
-        )
-        outcome.tone_f0_hz = None if math.isnan(tone_f0) else tone_f0
-    return outcome
 
 
 def find_clips(source: Path, column: str | None = None) -> list[Clip]:
@@ -254,20 +145,6 @@ def _read_rows(manifest: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:  # noqa: ANN401
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _round(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
 def _record(clip: Clip, outcome: PairOutcome | None, **extra: Any) -> dict[str, Any]:  # noqa: ANN401
     record: dict[str, Any] = {"clip": clip.key, "source": str(clip.path)}
     if outcome is not None:
@@ -276,11 +153,11 @@ def _record(clip: Clip, outcome: PairOutcome | None, **extra: Any) -> dict[str, 
                 "status": "kept" if outcome.kept else "dropped",
                 "reason": outcome.reason,
                 "detail": outcome.detail,
-                "source_f0_hz": _round(outcome.source_f0_hz),
-                "target_f0_hz": _round(outcome.target_f0_hz),
-                "shift_semitones": _round(outcome.shift_semitones, 4),
-                "measured_f0_hz": _round(outcome.measured_f0_hz),
-                "tone_f0_hz": _round(outcome.tone_f0_hz),
+                "source_f0_hz": rounded(outcome.source_f0_hz),
+                "target_f0_hz": rounded(outcome.target_f0_hz),
+                "shift_semitones": rounded(outcome.shift_semitones, 4),
+                "measured_f0_hz": rounded(outcome.measured_f0_hz),
+                "tone_f0_hz": rounded(outcome.tone_f0_hz),
                 "timbre": outcome.timbre.to_dict() if outcome.timbre is not None else None,
             }
         )
@@ -313,7 +190,7 @@ def process_clip(clip: Clip, recipe: Recipe, output: Path) -> dict[str, Any]:
             except Exception as e:  # one odd clip must not stop a long build; the report lists it
                 logger.exception("Dropping %s: processing failed", clip.path)
                 record = _dropped(clip, "error", f"{type(e).__name__}: {e}")
-    _write_json_atomic(output / RECORDS_DIR / f"{clip.key}.json", record)
+    atomic_write_json(output / RECORDS_DIR / f"{clip.key}.json", record)
     return record
 
 
@@ -337,24 +214,16 @@ def _process_media(clip: Clip, recipe: Recipe, output: Path) -> dict[str, Any]:
         speech *= 0.999 / peak
     tone = np.repeat(outcome.tone[None, :], recipe.tone.channels, axis=0)
 
-    final_video, final_reference = output / video_rel, output / reference_rel
-    tmp_video, tmp_reference = temp_path(final_video), temp_path(final_reference)
-    final_video.parent.mkdir(parents=True, exist_ok=True)
-    final_reference.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    # Both files are written before either is published; the record written after them commits the pair.
+    with atomic_file(output / video_rel) as tmp_video, atomic_file(output / reference_rel) as tmp_reference:
         write_wav(tmp_reference, tone, recipe.tone.sample_rate)
         replace_audio(clip.path, tmp_video, speech, sample_rate)
-        tmp_reference.replace(final_reference)
-        tmp_video.replace(final_video)
-    finally:
-        tmp_reference.unlink(missing_ok=True)
-        tmp_video.unlink(missing_ok=True)
     return _record(
         clip,
         outcome,
         video=video_rel.as_posix(),
         reference_audio=reference_rel.as_posix(),
-        duration_s=_round(audio.shape[1] / sample_rate),
+        duration_s=rounded(audio.shape[1] / sample_rate),
     )
 
 
@@ -362,7 +231,7 @@ def _load_records(output: Path) -> dict[str, dict[str, Any]]:
     records = {}
     root = output / RECORDS_DIR
     for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
-        if is_temp_path(path):
+        if is_temp_name(path.name):
             path.unlink(missing_ok=True)
             continue
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -386,7 +255,7 @@ def _remove_half_pairs(output: Path, recipe: Recipe, records: dict[str, dict[str
     for folder in (recipe.output.clips_dir, recipe.output.references_dir):
         root = output / folder
         for path in sorted(root.rglob("*")) if root.is_dir() else []:
-            if path.is_file() and (is_temp_path(path) or path.relative_to(output).as_posix() not in committed):
+            if path.is_file() and (is_temp_name(path.name) or path.relative_to(output).as_posix() not in committed):
                 logger.info("Removing %s (left by an interrupted build)", path)
                 path.unlink()
                 removed += 1
@@ -419,10 +288,7 @@ def _check_snapshot(output: Path, recipe: Recipe, overwrite: bool) -> None:
                 f"{output} was built with a different recipe ({', '.join(changed)} differ): use another --output, "
                 "or --overwrite to rebuild it"
             )
-    output.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(snapshot)
-    tmp.write_text(yaml.safe_dump(current, sort_keys=False), encoding="utf-8")
-    tmp.replace(snapshot)
+    atomic_write_text(snapshot, yaml.safe_dump(current, sort_keys=False))
 
 
 def build_dataset(
@@ -434,7 +300,7 @@ def build_dataset(
     overwrite: bool = False,
     limit: int | None = None,
     workers: int = 1,
-    show_progress: bool = True,
+    progress: BuildProgress | None = None,
 ) -> BuildResult:
     """Run ``recipe`` over every clip of ``source`` and write pairs, manifest and report under ``output``.
 
@@ -447,7 +313,8 @@ def build_dataset(
         limit: Process at most this many clips (in order).
         workers: Worker processes (Praat is single-threaded; use one per core). Results do not depend on it:
             every clip's random draws are seeded by its name.
-        show_progress: Show a rich progress bar.
+        progress: Called as ``progress(done, total, counts)`` before the first clip and after each one (``counts``:
+            kept and dropped so far, resumed clips included); the CLI draws its progress bar from it.
 
     Returns:
         The report and what was written.
@@ -455,15 +322,6 @@ def build_dataset(
     Raises:
         BuildError: On a bad input or an output that belongs to something else.
     """
-    from rich.progress import (  # noqa: PLC0415
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     source, output = Path(source), Path(output)
     clips = find_clips(source, column)
     if limit is not None:
@@ -482,29 +340,20 @@ def build_dataset(
     if result.resumed:
         logger.info("%d of %d clips already processed; resuming", result.resumed, len(clips))
     counts = Counter(record["status"] for record in records.values())
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("kept {task.fields[kept]} dropped {task.fields[dropped]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-    ) as progress:
-        task = progress.add_task(
-            f"{recipe.name}: building pairs", total=len(todo), kept=counts["kept"], dropped=counts["dropped"]
-        )
-        for record in _run(todo, recipe, output, workers):
-            records[record["clip"]] = record
-            counts[record["status"]] += 1
-            result.processed += 1
-            progress.update(task, advance=1, kept=counts["kept"], dropped=counts["dropped"])
+    if progress is not None:
+        progress(0, len(todo), dict(counts))
+    for record in _run(todo, recipe, output, workers):
+        records[record["clip"]] = record
+        counts[record["status"]] += 1
+        result.processed += 1
+        if progress is not None:
+            progress(result.processed, len(todo), dict(counts))
 
     ordered = [records[key] for key in sorted(records)]
     result.records = ordered
     result.manifest = write_manifest(output / recipe.output.manifest, ordered, recipe.caption)
     result.report = summarize(ordered, recipe)
-    _write_json_atomic(output / REPORT_JSON, result.report)
+    atomic_write_json(output / REPORT_JSON, result.report)
     result.report_png = plot_report(result.report, ordered, output / REPORT_PNG)
     return result
 
@@ -545,109 +394,4 @@ def write_manifest(path: Path, records: list[dict[str, Any]], caption: str) -> P
         writer.writeheader()
         writer.writerows(rows)
         text = buffer.getvalue()
-    tmp = temp_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def pearson_r(x: list[float], y: list[float]) -> float | None:
-    """Pearson correlation, or None with fewer than 3 points or no variance."""
-    if len(x) < 3:
-        return None
-    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def _stats(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    array = np.asarray(values, dtype=np.float64)
-    return {
-        "min": round(float(array.min()), 3),
-        "max": round(float(array.max()), 3),
-        "mean": round(float(array.mean()), 3),
-        "median": round(float(np.median(array)), 3),
-    }
-
-
-def summarize(records: list[dict[str, Any]], recipe: Recipe, bin_hz: float = 10.0) -> dict[str, Any]:
-    """The build report: counts and reasons, the target-pitch histogram and source/target correlation."""
-    kept = [r for r in records if r.get("status") == "kept"]
-    dropped = [r for r in records if r.get("status") != "kept"]
-    source = [r["source_f0_hz"] for r in kept]
-    target = [r["target_f0_hz"] for r in kept]
-    measured = [r["measured_f0_hz"] for r in kept]
-    shifts = [r["shift_semitones"] for r in kept]
-    histogram: dict[str, list[float]] = {"bin_edges_hz": [], "counts": []}
-    if target:
-        low = math.floor(min(target) / bin_hz) * bin_hz
-        high = max(low + bin_hz, math.ceil(max(target) / bin_hz) * bin_hz)
-        counts, edges = np.histogram(target, bins=np.arange(low, high + bin_hz / 2, bin_hz))
-        histogram = {"bin_edges_hz": [round(float(e), 3) for e in edges], "counts": [int(c) for c in counts]}
-    r = pearson_r(source, target)
-    return {
-        "recipe": recipe.name,
-        "target_kind": recipe.target.kind,
-        "caption": recipe.caption,
-        "tolerance_hz": recipe.tolerance_hz,
-        "clips": len(records),
-        "kept": len(kept),
-        "dropped": len(dropped),
-        "dropped_by_reason": {reason: sum(r.get("reason") == reason for r in dropped) for reason in DROP_REASONS},
-        "drop_reasons": DROP_REASONS,
-        "drops": [{"clip": r["clip"], "reason": r["reason"], "detail": r.get("detail", "")} for r in dropped],
-        "pearson_r_source_target": None if r is None else round(r, 4),
-        "pearson_r_source_measured": _round(pearson_r(source, measured), 4),
-        "source_f0_hz": _stats(source),
-        "target_f0_hz": _stats(target),
-        "shift_semitones": _stats(shifts),
-        "abs_error_hz": _stats([abs(m - t) for m, t in zip(measured, target, strict=True)]),
-        "target_histogram": histogram,
-    }
-
-
-def plot_report(report: dict[str, Any], records: list[dict[str, Any]], path: Path) -> Path:
-    """Draw the report: target-pitch histogram, source vs target pitch, and kept/dropped counts."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
-
-    kept = [r for r in records if r.get("status") == "kept"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    hist = report["target_histogram"]
-    if hist["counts"]:
-        edges = hist["bin_edges_hz"]
-        axes[0].bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="#3b75af", edgecolor="white")
-    axes[0].set(title="Target pitch", xlabel="Hz", ylabel="pairs")
-    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
-
-    axes[1].scatter([r["source_f0_hz"] for r in kept], [r["target_f0_hz"] for r in kept], s=10, alpha=0.7)
-    r_value = report["pearson_r_source_target"]
-    r_text = "n/a" if r_value is None else f"{r_value:.3f}"
-    axes[1].set(title=f"Source vs target pitch (Pearson r = {r_text})", xlabel="source Hz", ylabel="target Hz")
-
-    labels = ["kept", *report["dropped_by_reason"]]
-    values = [report["kept"], *report["dropped_by_reason"].values()]
-    colors = ["#4c9a2a"] + ["#c0392b"] * (len(labels) - 1)
-    axes[2].barh(labels, values, color=colors)
-    axes[2].invert_yaxis()
-    axes[2].set(title=f"{report['recipe']}: {report['kept']} kept / {report['clips']} clips", xlabel="clips")
-    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        fig.savefig(tmp, dpi=100)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(path, text)

@@ -13,17 +13,18 @@ Sources:
 
 Audio is widened to stereo (mono duplicated; more channels averaged, then duplicated), resampled to the encoder's
 rate and turned into a log-mel spectrogram by ltx-core's ``AudioProcessor`` or its plain-torch twin
-(:mod:`ltx_audio_reference.data.frontend`). Finished files are skipped, so a rerun only encodes what is missing;
+(:mod:`ltx_audio_reference.data.mel`). Finished files are skipped, so a rerun only encodes what is missing;
 each file is written to a temporary name and renamed, so a crash never leaves a truncated ``.pt``.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from typing import Any
 import torch
 
 from ltx_audio_reference.data.audio_io import AUDIO_EXTENSIONS, AudioReadError, read_audio
-from ltx_audio_reference.data.frontend import FrontEnd, FrontEndChoice, front_end_for, import_audio_vae
+from ltx_audio_reference.data.mel import FrontEnd, FrontEndChoice, front_end_for, import_audio_vae
+from ltx_audio_reference.reliability.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +172,7 @@ def encode_waveform(
 
     Args:
         encoder: An ltx-core ``AudioEncoder``.
-        front_end: Its front end (:func:`ltx_audio_reference.data.frontend.front_end_for`).
+        front_end: Its front end (:func:`ltx_audio_reference.data.mel.front_end_for`).
         waveform: ``[channels, samples]`` at ``sample_rate``.
         sample_rate: In Hz.
 
@@ -189,17 +191,7 @@ def encode_waveform(
     }
 
 
-def _atomic_torch_save(record: dict[str, Any], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp.{os.getpid()}")
-    try:
-        torch.save(record, tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def precompute_reference_latents(  # noqa: PLR0913
+def precompute_reference_latents(  # noqa: PLR0912, PLR0913
     source: Path,
     output_root: Path,
     *,
@@ -211,7 +203,7 @@ def precompute_reference_latents(  # noqa: PLR0913
     overwrite: bool = False,
     reference_column: str = "reference_audio",
     media_column: str = "video",
-    show_progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PrecomputeResult:
     """Encode every reference of ``source`` into ``output_root/reference_audio_latents/``.
 
@@ -223,12 +215,13 @@ def precompute_reference_latents(  # noqa: PLR0913
         model_path: Checkpoint holding the audio VAE; needed unless ``encoder`` is given.
         encoder: An already-loaded ``AudioEncoder`` (tests, notebooks).
         device: Device for the encoder when loading it.
-        front_end: ``auto``, ``ltx-core`` or ``torch`` (see :func:`~ltx_audio_reference.data.frontend.front_end_for`).
+        front_end: ``auto``, ``ltx-core`` or ``torch`` (see :func:`~ltx_audio_reference.data.mel.front_end_for`).
         max_duration: Trim each reference to at most this many seconds.
         overwrite: Re-encode files that already exist.
         reference_column: Manifest column with the reference audio.
         media_column: Manifest column naming each sample.
-        show_progress: Show a rich progress bar.
+        progress: Called as ``progress(done, total)`` before the first file and after each one (the CLI draws its
+            progress bar from it).
 
     Returns:
         The encoded, skipped and unpaired relative paths.
@@ -236,15 +229,6 @@ def precompute_reference_latents(  # noqa: PLR0913
     Raises:
         PrecomputeError: On an unreadable or too-short file (naming it), a bad source, or no model.
     """
-    from rich.progress import (  # noqa: PLC0415
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     items = find_references(source, reference_column=reference_column, media_column=media_column)
     out_dir = Path(output_root) / REFERENCE_DIR
     result = PrecomputeResult(output_dir=out_dir)
@@ -255,47 +239,43 @@ def precompute_reference_latents(  # noqa: PLR0913
         raise PrecomputeError(f"max_duration must be positive, got {max_duration}")
 
     fe: FrontEnd | None = None
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-    ) as progress:
-        task = progress.add_task("Encoding reference audio", total=len(items))
-        for item in items:
-            out = out_dir / item.relative
-            if out.is_file() and not overwrite:
-                result.skipped.append(item.relative)
-                progress.advance(task)
-                continue
-            if encoder is None:
-                if model_path is None:
-                    raise PrecomputeError("precompute needs a model checkpoint (--model-path) holding the audio VAE")
-                logger.info("Loading the audio VAE encoder from %s", model_path)
-                encoder = load_audio_encoder(model_path, device=device)
-            if fe is None:
-                fe = front_end_for(encoder, front_end)
-                result.front_end = fe.name
-                logger.info("Front end: %s", fe.name)
-            try:
-                samples, sample_rate = read_audio(item.audio_path)
-            except AudioReadError as e:
-                raise PrecomputeError(str(e)) from e
-            waveform = torch.from_numpy(samples)
-            if max_duration is not None:
-                waveform = waveform[:, : round(max_duration * sample_rate)]
-            # The centred STFT reflect-pads n_fft // 2 samples, which needs a longer signal at the encoder's rate.
-            min_samples = math.ceil((encoder.n_fft // 2 + 1) * sample_rate / encoder.sample_rate)
-            if waveform.shape[-1] < min_samples:
-                raise PrecomputeError(
-                    f"{item.audio_path}: too short to encode ({waveform.shape[-1]} samples at {sample_rate} Hz; "
-                    f"need at least {min_samples})"
-                )
-            _atomic_torch_save(encode_waveform(encoder, fe, waveform, sample_rate), out)
-            result.encoded.append(item.relative)
-            progress.advance(task)
+    if progress is not None:
+        progress(0, len(items))
+    for done, item in enumerate(items, start=1):
+        out = out_dir / item.relative
+        if out.is_file() and not overwrite:
+            result.skipped.append(item.relative)
+            if progress is not None:
+                progress(done, len(items))
+            continue
+        if encoder is None:
+            if model_path is None:
+                raise PrecomputeError("precompute needs a model checkpoint (--model-path) holding the audio VAE")
+            logger.info("Loading the audio VAE encoder from %s", model_path)
+            encoder = load_audio_encoder(model_path, device=device)
+        if fe is None:
+            fe = front_end_for(encoder, front_end)
+            result.front_end = fe.name
+            logger.info("Front end: %s", fe.name)
+        try:
+            samples, sample_rate = read_audio(item.audio_path)
+        except AudioReadError as e:
+            raise PrecomputeError(str(e)) from e
+        waveform = torch.from_numpy(samples)
+        if max_duration is not None:
+            waveform = waveform[:, : round(max_duration * sample_rate)]
+        # The centred STFT reflect-pads n_fft // 2 samples, which needs a longer signal at the encoder's rate.
+        min_samples = math.ceil((encoder.n_fft // 2 + 1) * sample_rate / encoder.sample_rate)
+        if waveform.shape[-1] < min_samples:
+            raise PrecomputeError(
+                f"{item.audio_path}: too short to encode ({waveform.shape[-1]} samples at {sample_rate} Hz; "
+                f"need at least {min_samples})"
+            )
+        record = encode_waveform(encoder, fe, waveform, sample_rate)
+        atomic_write(out, functools.partial(torch.save, record))
+        result.encoded.append(item.relative)
+        if progress is not None:
+            progress(done, len(items))
 
     targets = Path(output_root) / TARGET_AUDIO_DIR
     if targets.is_dir():

@@ -25,16 +25,14 @@ import json
 import logging
 import math
 import re
-import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-import typer
 
-from ltx_audio_reference.lora_targets import PRESETS
+from ltx_audio_reference.strategies.audio_reference.lora_targets import PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -343,144 +341,12 @@ def lora_distance(reference: Path, other: Path) -> LoraDistance:
     )
 
 
-def _module_sort_key(module: str) -> tuple[int, str]:
-    match = _BLOCK_MODULE.match(module)
-    return (int(match.group("block")), match.group("inner")) if match else (-1, module)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _module_kind(module: str) -> str:
+def module_kind(module: str) -> str:
+    """``transformer_blocks.3.audio_attn1.to_q`` -> ``audio_attn1.to_q`` (the module's path inside its block)."""
     match = _BLOCK_MODULE.match(module)
     return match.group("inner") if match else module
 
 
-def _render_report(report: LoraReport, *, per_module: bool) -> None:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
-    console = Console()
-    summary = Table(title=f"LoRA {report.path}", show_header=False)
-    summary.add_column("field", style="bold")
-    summary.add_column("value")
-    convention = "ComfyUI (diffusion_model. + lora_A/lora_B, no alpha)"
-    summary.add_row("tensors", str(report.num_tensors))
-    summary.add_row("dtypes", ", ".join(f"{d} x{n}" for d, n in report.dtypes.items()) or "-")
-    finite = f"[red]no ({len(report.non_finite_tensors)} tensors)[/red]" if report.non_finite_tensors else "yes"
-    summary.add_row("finite", finite)
-    summary.add_row("keys", f"[red]{len(report.bad_keys)} not {convention}[/red]" if report.bad_keys else convention)
-    summary.add_row("preset", f"{report.preset} ({report.num_blocks} blocks, {len(report.modules)} modules)")
-    summary.add_row("rank", ", ".join(map(str, report.ranks)) or "-")
-    summary.add_row("||B A|| total", f"{report.total_delta_norm:.6g}")
-    console.print(summary)
-
-    if report.metadata:
-        metadata = Table(title="Metadata")
-        metadata.add_column("key")
-        metadata.add_column("value", overflow="fold")
-        for key, value in report.metadata.items():
-            shown = value if isinstance(value, str) else json.dumps(value)
-            metadata.add_row(key, shown if len(shown) <= 200 else shown[:197] + "...")
-        console.print(metadata)
-
-    norms = Table(title="Weight norms per module" if per_module else "Weight norms per module kind (over blocks)")
-    if per_module:
-        norms.add_column("module", no_wrap=True)
-        for column in ("rank", "out x in", "||A||", "||B||", "||BA||"):
-            norms.add_column(column, justify="right")
-        for m in report.modules:
-            norms.add_row(
-                m.module,
-                str(m.rank),
-                f"{m.out_features} x {m.in_features}",
-                f"{m.norm_a:.3g}",
-                f"{m.norm_b:.3g}",
-                f"{m.norm_delta:.3g}",
-            )
-    else:
-        norms.add_column("module", no_wrap=True)
-        for column in ("blocks", "||A|| mean", "||B|| mean", "||BA|| min", "||BA|| median", "||BA|| max"):
-            norms.add_column(column, justify="right")
-        kinds: dict[str, list[ModuleNorms]] = {}
-        for m in report.modules:
-            kinds.setdefault(_module_kind(m.module), []).append(m)
-        for kind, items in kinds.items():
-            deltas = [m.norm_delta for m in items]
-            norms.add_row(
-                kind,
-                str(len(items)),
-                f"{statistics.fmean(m.norm_a for m in items):.3g}",
-                f"{statistics.fmean(m.norm_b for m in items):.3g}",
-                f"{min(deltas):.3g}",
-                f"{statistics.median(deltas):.3g}",
-                f"{max(deltas):.3g}",
-            )
-    if report.modules:
-        console.print(norms)
-    for problem in report.problems:
-        console.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
-
-
-def _render_distance(distance: LoraDistance) -> None:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
-    table = Table(title="Distance (relative to the first file)", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    table.add_row("||dW2 - dW1|| / ||dW1||  (dW = B @ A)", f"{distance.relative_delta_distance:.6g}")
-    raw = distance.relative_raw_distance
-    table.add_row("||T2 - T1|| / ||T1||  (raw A, B tensors)", "-" if raw is None else f"{raw:.6g}")
-    table.add_row("||dW1||, ||dW2||", f"{distance.delta_norm_reference:.6g}, {distance.delta_norm_other:.6g}")
-    table.add_row("modules compared", str(distance.modules_compared))
-    if distance.modules_only_in_reference or distance.modules_only_in_other:
-        table.add_row(
-            "modules in one file only",
-            f"{len(distance.modules_only_in_reference)} in the first, {len(distance.modules_only_in_other)} in the "
-            "second (counted as zero deltas)",
-        )
-    Console().print(table)
-
-
-def inspect_command(
-    lora: Annotated[Path, typer.Argument(help="An exported LoRA (.safetensors).", show_default=False)],
-    other: Annotated[
-        Path | None, typer.Argument(help="A second LoRA: also report its distance from the first.", show_default=False)
-    ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
-    modules: Annotated[
-        bool, typer.Option("--modules", help="One norm row per module instead of per module kind.")
-    ] = False,
-) -> None:
-    """Inspect a LoRA (keys, finiteness, preset, metadata, norms); with two files, also their relative distance.
-
-    Exits 1 on non-finite tensors, unknown or alpha keys, or unpaired factors, naming each tensor; 2 on an unreadable
-    file.
-    """
-    paths = [lora] if other is None else [lora, other]
-    try:
-        reports = [inspect_lora(path) for path in paths]
-        distance = lora_distance(lora, other) if other is not None else None
-    except (LoraFileError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
-    if json_output:
-        document: dict[str, Any] = {"files": [r.to_dict() for r in reports]}
-        if distance is not None:
-            document["distance"] = distance.to_dict()
-        typer.echo(json.dumps(document, indent=2))
-    else:
-        for report in reports:
-            _render_report(report, per_module=modules)
-        if distance is not None:
-            _render_distance(distance)
-    if any(not r.ok for r in reports):
-        raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``inspect`` to the ``audio-reference`` command group."""
-    app.command("inspect")(inspect_command)
+def _module_sort_key(module: str) -> tuple[int, str]:
+    match = _BLOCK_MODULE.match(module)
+    return (int(match.group("block")), match.group("inner")) if match else (-1, module)

@@ -21,19 +21,20 @@ folder, next to the references and the generated files.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import torch
-import typer
 
 from ltx_audio_reference.evaluation.sweep_stats import ArmResult, PitchMeasurement, measure_pitch, plot_sweep
+from ltx_audio_reference.layout import AUDIO_SAMPLE_RATE
+from ltx_audio_reference.reliability.files import atomic_write_json
+from ltx_audio_reference.strategies.audio_reference import STRATEGY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,7 @@ ARM_SPECS: dict[str, tuple[bool, str]] = {
     "base": (False, "negative"),
     "overlap": (True, "overlap"),
 }
-REFERENCE_SAMPLE_RATE = 16000  # the audio VAE's rate (the runner resamples anything else)
-STRATEGY_NAME = "audio_reference"
+REFERENCE_SAMPLE_RATE = AUDIO_SAMPLE_RATE  # the audio VAE's rate (the runner resamples anything else)
 
 
 @dataclass
@@ -135,11 +135,11 @@ def _load_transformer(model_path: Path, lora: Path | None, device: torch.device)
 
 def _load_config_sections(path: Path) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
     """The stock ``ModelConfig``, the strategy config, the raw ``validation`` dict and ``acceleration`` dict."""
-    from ltx_audio_reference.cli import load_yaml  # noqa: PLC0415
+    from ltx_audio_reference.bridge.config import read_config_file  # noqa: PLC0415
     from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig  # noqa: PLC0415
     from ltx_trainer.config import ModelConfig  # noqa: PLC0415
 
-    data = load_yaml(path)
+    data = read_config_file(path)
     if "model" not in data:
         raise ValueError(f"{path} has no model section (model_path, text_encoder_path)")
     strategy = dict(data.get("training_strategy") or {"name": STRATEGY_NAME})
@@ -199,7 +199,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
     if settings.lora is None and any(ARM_SPECS[arm][0] for arm in settings.arms):
         raise ValueError("The lora and overlap arms need --lora; run only --arms base without one")
 
-    installation = bridge.install()
+    bridge.install()
     from ltx_trainer.config import ReferenceConditionConfig, ValidationConfig, ValidationSample  # noqa: PLC0415
     from ltx_trainer.progress import TrainingProgress  # noqa: PLC0415
     from ltx_trainer.validation_runner import ValidationRunner  # noqa: PLC0415
@@ -263,18 +263,15 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
     )
 
     measured: dict[str, list[tuple[PitchMeasurement, str]]] = {}
-    previous = (installation.active_strategy, installation.strategy_config)
-    try:
-        for fuse in (False, True):  # one transformer in memory at a time
-            arms_here = [arm for arm in settings.arms if ARM_SPECS[arm][0] == fuse]
-            if not arms_here:
-                continue
-            transformer = _load_transformer(Path(model.model_path), settings.lora if fuse else None, device)
-            for arm in arms_here:
-                placement = ARM_SPECS[arm][1]
-                installation.active_strategy = STRATEGY_NAME
-                installation.strategy_config = strategy_config.model_copy(update={"reference_positions": placement})
-                logger.info("Arm %s: generating %d samples (reference at %s positions)", arm, len(samples), placement)
+    for fuse in (False, True):  # one transformer in memory at a time
+        arms_here = [arm for arm in settings.arms if ARM_SPECS[arm][0] == fuse]
+        if not arms_here:
+            continue
+        transformer = _load_transformer(Path(model.model_path), settings.lora if fuse else None, device)
+        for arm in arms_here:
+            placement = ARM_SPECS[arm][1]
+            logger.info("Arm %s: generating %d samples (reference at %s positions)", arm, len(samples), placement)
+            with bridge.reference_placement(strategy_config.model_copy(update={"reference_positions": placement})):
                 results = runner.run(
                     transformer=transformer,
                     step=0,
@@ -282,10 +279,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
                     device=device,
                     progress=TrainingProgress(enabled=False, total_steps=1),
                 )
-                measured[arm] = [_measure_file(path) for _, path in sorted(results)]
-            del transformer
-    finally:
-        installation.active_strategy, installation.strategy_config = previous
+            measured[arm] = [_measure_file(path) for _, path in sorted(results)]
+        del transformer
 
     from ltx_audio_reference.evaluation.sweep_stats import summarize_arm  # noqa: PLC0415
 
@@ -310,8 +305,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         "slope": "OLS of output F0 on reference F0, both in semitones; percentile bootstrap over the pairs",
         "arms": {arm: result.to_dict() for arm, result in arms.items()},
     }
-    json_path = out / "sweep.json"
-    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    json_path = atomic_write_json(out / "sweep.json", document)
     title = f"Pitch sweep: {settings.lora.name if settings.lora else 'base only'}"
     plot_path = plot_sweep(list(arms.values()), out / "sweep.png", title=title)
     return SweepResult(arms=arms, json_path=json_path, plot_path=plot_path, document=document)
@@ -322,111 +316,3 @@ def _measure_file(path: Path) -> tuple[PitchMeasurement, str]:
 
     waveform, sample_rate = read_audio(path)
     return measure_pitch(waveform, sample_rate), str(path)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _parse_dims(value: str | None) -> tuple[int, int, int] | None:
-    if value is None:
-        return None
-    try:
-        width, height, frames = (int(v) for v in value.replace("x", ",").split(","))
-    except ValueError as e:
-        raise typer.BadParameter(f"expected WIDTH,HEIGHT,FRAMES such as 512,512,121, got {value!r}") from e
-    return width, height, frames
-
-
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    import yaml  # noqa: PLC0415
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--validation")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
-def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
-    config: Annotated[
-        Path,
-        typer.Argument(help="The training YAML: model paths, validation (guidance, dims, steps), strategy placement."),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for references, outputs, sweep.json, sweep.png.")],
-    lora: Annotated[Path | None, typer.Option("--lora", help="The LoRA to evaluate (lora and overlap arms).")] = None,
-    arms: Annotated[str, typer.Option("--arms", help="Comma-separated arms: lora, base, overlap.")] = ",".join(ARMS),
-    prompt: Annotated[
-        str | None, typer.Option("--prompt", help="Fixed prompt (default: the config's first validation prompt).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Fixed seed (default: validation.seed).")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Consecutive seeds per tone (more points).")] = 1,
-    tones: Annotated[int, typer.Option("--tones", min=2, help="Reference tones, log-spaced.")] = 8,
-    f0_min: Annotated[float, typer.Option("--f0-min", help="Lowest reference F0 (Hz).")] = 90.0,
-    f0_max: Annotated[float, typer.Option("--f0-max", help="Highest reference F0 (Hz).")] = 300.0,
-    steps: Annotated[
-        int | None, typer.Option("--steps", min=1, help="Denoising steps (default: validation's).")
-    ] = None,
-    video_dims: Annotated[
-        str | None, typer.Option("--video-dims", help="WIDTH,HEIGHT,FRAMES (default: validation.video_dims).")
-    ] = None,
-    audio_only: Annotated[
-        bool, typer.Option("--audio-only", help="Generate audio alone (no video stream, no video decoder).")
-    ] = False,
-    validation: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--validation",
-            help="Override a validation setting, KEY=VALUE with a YAML value (repeatable), e.g. audio_cfg_scale=5.",
-        ),
-    ] = None,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the CI.")] = 2000,
-    device: Annotated[str | None, typer.Option("--device", help="Torch device (default: cuda if available).")] = None,
-) -> None:
-    """Pitch sweep: output F0 against reference F0 for the LoRA, the base model and the overlap ablation."""
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
-    settings = SweepSettings(
-        config=config,
-        out=out,
-        lora=lora,
-        arms=[a.strip() for a in arms.split(",") if a.strip()],
-        prompt=prompt,
-        seed=seed,
-        num_seeds=seeds,
-        num_tones=tones,
-        f0_min_hz=f0_min,
-        f0_max_hz=f0_max,
-        inference_steps=steps,
-        video_dims=_parse_dims(video_dims),
-        generate_video=not audio_only,
-        bootstrap=bootstrap,
-        device=device,
-        validation_overrides=_parse_overrides(validation or []),
-    )
-    console = Console()
-    try:
-        result = run_sweep(settings)
-    except (ValueError, ModuleNotFoundError) as e:
-        console.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from e
-
-    table = Table(title="Pitch sweep: slope of output F0 on reference F0 (semitones)")
-    for column in ("arm", "slope", "95% CI", "voiced fraction", "voiced outputs"):
-        table.add_column(column, justify="left" if column == "arm" else "right")
-    for arm in result.arms.values():
-        fit = arm.fit
-        slope = "-" if fit.slope is None else f"{fit.slope:.3f}"
-        ci = "-" if fit.ci_low is None else f"[{fit.ci_low:.3f}, {fit.ci_high:.3f}]"
-        table.add_row(arm.arm, slope, ci, f"{arm.voiced_fraction:.0%}", f"{arm.voiced_outputs}/{len(arm.outputs)}")
-    console.print(table)
-    console.print(f"Wrote {result.json_path} and {result.plot_path}", highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``eval`` to the ``audio-reference`` command group."""
-    app.command("eval")(eval_command)

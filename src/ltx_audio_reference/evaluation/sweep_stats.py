@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ltx_audio_reference.reliability.files import atomic_file
+
 logger = logging.getLogger(__name__)
 
 SEMITONE_REFERENCE_HZ = 100.0
@@ -219,7 +221,7 @@ def summarize_arm(
 ARM_STYLES = {"lora": ("tab:blue", "o", 64), "base": ("tab:orange", "s", 36), "overlap": ("tab:green", "^", 20)}
 
 
-def plot_sweep(arms: Sequence[ArmResult], path: Path, *, title: str = "Pitch sweep") -> Path:
+def plot_sweep(arms: Sequence[ArmResult], path: Path, *, title: str = "Pitch sweep") -> Path:  # noqa: PLR0915
     """Reference F0 (x) against output F0 (y), one colour per arm, with each arm's fitted line.
 
     Voiced outputs are markers (a circle, square and triangle per arm, nested where arms coincide); unvoiced outputs
@@ -292,8 +294,9 @@ def plot_sweep(arms: Sequence[ArmResult], path: Path, *, title: str = "Pitch swe
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, loc="upper left")
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    try:
+        with atomic_file(Path(path)) as tmp:
+            figure.savefig(tmp)
+    finally:
+        plt.close(figure)
+    return Path(path)

@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ltx_audio_reference.conditioning import DEFAULT_REFERENCE_GAP_S
-from ltx_audio_reference.lora_targets import LoraPreset
+from ltx_audio_reference.layout import DEFAULT_REFERENCE_GAP_S
+from ltx_audio_reference.strategies.audio_reference import STRATEGY_NAME
+from ltx_audio_reference.strategies.audio_reference.lora_targets import LoraPreset
 
 # With ltx-trainer installed the config must subclass its base, so the stock config union and the trainer's
 # isinstance checks accept it. Without it (CI, `ltx-trainer check` on a laptop) a stand-in with the same contract lets
@@ -46,10 +47,10 @@ class AudioReferenceConfig(_StrategyConfigBase):
     """Audio-reference IC-LoRA: a clean reference audio clip steers joint audio+video generation.
 
     The reference tokens follow the target audio tokens at negative RoPE times (see
-    :mod:`ltx_audio_reference.conditioning`), carry no loss and, by default, timestep 0.
+    :mod:`.positions`), carry no loss and, by default, timestep 0.
     """
 
-    name: Literal["audio_reference"] = "audio_reference"
+    name: Literal["audio_reference"] = STRATEGY_NAME
 
     video_latents_dir: str = Field(
         default="latents",

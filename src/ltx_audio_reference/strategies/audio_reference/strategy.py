@@ -1,7 +1,8 @@
-"""The ``audio_reference`` strategy: an ltx-trainer ``TrainingStrategy`` adapter over :mod:`..conditioning`.
+"""The ``audio_reference`` strategy: an ltx-trainer ``TrainingStrategy`` adapter over :mod:`.inputs` and :mod:`.loss`.
 
 Only ltx-trainer's public strategy API is used here (``TrainingStrategy``, ``ModelInputs``, ``TimestepSampler``);
-all of the math is in :mod:`ltx_audio_reference.conditioning`, which the tier-1 tests cover without ltx-trainer.
+all of the math is in :mod:`.positions`, :mod:`.inputs` and :mod:`.loss`, which the tier-1 tests cover without
+ltx-trainer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 from torch import Tensor
 
 import ltx_audio_reference
-from ltx_audio_reference import conditioning, randomness
+from ltx_audio_reference.reliability import determinism
+from ltx_audio_reference.strategies.audio_reference import inputs as step_inputs
 from ltx_audio_reference.strategies.audio_reference.config import (
     AUDIO_LATENTS_KEY,
     CONDITIONS_KEY,
@@ -20,6 +22,8 @@ from ltx_audio_reference.strategies.audio_reference.config import (
     VIDEO_LATENTS_KEY,
     AudioReferenceConfig,
 )
+from ltx_audio_reference.strategies.audio_reference.loss import audio_reference_loss
+from ltx_audio_reference.strategies.audio_reference.positions import patchify_audio, patchify_video
 from ltx_trainer.timestep_samplers import TimestepSampler
 from ltx_trainer.training_strategies import ModelInputs, TrainingStrategy
 
@@ -29,7 +33,8 @@ class AudioReferenceStrategy(TrainingStrategy):
 
     Each step generates the target audio (and, by default, the video) while a clean reference audio clip sits after
     the target audio tokens at negative RoPE times, with timestep 0 and no loss. Inside a training step of the
-    bridge, each sample's sigma and noise come from its own seeds (:mod:`ltx_audio_reference.randomness`) unless
+    bridge, each sample's sigma and noise come from its own seeds
+    (:mod:`ltx_audio_reference.reliability.determinism`) unless
     ``per_sample_noise`` is false.
     """
 
@@ -63,32 +68,32 @@ class AudioReferenceStrategy(TrainingStrategy):
         reference = batch[REFERENCE_AUDIO_LATENTS_KEY]
         text = batch[CONDITIONS_KEY]
 
-        video_tokens = conditioning.patchify_video(video["latents"])
-        grid = conditioning.VideoGrid(
+        video_tokens = patchify_video(video["latents"])
+        grid = step_inputs.VideoGrid(
             frames=_first_int(video["num_frames"]),
             height=_first_int(video["height"]),
             width=_first_int(video["width"]),
-            fps=conditioning.resolve_fps(video.get("fps")),
+            fps=step_inputs.resolve_fps(video.get("fps")),
         )
-        audio_latents = conditioning.stack_audio_latents(
+        audio_latents = step_inputs.stack_audio_latents(
             audio["latents"], what="target audio", lengths=audio.get("num_time_steps")
         )
-        reference_latents = conditioning.stack_audio_latents(
+        reference_latents = step_inputs.stack_audio_latents(
             reference["latents"], what="reference audio", lengths=reference.get("num_time_steps")
         )
 
         sample_sigmas, generator = timestep_sampler.sample_for, None
-        key = randomness.current_key() if self.config.per_sample_noise else None
+        key = determinism.current_key() if self.config.per_sample_noise else None
         if key is not None and batch.get("idx") is not None:
-            draws = randomness.SampleDraws(key, batch["idx"], device=audio_latents.device)
+            draws = determinism.SampleDraws(key, batch["idx"], device=audio_latents.device)
             sample_sigmas = functools.partial(draws.sigmas, timestep_sampler.sample_for)
             generator = draws.generators()
 
-        prepared = conditioning.prepare_audio_reference_inputs(
+        prepared = step_inputs.prepare_audio_reference_inputs(
             video_tokens=video_tokens,
             video_grid=grid,
-            audio_tokens=conditioning.patchify_audio(audio_latents),
-            reference_tokens=conditioning.patchify_audio(reference_latents),
+            audio_tokens=patchify_audio(audio_latents),
+            reference_tokens=patchify_audio(reference_latents),
             video_context=text["video_prompt_embeds"],
             audio_context=text["audio_prompt_embeds"],
             context_mask=text["prompt_attention_mask"],
@@ -111,7 +116,7 @@ class AudioReferenceStrategy(TrainingStrategy):
         Returns:
             ``[B]`` per-sample loss (the trainer reduces it).
         """
-        return conditioning.audio_reference_loss(
+        return audio_reference_loss(
             video_pred=video_pred,
             audio_pred=audio_pred,
             video_targets=inputs.video_targets,

@@ -116,8 +116,8 @@ def setup_block_swap(
     """
     import torch  # noqa: PLC0415
 
-    from ltx_audio_reference.blockswap.engine import (  # noqa: PLC0415
-        BlockSwapEngine,
+    from ltx_audio_reference.blockswap.engine import BlockSwapEngine  # noqa: PLC0415
+    from ltx_audio_reference.blockswap.tensors import (  # noqa: PLC0415
         block_frozen_bytes,
         find_transformer,
         freeze_base_weights,

@@ -1,15 +1,8 @@
-"""Audio-reference conditioning: the pure math of the ``audio_reference`` IC-LoRA strategy.
+"""One ``audio_reference`` training step's inputs: noise, timesteps, masks and the assembled modalities.
 
-The reference is an audio clip only. Its tokens are appended after the target audio tokens (``[target | reference]``,
-the order ltx-core's ``AudioConditionByReferenceLatent`` uses at inference), carry no loss, and sit at **negative**
-RoPE time positions: shifted so the last reference token ends ``gap_s`` seconds (default one audio latent, 0.04 s)
-before the first target token starts. With the default gap this is exactly the inference formula of LTX-2's DubIt
-pipeline, ``positions - ref_end - 0.04``. Token durations are preserved (a pure translation).
-
-Everything here depends on torch and ltx-core only, never on ltx-trainer, so the tier-1 tests cover all of it. The
-training strategy (:mod:`ltx_audio_reference.strategies.audio_reference.strategy`) is a thin adapter around
-:func:`prepare_audio_reference_inputs` and :func:`audio_reference_loss`, and validation places the reference through
-:func:`audio_reference_conditioner`, which uses the same position function as training.
+Video and audio are generated together; the reference (placed by :mod:`.positions`) is clean, with timestep 0 and no
+loss; first-frame conditioning is off unless ``first_frame_conditioning_p`` asks for it. Torch and ltx-core only:
+the ltx-trainer strategy (:mod:`.strategy`) is a thin adapter over :func:`prepare_audio_reference_inputs`.
 
 Shapes: ``B`` batch, ``N`` video tokens, ``T`` target audio tokens, ``R`` reference audio tokens, ``C`` channels.
 """
@@ -19,193 +12,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
 
-from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier, get_pixel_coords
+from ltx_audio_reference.layout import DEFAULT_FPS, DEFAULT_REFERENCE_GAP_S
+from ltx_audio_reference.strategies.audio_reference.positions import (
+    ReferenceOptions,
+    ReferencePositionMode,
+    audio_positions,
+    reference_denoise_value,
+    reference_positions,
+    video_positions,
+)
 from ltx_core.model.transformer.modality import Modality
-from ltx_core.types import AudioLatentShape, SpatioTemporalScaleFactors, VideoLatentShape
 
 logger = logging.getLogger(__name__)
-
-ReferencePositionMode = Literal["negative", "overlap"]
-
-#: Seconds covered by one audio latent: hop 160 samples x 4 (VAE downsampling) / 16 kHz.
-AUDIO_LATENT_SECONDS = 0.04
-#: Default silence between the end of the reference and the start of the target (one audio latent, as in DubIt).
-DEFAULT_REFERENCE_GAP_S = AUDIO_LATENT_SECONDS
-#: Frame rate assumed when the video latents carry no ``fps`` (the stock trainer's default).
-DEFAULT_FPS = 24.0
-
-# Audio latents are [B, 8, T, 16]; the patchifier flattens channels x mel bins into 128 features per token.
-_AUDIO_LATENT_CHANNELS = 8
-_AUDIO_MEL_BINS = 16
-_VIDEO_LATENT_CHANNELS = 128
-
-_AUDIO_PATCHIFIER = AudioPatchifier(patch_size=1)
-_VIDEO_PATCHIFIER = VideoLatentPatchifier(patch_size=1)
-
-
-class ReferenceOptions(Protocol):
-    """The strategy settings this module reads (``AudioReferenceConfig`` satisfies it)."""
-
-    reference_positions: ReferencePositionMode
-    reference_gap_s: float
-    reference_strength: float
-    first_frame_conditioning_p: float
-    generate_video: bool
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Tokens and positions
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def patchify_audio(latents: Tensor) -> Tensor:
-    """Flatten audio VAE latents ``[B, 8, T, 16]`` into tokens ``[B, T, 128]`` with ltx-core's patchifier.
-
-    Raises:
-        ValueError: If ``latents`` is not 4-D.
-    """
-    if latents.ndim != 4:
-        raise ValueError(
-            f"Audio latents must be [batch, channels, time, mel_bins] (4-D), got shape {tuple(latents.shape)}. "
-            "Re-run the audio precompute; legacy patchified [time, features] files are not supported."
-        )
-    return _AUDIO_PATCHIFIER.patchify(latents)
-
-
-def patchify_video(latents: Tensor) -> Tensor:
-    """Flatten video VAE latents ``[B, 128, F, H, W]`` into tokens ``[B, F*H*W, 128]`` with ltx-core's patchifier.
-
-    Raises:
-        ValueError: If ``latents`` is not 5-D.
-    """
-    if latents.ndim != 5:
-        raise ValueError(
-            f"Video latents must be [batch, channels, frames, height, width] (5-D), got shape {tuple(latents.shape)}"
-        )
-    return _VIDEO_PATCHIFIER.patchify(latents)
-
-
-def audio_positions(num_tokens: int, batch_size: int, device: torch.device | str | None = None) -> Tensor:
-    """RoPE positions of ``num_tokens`` audio latents starting at time 0, from ltx-core's ``AudioPatchifier``.
-
-    Args:
-        num_tokens: Number of audio latents (tokens).
-        batch_size: Batch size.
-        device: Device of the result.
-
-    Returns:
-        ``[B, 1, num_tokens, 2]`` float32 ``[start, end)`` times in seconds. The causal VAE makes the first token
-        shorter (0.01 s); every other token covers 0.04 s.
-    """
-    if num_tokens <= 0:
-        raise ValueError(f"An audio clip needs at least one latent, got {num_tokens}")
-    shape = AudioLatentShape(
-        batch=batch_size, channels=_AUDIO_LATENT_CHANNELS, frames=num_tokens, mel_bins=_AUDIO_MEL_BINS
-    )
-    device = torch.device(device) if device is not None else None
-    return _AUDIO_PATCHIFIER.get_patch_grid_bounds(output_shape=shape, device=device).to(torch.float32)
-
-
-def video_positions(
-    num_frames: int,
-    height: int,
-    width: int,
-    batch_size: int,
-    fps: float,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """RoPE positions of a latent video grid, as the stock strategies compute them.
-
-    Returns:
-        ``[B, 3, F*H*W, 2]`` float32 pixel-space bounds; the time axis is in seconds (causal first frame).
-    """
-    shape = VideoLatentShape(
-        batch=batch_size, channels=_VIDEO_LATENT_CHANNELS, frames=num_frames, height=height, width=width
-    )
-    device = torch.device(device) if device is not None else None
-    latent_coords = _VIDEO_PATCHIFIER.get_patch_grid_bounds(output_shape=shape, device=device)
-    pixel_coords = get_pixel_coords(
-        latent_coords=latent_coords, scale_factors=SpatioTemporalScaleFactors.default(), causal_fix=True
-    ).float()
-    pixel_coords[:, 0, ...] = pixel_coords[:, 0, ...] / fps
-    return pixel_coords
-
-
-def shift_reference_positions(
-    positions: Tensor,
-    *,
-    mode: ReferencePositionMode = "negative",
-    gap_s: float = DEFAULT_REFERENCE_GAP_S,
-    target_start: float | Tensor = 0.0,
-) -> Tensor:
-    """Move reference positions that start at 0 into their place relative to the target.
-
-    Args:
-        positions: ``[B, 1, R, 2]`` reference positions as :func:`audio_positions` builds them (starting at 0).
-        mode: ``"negative"``: the last reference token ends ``gap_s`` seconds before ``target_start``.
-            ``"overlap"``: the reference starts at ``target_start`` and overlaps the target in time, the layout of
-            the stock ``flexible`` strategy and validation runner (kept for ablations).
-        gap_s: Seconds between the reference end and the target start (``"negative"`` only).
-        target_start: Start time of the first target token (0 for every target built by ltx-core).
-
-    Returns:
-        Float32 positions of the same shape. In ``"negative"`` mode with ``target_start == 0`` this equals, bit for
-        bit, DubIt's ``positions - ref_end - gap_s`` where ``ref_end`` is the end of the last reference token.
-
-    Raises:
-        ValueError: For an unknown mode or a negative gap.
-    """
-    positions = positions.to(torch.float32)
-    if mode == "overlap":
-        return positions + target_start
-    if mode != "negative":
-        raise ValueError(f"Unknown reference position mode {mode!r}; use 'negative' or 'overlap'")
-    if gap_s < 0:
-        raise ValueError(f"reference gap must be >= 0 seconds, got {gap_s}")
-    # Same operation order as DubIt (subtract ref_end, then the gap) so the float32 results match exactly;
-    # adding a zero target start afterwards is exact as well.
-    ref_end = positions[:, :, -1, 1].amax()
-    return positions - ref_end - gap_s + target_start
-
-
-def reference_positions(
-    num_tokens: int,
-    batch_size: int,
-    *,
-    mode: ReferencePositionMode = "negative",
-    gap_s: float = DEFAULT_REFERENCE_GAP_S,
-    target_positions: Tensor | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """RoPE positions of ``num_tokens`` reference audio latents placed for the ``audio_reference`` strategy.
-
-    Training (:func:`prepare_audio_reference_inputs`) and validation (:func:`audio_reference_conditioner`) both call
-    this function, so the two can never disagree.
-
-    Args:
-        num_tokens: Number of reference latents ``R``.
-        batch_size: Batch size.
-        mode: ``"negative"`` (default) or ``"overlap"``; see :func:`shift_reference_positions`.
-        gap_s: Seconds between the reference end and the target start (``"negative"`` only).
-        target_positions: ``[B, 1, T, 2]`` target audio positions; the reference is placed relative to their
-            earliest start. None means the target starts at 0.
-        device: Device of the result (defaults to that of ``target_positions``).
-
-    Returns:
-        ``[B, 1, R, 2]`` float32 ``[start, end)`` seconds.
-    """
-    target_start: float | Tensor = 0.0
-    if target_positions is not None:
-        target_start = target_positions[:, 0, :, 0].amin().to(torch.float32)
-        device = device if device is not None else target_positions.device
-    positions = audio_positions(num_tokens, batch_size, device=device)
-    return shift_reference_positions(positions, mode=mode, gap_s=gap_s, target_start=target_start)
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Noise, timesteps, masks
@@ -252,13 +74,6 @@ def noise_target(clean: Tensor, sigmas: Tensor, noise: Tensor) -> tuple[Tensor, 
     """
     s = sigmas.view(-1, 1, 1).to(clean.dtype)
     return (1 - s) * clean + s * noise, noise - clean
-
-
-def reference_denoise_value(reference_strength: float) -> float:
-    """The denoise-mask value of reference tokens at inference: ``1 - strength`` (0.0 = clean)."""
-    if not 0.0 <= reference_strength <= 1.0:
-        raise ValueError(f"reference_strength must be in [0, 1], got {reference_strength}")
-    return 1.0 - reference_strength
 
 
 def noise_reference(
@@ -667,104 +482,6 @@ def prepare_audio_reference_inputs(
         audio_loss_mask=audio.loss_mask,
         num_target_audio_tokens=audio.num_target_tokens,
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Loss
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def masked_mse(pred: Tensor, targets: Tensor, loss_mask: Tensor) -> Tensor:
-    """Per-sample mean squared error over the tokens where ``loss_mask`` is True.
-
-    Args:
-        pred: ``[B, L, C]`` predictions.
-        targets: ``[B, L, C]`` targets.
-        loss_mask: ``[B, L]`` bool.
-
-    Returns:
-        ``[B]`` float32; a sample without any masked-in token contributes 0.
-    """
-    if pred.shape != targets.shape:
-        raise ValueError(f"Prediction {tuple(pred.shape)} and target {tuple(targets.shape)} shapes differ")
-    if loss_mask.shape != pred.shape[:2]:
-        raise ValueError(f"Loss mask {tuple(loss_mask.shape)} does not match tokens {tuple(pred.shape[:2])}")
-    weights = loss_mask.to(torch.float32).unsqueeze(-1)
-    squared = (pred.float() - targets.float()).pow(2) * weights
-    count = weights.sum(dim=(1, 2)) * pred.shape[-1]
-    return squared.sum(dim=(1, 2)) / count.clamp(min=1.0)
-
-
-def audio_reference_loss(
-    *,
-    video_pred: Tensor | None,
-    audio_pred: Tensor | None,
-    video_targets: Tensor | None,
-    video_loss_mask: Tensor | None,
-    audio_targets: Tensor,
-    audio_loss_mask: Tensor,
-    video_loss_weight: float = 1.0,
-    audio_loss_weight: float = 1.0,
-) -> Tensor:
-    """Weighted loss on the target audio and the generated video, per sample.
-
-    Reference tokens never count: ``audio_loss_mask`` is False on them. A term with weight 0 is not computed.
-
-    Returns:
-        ``[B]`` float32 ``video_loss_weight * video_mse + audio_loss_weight * audio_mse``.
-
-    Raises:
-        ValueError: If a weighted term lacks its prediction, or no term is weighted.
-    """
-    total: Tensor | None = None
-    if audio_loss_weight > 0:
-        if audio_pred is None:
-            raise ValueError("audio_loss_weight > 0 but the model returned no audio prediction")
-        total = audio_loss_weight * masked_mse(audio_pred, audio_targets, audio_loss_mask)
-    if video_loss_weight > 0 and video_targets is not None:
-        if video_pred is None or video_loss_mask is None:
-            raise ValueError("video_loss_weight > 0 but the model returned no video prediction")
-        video_term = video_loss_weight * masked_mse(video_pred, video_targets, video_loss_mask)
-        total = video_term if total is None else total + video_term
-    if total is None:
-        raise ValueError(
-            "Nothing to train: both loss terms are off. Set audio_loss_weight > 0, or generate_video: true with "
-            "video_loss_weight > 0."
-        )
-    return total
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Validation / inference placement
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def audio_reference_conditioner(
-    ref_tokens: Tensor,
-    target_positions: Tensor,
-    strategy_config: ReferenceOptions,
-) -> tuple[Tensor, float]:
-    """Place reference audio tokens for validation exactly as training does (a ``ReferenceConditioner``).
-
-    Args:
-        ref_tokens: ``[B, R, C]`` patchified reference tokens.
-        target_positions: ``[B, 1, T, 2]`` positions of the target audio being generated.
-        strategy_config: The strategy config (reads ``reference_positions``, ``reference_gap_s`` and
-            ``reference_strength``).
-
-    Returns:
-        ``(positions, denoise_value)``: ``[B, 1, R, 2]`` float32 reference positions, and the denoise-mask value
-        of the reference tokens (0.0 = clean).
-    """
-    positions = reference_positions(
-        ref_tokens.shape[1],
-        ref_tokens.shape[0],
-        mode=strategy_config.reference_positions,
-        gap_s=strategy_config.reference_gap_s,
-        target_positions=target_positions,
-        device=ref_tokens.device,
-    )
-    return positions, reference_denoise_value(strategy_config.reference_strength)
 
 
 def resolve_fps(fps: Tensor | Sequence[float] | float | None, default: float = DEFAULT_FPS) -> float:

@@ -17,7 +17,7 @@ import pluggy
 from pydantic import ValidationError
 
 from ltx_audio_reference import bridge
-from ltx_audio_reference.datacheck import Problem, check_dataset
+from ltx_audio_reference.data.check import Problem, check_dataset
 from ltx_audio_reference.registry import StrategyRegistry
 
 logger = logging.getLogger(__name__)

@@ -31,6 +31,13 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, processors
 
+from ltx_audio_reference.layout import (
+    AUDIO_LATENT_CHANNELS,
+    AUDIO_LATENT_SECONDS,
+    AUDIO_MEL_BINS,
+    PROMPT_LENGTH_MULTIPLE,
+    VIDEO_LATENT_CHANNELS,
+)
 from ltx_core.model.transformer.model import LTXModel
 from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
 
@@ -82,13 +89,6 @@ TINY_TRANSFORMER_CONFIG: dict[str, Any] = {
 TINY_GEMMA_HIDDEN_SIZE = 64
 TINY_GEMMA_NUM_HIDDEN_LAYERS = 1
 
-# Latent layouts written by ltx-trainer's preprocessing.
-VIDEO_LATENT_CHANNELS = 128
-AUDIO_LATENT_CHANNELS = 8
-AUDIO_FREQUENCY_BINS = 16
-AUDIO_LATENT_SECONDS = 0.04  # 16 kHz, hop 160, x4 temporal downsampling
-PROMPT_LENGTH_MULTIPLE = 128  # the text connectors tile 128 learnable registers over the padding
-
 # Checkpoint key prefixes ltx-core's state-dict ops expect.
 TRANSFORMER_PREFIX = "model.diffusion_model."
 FEATURE_EXTRACTOR_PREFIX = "text_embedding_projection.aggregate_embed."
@@ -97,16 +97,15 @@ AUDIO_CONNECTOR_PREFIX = "model.diffusion_model.audio_embeddings_connector."
 
 #: LTX-2.3-class block width (32x128 video heads, 32x64 audio heads, gated attention, cross-attention AdaLN, about
 #: 387 M parameters a block) with the tiny text side; for GPU runs of the stock trainer on real-size blocks.
-FULL_WIDTH_OVERRIDES: dict[str, Any] = {
+FULL_WIDTH_DIMS: dict[str, int] = {
     "num_attention_heads": 32,
     "attention_head_dim": 128,
     "audio_num_attention_heads": 32,
     "audio_attention_head_dim": 64,
     "cross_attention_dim": 4096,
     "audio_cross_attention_dim": 2048,
-    "apply_gated_attention": True,
-    "cross_attention_adaln": True,
 }
+FULL_WIDTH_OVERRIDES: dict[str, Any] = {**FULL_WIDTH_DIMS, "apply_gated_attention": True, "cross_attention_adaln": True}
 
 DATASET_FOLDERS = ("conditions", "latents", "audio_latents", "reference_audio_latents")
 
@@ -407,7 +406,7 @@ def write_synthetic_dataset(  # noqa: PLR0913
         (root / folder).mkdir(parents=True, exist_ok=True)
 
     generator = torch.Generator().manual_seed(seed)
-    target_shape = (AUDIO_LATENT_CHANNELS, audio_steps, AUDIO_FREQUENCY_BINS)
+    target_shape = (AUDIO_LATENT_CHANNELS, audio_steps, AUDIO_MEL_BINS)
     for index in range(num_samples):
         name = f"sample_{index:03d}.pt"
         valid = int(torch.randint(1, prompt_len + 1, (1,), generator=generator))
@@ -435,7 +434,7 @@ def write_synthetic_dataset(  # noqa: PLR0913
             root / "latents" / name,
         )
 
-        reference = torch.randn(AUDIO_LATENT_CHANNELS, reference_steps, AUDIO_FREQUENCY_BINS, generator=generator)
+        reference = torch.randn(AUDIO_LATENT_CHANNELS, reference_steps, AUDIO_MEL_BINS, generator=generator)
         if reference_fn is None:
             target = torch.randn(target_shape, generator=generator)
         else:

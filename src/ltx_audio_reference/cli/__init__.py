@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
 from ltx_audio_reference import __version__
+from ltx_audio_reference.errors import ConfigurationError, NonFiniteError
 from ltx_audio_reference.plugins import collect_strategies, get_plugin_manager
-from ltx_audio_reference.registry import STOCK_STRATEGIES, ConfigurationError
+from ltx_audio_reference.registry import STOCK_STRATEGIES
 
 logger = logging.getLogger(__name__)
 console = Console()
@@ -41,15 +41,12 @@ def load_yaml(path: Path) -> dict[str, Any]:
     Raises:
         typer.BadParameter: If the file is missing, is not YAML, or is not a mapping.
     """
-    if not path.is_file():
-        raise typer.BadParameter(f"Configuration file {path} does not exist", param_hint="CONFIG")
+    from ltx_audio_reference.bridge.config import read_config_file  # noqa: PLC0415
+
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise typer.BadParameter(f"{path} is not valid YAML: {e}", param_hint="CONFIG") from e
-    if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path} must hold a mapping of config sections", param_hint="CONFIG")
-    return data
+        return read_config_file(path)
+    except ConfigurationError as e:
+        raise typer.BadParameter(str(e), param_hint="CONFIG") from e
 
 
 def apply_strategy_override(data: dict[str, Any], strategy: str | None, available: list[str]) -> dict[str, Any]:
@@ -100,7 +97,7 @@ StrategyOpt = Annotated[
 ]
 
 
-def train(
+def train_command(
     config: ConfigArg,
     strategy: StrategyOpt = None,
     disable_progress_bars: Annotated[
@@ -112,8 +109,7 @@ def train(
     from pydantic import ValidationError  # noqa: PLC0415
 
     from ltx_audio_reference import bridge  # noqa: PLC0415
-    from ltx_audio_reference.checks import validation_lines  # noqa: PLC0415
-    from ltx_audio_reference.reliability import NonFiniteError  # noqa: PLC0415
+    from ltx_audio_reference.cli.check import validation_lines  # noqa: PLC0415
 
     try:
         installation = bridge.install()
@@ -146,7 +142,7 @@ def train(
         logger.info("Saved %s (%.2f steps/s)", saved_path, stats.steps_per_second)
 
 
-def strategies() -> None:
+def strategies_command() -> None:
     """List every training strategy: the stock ones and those registered by plugins."""
     registry = collect_strategies()
     table = Table(title="Training strategies")
@@ -161,7 +157,7 @@ def strategies() -> None:
     console.print(table)
 
 
-def check(
+def check_command(
     config: ConfigArg,
     strategy: StrategyOpt = None,
     max_files: Annotated[
@@ -170,7 +166,7 @@ def check(
     ] = None,
 ) -> None:
     """Validate a config and its preprocessed data without loading any model. Writes nothing."""
-    from ltx_audio_reference.checks import check_config  # noqa: PLC0415
+    from ltx_audio_reference.cli.check import check_config  # noqa: PLC0415
 
     registry = collect_strategies()
     data = apply_strategy_override(load_yaml(config), strategy, registry.available())
@@ -205,12 +201,13 @@ def build_app() -> typer.Typer:
     ) -> None:
         _setup_logging(verbose)
 
-    app.command()(train)
-    app.command()(strategies)
-    app.command()(check)
-    from ltx_audio_reference.demo import demo  # noqa: PLC0415
+    # Named *_command: the ``check`` and ``demo`` submodules of this package would shadow same-named functions.
+    app.command("train")(train_command)
+    app.command("strategies")(strategies_command)
+    app.command("check")(check_command)
+    from ltx_audio_reference.cli.demo import demo_command  # noqa: PLC0415
 
-    app.command()(demo)
+    app.command("demo")(demo_command)
     get_plugin_manager().hook.register_commands(cli=app)
     return app
 

@@ -6,7 +6,7 @@ as ltx-trainer writes ``audio_latents/``. Only the width is cut: one residual bl
 the same 128 channels on every level. (128 is fixed: the per-channel statistics have ``ch`` entries and normalise the
 patchified ``8 * 16`` latent features.) It encodes a second of audio on CPU in well under a second.
 
-Works with ltx-core 1.0.0 and 1.2.0, with or without torchaudio (see :mod:`ltx_audio_reference.data.frontend`).
+Works with ltx-core 1.0.0 and 1.2.0, with or without torchaudio (see :mod:`ltx_audio_reference.data.mel`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ltx_audio_reference.data.frontend import import_audio_vae
+from ltx_audio_reference.data.mel import import_audio_vae
 
 logger = logging.getLogger(__name__)
 

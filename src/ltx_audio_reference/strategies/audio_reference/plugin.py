@@ -6,21 +6,23 @@ check, the validation conditioner (negative reference positions) and checkpoint 
 
 from __future__ import annotations
 
-from typing import Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from ltx_audio_reference.hookspecs import hookimpl
-from ltx_audio_reference.registry import (
-    CheckpointMetadata,
-    ConditionerRegistry,
-    LoraContext,
-    ModelContext,
-    StrategyRegistry,
-)
+from ltx_audio_reference.strategies.audio_reference import STRATEGY_NAME
+
+if TYPE_CHECKING:
+    import typer
+
+    from ltx_audio_reference.registry import (
+        CheckpointMetadata,
+        ConditionerRegistry,
+        LoraContext,
+        ModelContext,
+        StrategyRegistry,
+    )
 
 PLUGIN_NAME = "audio_reference"
-STRATEGY_NAME = "audio_reference"
 
 
 def _audio_reference_config(config: Any) -> Any | None:  # noqa: ANN401
@@ -40,17 +42,16 @@ def register_strategies(register: StrategyRegistry) -> None:
 
 @hookimpl
 def register_commands(cli: typer.Typer) -> None:
-    """Add the ``audio-reference`` command group (only once it has commands)."""
-    from ltx_audio_reference.commands import COMMAND_MODULES, build_audio_reference_app  # noqa: PLC0415
+    """Add the ``audio-reference`` command group (its commands live in the CLI package)."""
+    from ltx_audio_reference.cli.audio_reference import build_audio_reference_app  # noqa: PLC0415
 
-    if COMMAND_MODULES:
-        cli.add_typer(build_audio_reference_app(), name="audio-reference")
+    cli.add_typer(build_audio_reference_app(), name="audio-reference")
 
 
 @hookimpl
 def register_reference_conditioners(register: ConditionerRegistry) -> None:
     """Validation places the reference with the same function training uses."""
-    from ltx_audio_reference.conditioning import audio_reference_conditioner  # noqa: PLC0415
+    from ltx_audio_reference.strategies.audio_reference.positions import audio_reference_conditioner  # noqa: PLC0415
 
     register(STRATEGY_NAME, "audio", audio_reference_conditioner)
 
@@ -96,7 +97,7 @@ def configure_lora(context: LoraContext) -> None:
     strategy = _audio_reference_config(context.config)
     if strategy is None:
         return
-    from ltx_audio_reference.lora_targets import expand_lora_targets  # noqa: PLC0415
+    from ltx_audio_reference.strategies.audio_reference.lora_targets import expand_lora_targets  # noqa: PLC0415
 
     context.target_modules[:] = expand_lora_targets(context.model, strategy.lora_preset, context.target_modules)
 
@@ -107,7 +108,7 @@ def configure_model(context: ModelContext) -> None:
     strategy = _audio_reference_config(context.config)
     if strategy is None:
         return
-    from ltx_audio_reference.lora_targets import assert_only_allowed_trainable  # noqa: PLC0415
+    from ltx_audio_reference.strategies.audio_reference.lora_targets import assert_only_allowed_trainable  # noqa: PLC0415
 
     custom = context.config.lora.target_modules if strategy.lora_preset == "custom" else ()
     context.notes["lora_trainable_tensors"] = assert_only_allowed_trainable(context.model, strategy.lora_preset, custom)

@@ -1,8 +1,8 @@
 """Tiny random decoders and text-encoder weights, so the kit's tiny checkpoint can *generate*, not only train.
 
-The kit's checkpoint (:func:`ltx_audio_reference.kit.write_tiny_checkpoint`) carries the transformer and the text
-connectors only, and its Gemma folder has no weights, which is enough to train with validation off. Sampling through
-ltx-trainer's ``ValidationRunner`` also needs:
+The kit's checkpoint (:func:`ltx_audio_reference.testing.tiny_model.write_tiny_checkpoint`) carries the
+transformer and the text connectors only, and its Gemma folder has no weights, which is enough to train with
+validation off. Sampling through ltx-trainer's ``ValidationRunner`` also needs:
 
 - a Gemma-3 text encoder with weights (prompt embeddings): :func:`write_tiny_gemma_weights` fills the kit's folder
   with a randomly initialised 1-layer Gemma-3 in the checkpoint layout ltx-core's loader maps;
@@ -10,11 +10,11 @@ ltx-trainer's ``ValidationRunner`` also needs:
   waveform), and a video VAE decoder: :func:`add_tiny_decoders` adds them to the checkpoint, with their ``config``
   sections, the way a full LTX-2 checkpoint holds them.
 
-The audio encoder is :mod:`ltx_audio_reference.data.tiny_audio_vae`'s (same config, same seed); the decoder shares its
-per-channel latent statistics. The audio VAE keeps the real interface (64 mel bins, hop 160 at 16 kHz, 8 x 16 latent
-features, x4 in time), the vocoder the real x240 upsampling to 24 kHz at a width of 64 channels, and the video decoder
-the default 32 x 32 x 8 compression with 8 channels. Everything is random: generated audio is noise-like, so numbers
-measured on it are meaningless; only the mechanics are real.
+The audio encoder is :mod:`ltx_audio_reference.testing.tiny_audio_vae`'s (same config, same seed); the decoder
+shares its per-channel latent statistics. The audio VAE keeps the real interface (64 mel bins, hop 160 at 16 kHz,
+8 x 16 latent features, x4 in time), the vocoder the real x240 upsampling to 24 kHz at a width of 64 channels,
+and the video decoder the default 32 x 32 x 8 compression with 8 channels. Everything is random: generated audio
+is noise-like, so numbers measured on it are meaningless; only the mechanics are real.
 """
 
 from __future__ import annotations
@@ -95,15 +95,15 @@ def _init_random(module: torch.nn.Module, prefix: str, seed: int) -> None:
 
 
 def _audio_vae_config() -> dict[str, Any]:
-    from ltx_audio_reference.data.tiny_audio_vae import tiny_audio_vae_config  # noqa: PLC0415
+    from ltx_audio_reference.testing.tiny_audio_vae import tiny_audio_vae_config  # noqa: PLC0415
 
     return tiny_audio_vae_config()
 
 
 def build_tiny_audio_decoder(seed: int = 0) -> torch.nn.Module:
     """The audio VAE decoder matching the tiny encoder, with seeded weights and the encoder's latent statistics."""
-    from ltx_audio_reference.data.frontend import import_audio_vae  # noqa: PLC0415
-    from ltx_audio_reference.data.tiny_audio_vae import build_tiny_audio_encoder  # noqa: PLC0415
+    from ltx_audio_reference.data.mel import import_audio_vae  # noqa: PLC0415
+    from ltx_audio_reference.testing.tiny_audio_vae import build_tiny_audio_encoder  # noqa: PLC0415
 
     decoder = _build(import_audio_vae().AudioDecoderConfigurator, _audio_vae_config())
     _init_random(decoder, "audio_vae.decoder.", seed)
@@ -116,7 +116,7 @@ def build_tiny_audio_decoder(seed: int = 0) -> torch.nn.Module:
 
 def build_tiny_vocoder(seed: int = 0) -> torch.nn.Module:
     """The tiny vocoder: 128 stereo mel features in, 2 channels at 24 kHz out (x240 per mel frame)."""
-    from ltx_audio_reference.data.frontend import import_audio_vae  # noqa: PLC0415
+    from ltx_audio_reference.data.mel import import_audio_vae  # noqa: PLC0415
 
     vocoder = _build(import_audio_vae().VocoderConfigurator, {"vocoder": copy.deepcopy(TINY_VOCODER_CONFIG)})
     _init_random(vocoder, "vocoder.", seed)
@@ -154,13 +154,13 @@ def add_tiny_decoders(checkpoint: Path, seed: int = 0) -> Path:
     from the same file as the transformer.
 
     Args:
-        checkpoint: A checkpoint written by :func:`ltx_audio_reference.kit.write_tiny_checkpoint`.
+        checkpoint: A checkpoint written by :func:`ltx_audio_reference.testing.tiny_model.write_tiny_checkpoint`.
         seed: Weight seed (the audio encoder is the data module's tiny encoder with this seed).
 
     Returns:
         ``checkpoint``.
     """
-    from ltx_audio_reference.data.tiny_audio_vae import build_tiny_audio_encoder  # noqa: PLC0415
+    from ltx_audio_reference.testing.tiny_audio_vae import build_tiny_audio_encoder  # noqa: PLC0415
 
     checkpoint = Path(checkpoint)
     with safe_open(str(checkpoint), "pt") as f:
@@ -207,7 +207,7 @@ def write_tiny_gemma_weights(text_encoder_dir: Path, seed: int = 0) -> Path:
     cache prompt embeddings for generation.
 
     Args:
-        text_encoder_dir: A folder written by :func:`ltx_audio_reference.kit.write_text_encoder_dir`.
+        text_encoder_dir: A folder written by :func:`ltx_audio_reference.testing.tiny_model.write_text_encoder_dir`.
         seed: Weight seed.
 
     Returns:

@@ -22,16 +22,18 @@ import logging
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ltx_audio_reference.hookspecs import hookimpl
-from ltx_audio_reference.registry import CheckpointContext
+from ltx_audio_reference.strategies.audio_reference import STRATEGY_NAME
+
+if TYPE_CHECKING:  # an entry point: loading the plugin manager must not import torch
+    import torch
+
+    from ltx_audio_reference.registry import CheckpointContext
 
 logger = logging.getLogger(__name__)
 
-STRATEGY_NAME = "audio_reference"
 #: Base seed of the paired forwards; batch ``b`` uses ``REF_GAP_SEED + b`` for both of its forwards.
 REF_GAP_SEED = 1_234_567
 
@@ -97,6 +99,8 @@ def measure_ref_gap(
     Raises:
         ValueError: If fewer than two samples are available, or a sample has no ``reference_key``.
     """
+    import torch  # noqa: PLC0415
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     indices = probe_indices(len(dataset), num_samples)

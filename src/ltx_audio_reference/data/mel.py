@@ -39,7 +39,7 @@ FrontEndChoice = Literal["auto", "ltx-core", "torch"]
 
 _STAND_IN_MESSAGE = (
     "torchaudio cannot be imported here, so ltx_audio_reference imported ltx-core's audio VAE without it: "
-    "ltx-core's AudioProcessor is unavailable. Use ltx_audio_reference.data.frontend.MelFrontEnd (the same "
+    "ltx-core's AudioProcessor is unavailable. Use ltx_audio_reference.data.mel.MelFrontEnd (the same "
     "transform in plain torch), or install a torchaudio that loads next to your torch."
 )
 

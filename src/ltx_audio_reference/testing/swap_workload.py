@@ -19,6 +19,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ltx_audio_reference.layout import AUDIO_TOKEN_FEATURES, VIDEO_LATENT_CHANNELS
+from ltx_audio_reference.strategies.audio_reference.positions import audio_positions, reference_positions
+from ltx_audio_reference.testing.tiny_model import FULL_WIDTH_DIMS
 from ltx_core.model.transformer.modality import Modality
 from ltx_core.model.transformer.model import LTXModel, LTXModelType
 
@@ -26,14 +29,7 @@ Width = Literal["tiny", "full"]
 
 # Constructor arguments ltx-core 1.0.0 and 1.2.0 share.
 _WIDTHS: dict[str, dict[str, Any]] = {
-    "full": {
-        "num_attention_heads": 32,
-        "attention_head_dim": 128,
-        "cross_attention_dim": 4096,
-        "audio_num_attention_heads": 32,
-        "audio_attention_head_dim": 64,
-        "audio_cross_attention_dim": 2048,
-    },
+    "full": FULL_WIDTH_DIMS,
     "tiny": {
         "num_attention_heads": 2,
         "attention_head_dim": 16,
@@ -171,7 +167,8 @@ def make_batch(
 ) -> tuple[Modality, Modality, torch.Tensor, torch.Tensor]:
     """One training sample: the video and audio inputs and their flow-matching targets.
 
-    The reference audio tokens come after the target, are clean (timestep 0) and sit at negative times. The text
+    The reference audio tokens come after the target, are clean (timestep 0) and sit at negative times, placed by the
+    strategy's own :func:`~ltx_audio_reference.strategies.audio_reference.positions.reference_positions`. The text
     context is unmasked (every token valid), which keeps attention on the flash kernels.
 
     Returns:
@@ -196,31 +193,33 @@ def make_batch(
     video_positions = torch.stack([starts, starts + scale], dim=-1).unsqueeze(0).expand(b, -1, -1, -1)
 
     n_audio = w.target_audio_tokens + w.reference_audio_tokens
-    target_t = torch.arange(w.target_audio_tokens, dtype=torch.float32) * 0.04
-    ref_t = torch.arange(w.reference_audio_tokens, dtype=torch.float32) * 0.04 - w.reference_audio_tokens * 0.04 - 0.04
-    audio_starts = torch.cat([target_t, ref_t])
-    audio_positions = (
-        torch.stack([audio_starts, audio_starts + 0.04], dim=-1).view(1, 1, n_audio, 2).expand(b, -1, -1, -1)
-    )
+    target_positions = audio_positions(w.target_audio_tokens, b)
+    ref_positions = reference_positions(w.reference_audio_tokens, b, target_positions=target_positions)
+    positions = torch.cat([target_positions, ref_positions], dim=2)
     audio_timesteps = torch.cat(
         [torch.full((b, w.target_audio_tokens), 0.6), torch.zeros(b, w.reference_audio_tokens)], dim=1
     )
 
     video = Modality(
-        latent=randn(b, w.video_tokens, 128),
+        latent=randn(b, w.video_tokens, VIDEO_LATENT_CHANNELS),
         sigma=sigma,
         timesteps=torch.full((b, w.video_tokens), 0.6, device=device, dtype=torch.float32),
         positions=video_positions.to(device),
         context=randn(b, w.context_tokens, dims["cross_attention_dim"]),
     )
     audio = Modality(
-        latent=randn(b, n_audio, 128),
+        latent=randn(b, n_audio, AUDIO_TOKEN_FEATURES),
         sigma=sigma,
         timesteps=audio_timesteps.to(device),
-        positions=audio_positions.to(device),
+        positions=positions.to(device),
         context=randn(b, w.context_tokens, dims["audio_cross_attention_dim"]),
     )
-    return video, audio, randn(b, w.video_tokens, 128), randn(b, w.target_audio_tokens, 128)
+    return (
+        video,
+        audio,
+        randn(b, w.video_tokens, VIDEO_LATENT_CHANNELS),
+        randn(b, w.target_audio_tokens, AUDIO_TOKEN_FEATURES),
+    )
 
 
 def loss_fn(

@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 
-logger = logging.getLogger(__name__)
+from ltx_audio_reference.layout import (
+    AUDIO_LATENT_CHANNELS,
+    AUDIO_MEL_BINS,
+    PRECOMPUTED_DIR_NAME,
+    VIDEO_LATENT_CHANNELS,
+)
 
-VIDEO_LATENT_CHANNELS = 128
-AUDIO_LATENT_CHANNELS = 8
-AUDIO_FREQUENCY_BINS = 16
-PRECOMPUTED_DIR_NAME = ".precomputed"  # the stock dataset reads this sub-folder when it exists
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,11 @@ def check_audio_latents(path: str, data: Mapping[str, Any], scan_limit: int | No
     if lat is None:
         yield Problem(path, "a tensor under key 'latents'", f"keys {sorted(data)}")
         return
-    expected = f"[{AUDIO_LATENT_CHANNELS}, T, {AUDIO_FREQUENCY_BINS}] audio latents"
+    expected = f"[{AUDIO_LATENT_CHANNELS}, T, {AUDIO_MEL_BINS}] audio latents"
     if not lat.is_floating_point():
         yield Problem(f"{path} [latents]", "a floating-point tensor", _describe(lat))
         return
-    if lat.dim() != 3 or lat.shape[0] != AUDIO_LATENT_CHANNELS or lat.shape[2] != AUDIO_FREQUENCY_BINS:
+    if lat.dim() != 3 or lat.shape[0] != AUDIO_LATENT_CHANNELS or lat.shape[2] != AUDIO_MEL_BINS:
         yield Problem(f"{path} [latents]", expected, _describe(lat))
     elif lat.shape[1] < 1:
         yield Problem(f"{path} [latents]", "at least one time step", _describe(lat))

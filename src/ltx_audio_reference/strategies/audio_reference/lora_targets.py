@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from torch import nn
+if TYPE_CHECKING:  # torch loads only where LoRA is applied; the config imports the presets without it
+    from torch import nn
 
 LoraPreset = Literal["audio", "audio+bridges", "custom"]
 
@@ -96,6 +97,8 @@ def expand_lora_targets(
         block, inner = int(match.group(1)), match.group(2)
         found.setdefault(block, set())
         if inner in wanted:
+            from torch import nn  # noqa: PLC0415
+
             if not isinstance(module, nn.Linear):
                 raise ValueError(f"LoRA preset {preset!r} targets {name}, which is a {type(module).__name__}")
             found[block].add(inner)

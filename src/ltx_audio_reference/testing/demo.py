@@ -1,4 +1,4 @@
-"""``ltx-trainer demo DIR``: a tiny, complete training setup that runs on a laptop CPU in under a minute.
+"""A tiny, complete training setup that runs on a laptop CPU in under a minute (``ltx-trainer demo DIR``).
 
 It writes a random 2-block LTX-2 audio+video checkpoint, a minimal text-encoder folder, a synthetic preprocessed
 dataset with an audio reference per sample, and ``DIR/config.yaml`` for the ``audio_reference`` strategy.
@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
-
-import typer
-from rich.console import Console
+from typing import Literal
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +107,8 @@ def write_demo(
         seed: Seed for the random weights and data.
         num_layers: Transformer blocks in the checkpoint.
         width: ``"tiny"`` (trains on a CPU in seconds) or ``"full"``: LTX-2.3-class block dimensions
-            (``kit.FULL_WIDTH_OVERRIDES``, about 0.77 GB of bf16 weights a block) and data of the seed workload's size
+            (``tiny_model.FULL_WIDTH_OVERRIDES``, about 0.77 GB of bf16 weights a block) and data of the seed
+            workload's size
             (:data:`FULL_WIDTH_DATA`), for GPU tests and benchmarks. The text side stays tiny either way.
 
     Returns:
@@ -121,28 +119,20 @@ def write_demo(
     """
     if width not in ("tiny", "full"):
         raise ValueError(f"width must be 'tiny' or 'full', got {width!r}")
-    from ltx_audio_reference import kit  # noqa: PLC0415 - torch/ltx-core import only when used
+    from ltx_audio_reference.testing import tiny_model  # noqa: PLC0415 - torch/ltx-core import only when used
 
     root = Path(root).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     full = width == "full"
-    overrides = kit.FULL_WIDTH_OVERRIDES if full else None
-    kit.write_tiny_checkpoint(root / "tiny_ltx2.safetensors", num_layers=num_layers, overrides=overrides, seed=seed)
-    kit.write_text_encoder_dir(root / "text_encoder")
-    kit.write_synthetic_dataset(root / "data", num_samples=num_samples, seed=seed, **(FULL_WIDTH_DATA if full else {}))
+    overrides = tiny_model.FULL_WIDTH_OVERRIDES if full else None
+    tiny_model.write_tiny_checkpoint(
+        root / "tiny_ltx2.safetensors", num_layers=num_layers, overrides=overrides, seed=seed
+    )
+    tiny_model.write_text_encoder_dir(root / "text_encoder")
+    tiny_model.write_synthetic_dataset(
+        root / "data", num_samples=num_samples, seed=seed, **(FULL_WIDTH_DATA if full else {})
+    )
     config_path = root / "config.yaml"
     config_path.write_text(DEMO_CONFIG_TEMPLATE.format(root=root, steps=steps, checkpoint_interval=max(1, steps // 2)))
     logger.info("Demo written to %s", root)
     return config_path
-
-
-def demo(
-    directory: Annotated[Path, typer.Argument(help="Folder to write the demo into.")],
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps in the config.")] = 4,
-    samples: Annotated[int, typer.Option("--samples", min=2, help="Samples in the synthetic dataset.")] = 4,
-) -> None:
-    """Write a tiny checkpoint, text encoder, dataset and config that train on CPU in under a minute."""
-    console = Console()
-    with console.status("Writing the demo checkpoint, text encoder and dataset..."):
-        config_path = write_demo(directory, steps=steps, num_samples=samples)
-    console.print(f"Demo ready. Train it with:\n  ltx-trainer train {config_path}", highlight=False)

@@ -1,0 +1,107 @@
+"""Config seam: the closed strategy union of ``LtxTrainerConfig`` opened to registered strategies, plugin config
+fields, and the YAML reader that every command shares.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import pluggy
+
+from ltx_audio_reference.errors import ConfigurationError
+from ltx_audio_reference.plugins import collect
+from ltx_audio_reference.registry import ConfigFieldRegistry, StrategyRegistry
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML training config into a dict (no validation).
+
+    Raises:
+        ConfigurationError: If the file is missing, is not YAML, or is not a mapping of sections.
+    """
+    import yaml  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"Configuration file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigurationError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path} must hold a mapping of config sections")
+    return data
+
+
+def strategy_name(value: object) -> str:
+    """The strategy a raw or parsed ``training_strategy`` section names; the stock fallback is ``text_to_video``."""
+    if isinstance(value, dict):
+        return value.get("name", "text_to_video")
+    return getattr(value, "name", "text_to_video")
+
+
+def _set_fields(config_module: Any, stock_fields: dict[str, dict[str, Any]], extra: dict[str, dict[str, Any]]) -> None:  # noqa: ANN401
+    owners = {"root": config_module.LtxTrainerConfig, "acceleration": config_module.AccelerationConfig}
+    for owner, cls in owners.items():
+        fields = dict(stock_fields[owner])
+        fields.update(extra.get(owner, {}))
+        cls.model_fields.clear()
+        cls.model_fields.update(fields)
+
+
+def _rebuild(config_module: Any) -> None:  # noqa: ANN401
+    # Nested models are embedded in the parent's schema, so the parent is rebuilt after its children.
+    config_module.AccelerationConfig.model_rebuild(force=True)
+    config_module.LtxTrainerConfig.model_rebuild(force=True)
+
+
+def install_config(stock: Any, strategies: StrategyRegistry, pm: pluggy.PluginManager) -> None:  # noqa: ANN401
+    """Rebuild ``LtxTrainerConfig.training_strategy`` over every registered strategy and add plugin config fields.
+
+    Args:
+        stock: The saved stock objects (:class:`~ltx_audio_reference.bridge.state.Stock`).
+        strategies: The registered strategies.
+        pm: The plugin manager whose ``register_config_fields`` hooks add fields.
+
+    Raises:
+        ValueError: If a plugin adds a field the stock config already has.
+    """
+    from pydantic import Discriminator, Field, Tag  # noqa: PLC0415
+    from pydantic.fields import FieldInfo  # noqa: PLC0415
+
+    import ltx_trainer.config as config_module  # noqa: PLC0415
+
+    extra: dict[str, dict[str, Any]] = {"root": {}, "acceleration": {}}
+    for entry in collect(ConfigFieldRegistry, pm):
+        if entry.name in stock.config_fields[entry.owner]:
+            raise ValueError(
+                f"Plugin {entry.plugin!r} adds config field {entry.owner}.{entry.name}, which ltx-trainer already has"
+            )
+        extra[entry.owner][entry.name] = FieldInfo.from_annotated_attribute(entry.annotation, entry.field)
+    _set_fields(config_module, stock.config_fields, extra)
+
+    members = [*stock.strategy_union_args, *(Annotated[e.config_cls, Tag(e.name)] for e in strategies)]
+    names = ", ".join(strategies.available())
+    annotation = Annotated[
+        Union[tuple(members)],
+        Discriminator(
+            strategy_name,
+            custom_error_type="unknown_training_strategy",
+            custom_error_message=f"Unknown training strategy name. Registered strategies: {names}",
+        ),
+    ]
+    config_module.LtxTrainerConfig.model_fields["training_strategy"] = FieldInfo.from_annotated_attribute(
+        annotation,
+        Field(default_factory=stock.strategy_field.default_factory, description=stock.strategy_field.description),
+    )
+    _rebuild(config_module)
+
+
+def restore_config(stock: Any) -> None:  # noqa: ANN401
+    """Put the stock config fields and strategy union back."""
+    import ltx_trainer.config as config_module  # noqa: PLC0415
+
+    _set_fields(config_module, stock.config_fields, {})
+    config_module.LtxTrainerConfig.model_fields["training_strategy"] = stock.strategy_field
+    _rebuild(config_module)

@@ -1,0 +1,211 @@
+"""Trainer seam: the strategy factory, config checks before the model loads, LoRA targets, model preparation, the
+per-step guard and hooks, and the exact-resume data order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from typing import Any
+
+from ltx_audio_reference.bridge import state
+from ltx_audio_reference.bridge.state import Installation, trainer_parts
+from ltx_audio_reference.data.check import check_dataset
+from ltx_audio_reference.errors import ConfigurationError, NonFiniteError
+from ltx_audio_reference.registry import LoraContext, ModelContext, TrainStepContext
+from ltx_audio_reference.reliability import determinism, guards
+
+logger = logging.getLogger(__name__)
+
+MAX_LISTED_PROBLEMS = 20
+# At training start, values are scanned only in tensors up to this size (references, audio and video latents);
+# prompt embeddings can reach tens of GB over a dataset, and `ltx-trainer check` scans them all.
+STARTUP_SCAN_LIMIT = 2**20
+
+
+def install_factory(installation: Installation) -> None:
+    """Rebind the strategy factory ``ltx_trainer.trainer`` calls: registered strategies first, then stock's."""
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+    import ltx_trainer.training_strategies as strategies_module  # noqa: PLC0415
+
+    stock_factory = state.stock().factory
+
+    @functools.wraps(stock_factory)
+    def get_training_strategy(config: Any) -> Any:  # noqa: ANN401
+        entry = installation.strategies.for_config(config)
+        if entry is None:
+            return stock_factory(config)
+        strategy = entry.strategy_cls(config)
+        logger.debug("Using %s training strategy from plugin %s", type(strategy).__name__, entry.plugin)
+        return strategy
+
+    # trainer.py imported the factory by name, so the name bound there is the one the trainer calls.
+    trainer_module.get_training_strategy = get_training_strategy
+    strategies_module.get_training_strategy = get_training_strategy
+
+
+def install_trainer_hooks(installation: Installation) -> None:
+    """Run ``validate_config`` and the data check before the model loads, ``configure_lora`` and ``configure_model``."""
+    import torch  # noqa: PLC0415
+
+    trainer_cls, stock = trainer_parts()
+    hook = installation.pm.hook
+
+    @functools.wraps(stock["__init__"])
+    def __init__(self: Any, trainer_config: Any) -> None:  # noqa: N807, ANN401
+        # Runs before any model is loaded, so bad values fail in seconds instead of after a 40 GB load.
+        try:
+            hook.validate_config(config=trainer_config)
+        except ValueError as e:
+            raise ConfigurationError(str(e)) from e
+        check_training_data(trainer_config)
+        stock["__init__"](self, trainer_config)
+
+    @functools.wraps(stock["_setup_lora"])
+    def _setup_lora(self: Any) -> None:  # noqa: ANN401
+        context = LoraContext(
+            config=self._config,
+            strategy=self._training_strategy,
+            model=self._transformer,
+            target_modules=list(self._config.lora.target_modules),
+        )
+        hook.configure_lora(context=context)
+        if context.target_modules != list(self._config.lora.target_modules):
+            logger.info("LoRA targets: %d modules (set by plugins)", len(context.target_modules))
+            self._config.lora = self._config.lora.model_copy(update={"target_modules": context.target_modules})
+        # peft draws lora_A from the global RNG long before train() seeds it, so the initial LoRA would depend on
+        # whatever ran first in the process. Seed it from config.seed, in a forked stream that training never sees.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._config.seed)
+            stock["_setup_lora"](self)
+
+    @functools.wraps(stock["_prepare_models_for_training"])
+    def _prepare_models_for_training(self: Any) -> None:  # noqa: ANN401
+        context = ModelContext(
+            config=self._config,
+            strategy=self._training_strategy,
+            model=self._transformer,
+            accelerator=self._accelerator,
+            device=self._accelerator.device,
+        )
+        hook.configure_model(context=context)
+        self._transformer = context.model
+        placement = self._accelerator.device_placement
+        self._accelerator.device_placement = context.device_placement
+        try:
+            stock["_prepare_models_for_training"](self)
+        finally:
+            self._accelerator.device_placement = placement
+
+    trainer_cls.__init__ = __init__
+    trainer_cls._setup_lora = _setup_lora
+    trainer_cls._prepare_models_for_training = _prepare_models_for_training
+
+
+def install_step_guard(installation: Installation) -> None:
+    """Stop at the first non-finite loss or gradient norm, naming the step, the batch's files and sigma."""
+    trainer_cls, stock = trainer_parts()
+    hook = installation.pm.hook
+
+    @functools.wraps(stock["_training_step"])
+    def _training_step(self: Any, batch: dict[str, Any]) -> Any:  # noqa: ANN401
+        # Per-sample draws (for strategies that use them) are keyed by the epoch that drew the batch; without the
+        # bridge's epoch-seeded loader there is no epoch to key them by, and the global stream is used.
+        epoch = getattr(self._dataloader, "current_epoch", None)
+        draws = contextlib.nullcontext() if epoch is None else determinism.per_sample_draws(self._config.seed, epoch)
+        with draws:
+            output = stock["_training_step"](self, batch)
+        # Inside accelerate's accumulate(), global_step already counts the step this batch completes.
+        step = self._global_step if self._accelerator.sync_gradients else self._global_step + 1
+        record = guards.BatchRecord(
+            files=guards.sample_files(self._dataset, batch.get("idx")),
+            sigma=output.sigma.detach(),
+            loss=output.loss.detach(),
+        )
+        current = getattr(self, "_bridge_step_batches", None)
+        if current is None or current[0] != step:
+            current = (step, [])
+            self._bridge_step_batches = current
+        current[1].append(record)
+        if not guards.is_finite(record.loss):
+            value = float(record.loss.float().mean())
+            raise NonFiniteError(guards.describe_nonfinite_step("loss", value, step, current[1]))
+        hook.on_train_step(
+            context=TrainStepContext(
+                config=self._config,
+                strategy=self._training_strategy,
+                model=self._transformer,
+                step=step,
+                loss=record.loss,
+                sigma=record.sigma,
+                sample_files=record.files,
+            )
+        )
+        return output
+
+    @functools.wraps(stock["_init_optimizer"])
+    def _init_optimizer(self: Any) -> None:  # noqa: ANN401
+        stock["_init_optimizer"](self)
+        # A pre-step hook runs only when accelerate really steps (after the last micro-batch, gradients synced, and
+        # with fp16 only once the scaler found them finite), right before the weights change.
+        optimizer = getattr(self._optimizer, "optimizer", self._optimizer)
+        optimizer.register_step_pre_hook(functools.partial(_gradient_guard, self))
+
+    trainer_cls._training_step = _training_step
+    trainer_cls._init_optimizer = _init_optimizer
+
+
+def _gradient_guard(trainer: Any, optimizer: Any, args: Any, kwargs: Any) -> None:  # noqa: ANN401, ARG001
+    norm = guards.grad_norm(p for group in optimizer.param_groups for p in group["params"])
+    if norm is None or math.isfinite(norm):
+        return
+    step, batches = getattr(trainer, "_bridge_step_batches", None) or (trainer._global_step, [])
+    raise NonFiniteError(guards.describe_nonfinite_step("gradient norm", norm, step, batches))
+
+
+def check_training_data(config: Any) -> None:  # noqa: ANN401 - the stock LtxTrainerConfig
+    """Check the strategy's data folders before the model loads (the stock dataset silently skips bad pairs).
+
+    Raises:
+        ConfigurationError: Listing each problem as ``file: expected ...; found ...``.
+    """
+    root = config.data.preprocessed_data_root
+    sources = config.training_strategy.get_data_sources()
+    problems = check_dataset(
+        root, dict.fromkeys(sources), batch_size=config.optimization.batch_size, scan_limit=STARTUP_SCAN_LIMIT
+    )
+    if not problems:
+        return
+    lines = [str(p) for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"... and {len(problems) - MAX_LISTED_PROBLEMS} more (`ltx-trainer check CONFIG` lists all)")
+    raise ConfigurationError(f"{len(problems)} problem(s) in the training data under {root}:\n" + "\n".join(lines))
+
+
+def install_data_order() -> None:
+    """Wrap the stock ``_init_dataloader``: its loader then runs under an ``EpochSeededLoader`` (exact data order)."""
+    trainer_cls, stock = trainer_parts()
+    stock_init = stock["_init_dataloader"]
+
+    @functools.wraps(stock_init)
+    def _init_dataloader(self: Any) -> None:  # noqa: ANN401
+        stock_init(self)
+        # The stock loader draws each epoch's permutation from the global RNG, so a run resumed mid-epoch gets a new
+        # order. Seeding the sampler per epoch makes the order a function of (seed, epoch), and the first iteration
+        # starts at the resumed step's position without loading the skipped batches.
+        generator = determinism.own_data_generator(self._dataloader)
+        if generator is None:
+            logger.debug("No shuffling sampler found: data order left to the stock loader")
+            return
+        accumulation = self._config.optimization.gradient_accumulation_steps
+        self._dataloader = determinism.EpochSeededLoader(
+            self._dataloader,
+            generator,
+            self._config.seed,
+            consumed_batches=lambda: max(self._global_step, 0) * accumulation,
+            skip=self._accelerator.skip_first_batches,
+        )
+
+    trainer_cls._init_dataloader = _init_dataloader

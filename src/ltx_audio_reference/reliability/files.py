@@ -1,0 +1,145 @@
+"""The one atomic write of the package: checkpoints, latents, dataset pairs, manifests, reports and plots use it.
+
+A file is written under a hidden temporary name in its own folder (:func:`temp_path_for`: ``.STEM.PID.tmpSUFFIX``,
+the suffix kept last so that format-sniffing writers such as FFmpeg and matplotlib still see it), flushed to disk
+(``fsync``), renamed over the final name (``os.replace``, atomic within a filesystem), and the folder is flushed so
+the rename is durable. A ``SIGKILL`` at any moment leaves either the previous complete file or the new complete one
+under the final name, never a partial one; :func:`remove_stale_temps` clears what an interrupted write left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TEMP_MARK = ".tmp"
+# Stock's _save_training_state writes into the folder it is given; the bridge gives it this sub-folder and moves the
+# finished file up, so its own ``.pt.tmp`` name never appears next to the checkpoints.
+STAGING_DIR_NAME = ".incoming"
+_TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)" + re.escape(TEMP_MARK) + r"(?:\.[^.]*)?$")
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk.
+
+    Folders cannot be opened on Windows; there the rename itself is the only guarantee.
+    """
+    if path.is_dir() and os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_for(path: Path, pid: int | None = None) -> Path:
+    """The temporary name ``path`` is written under: hidden, in the same folder, tagged with a process id.
+
+    ``lora_weights_step_00002.safetensors`` is written as ``.lora_weights_step_00002.<pid>.tmp.safetensors``.
+
+    Args:
+        path: The final name.
+        pid: The process id in the name (this process by default).
+    """
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{os.getpid() if pid is None else pid}{TEMP_MARK}{path.suffix}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of :func:`temp_path_for`'s temporary names (of any process)."""
+    return _TEMP_NAME.match(name) is not None
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield the temporary path to write ``path``'s new content to; publish it only if the block succeeds.
+
+    On success the temporary file is flushed to disk, renamed over ``path`` and the folder is flushed. On any
+    exception (an interrupt, a full disk) the temporary file is removed and ``path`` keeps its old content, or stays
+    absent. The folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        fsync_path(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write a file so that ``path`` holds either its old content or the complete new one, never a partial file.
+
+    Args:
+        path: The final file name.
+        write: Writes the complete content to the (temporary) path it is given.
+
+    Returns:
+        ``path``.
+    """
+    with atomic_file(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """:func:`atomic_write` of UTF-8 text."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> Path:  # noqa: ANN401 - any JSON-serializable value
+    """:func:`atomic_write` of indented JSON with a final newline."""
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def atomic_move(src: Path, dst: Path) -> Path:
+    """Flush ``src`` to disk, rename it to ``dst`` (same filesystem) and flush ``dst``'s folder.
+
+    Returns:
+        ``dst``.
+    """
+    fsync_path(src)
+    Path(src).replace(dst)
+    fsync_path(dst.parent)
+    return dst
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete what an interrupted save left in ``folder``: other processes' temporary files and the staging folder.
+
+    Call it only where one process writes checkpoints (the main process), before it writes.
+
+    Returns:
+        The removed files.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP_NAME.match(entry.name)
+        if match and entry.is_file() and int(match["pid"]) != os.getpid():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    staging = folder / STAGING_DIR_NAME
+    if staging.is_dir():
+        for entry in staging.iterdir():
+            if entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    for path in removed:
+        logger.info("Removed %s, left by an interrupted save", path)
+    return removed
