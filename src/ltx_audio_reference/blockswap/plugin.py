@@ -1,4 +1,4 @@
-"""Block-swap plugin: config fields and model configuration hooks.
+"""Block-swap plugin: config fields and model configuration hooks (block swap and compiled blocks).
 
 Registered as the ``block_swap`` entry point of the ``ltx_trainer`` group. It adds ``acceleration.block_swap_blocks``
 (the seed's key) and a root ``block_swap`` section to the stock config, validates them before the model loads, and
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 PLUGIN_NAME = "block_swap"
 NOTES_KEY = "block_swap"
+COMPILE_NOTES_KEY = "compile_blocks"
 
 # AdamW keeps two moments per trainable parameter, plus its gradient: 3 extra copies of the LoRA weights.
 _TRAINABLE_OVERHEAD = 4
@@ -53,6 +54,19 @@ def register_config_fields(register: ConfigFieldRegistry) -> None:
             description=(
                 "Stream this many transformer blocks' frozen weights from host memory to the GPU during training "
                 "(0 or unset = off). The block_swap section offers more knobs."
+            ),
+        ),
+    )
+    register(
+        "acceleration",
+        "compile_blocks",
+        bool | Literal["auto"],
+        Field(
+            default=False,
+            description=(
+                "Compile each transformer block's forward (one graph serves every block; works with block swap, "
+                "int8-quanto, LoRA, gradient checkpointing and DDP). true: stop with a clear error where it cannot "
+                "compile; auto: fall back to eager with a warning; false: eager."
             ),
         ),
     )
@@ -76,9 +90,34 @@ def _launch_distributed_type() -> str | None:
     return None
 
 
+def _compile_setting(config: object) -> bool | str:
+    return getattr(getattr(config, "acceleration", None), "compile_blocks", False)
+
+
+def _check_compile(config: object) -> None:
+    """``compile_blocks: true`` where the backend cannot run stops here, before the model loads; ``auto`` warns."""
+    setting = _compile_setting(config)
+    if not setting:
+        return
+    import torch  # noqa: PLC0415
+
+    from ltx_audio_reference.blockswap.compile import compile_problem  # noqa: PLC0415
+
+    problem = compile_problem("cuda" if torch.cuda.is_available() else "cpu")
+    if problem is None:
+        return
+    if setting is True:
+        raise ValueError(
+            f"acceleration.compile_blocks: true, but {problem}. Install it, or set acceleration.compile_blocks: auto "
+            "(eager where it cannot compile) or false"
+        )
+    logger.warning("acceleration.compile_blocks: auto: %s; the blocks train eagerly", problem)
+
+
 @hookimpl
 def validate_config(config: object) -> None:
-    """Reject bad block-swap settings before the model loads (block count read from the checkpoint metadata)."""
+    """Reject bad block-swap and compile settings before the model loads (block count read from the checkpoint)."""
+    _check_compile(config)
     if getattr(config, "block_swap", None) is None and not getattr(
         getattr(config, "acceleration", None), "block_swap_blocks", None
     ):
@@ -172,7 +211,22 @@ def setup_block_swap(
 
 @hookimpl
 def configure_model(context: ModelContext) -> None:
-    """Set up block swap on the LoRA-wrapped model and turn accelerate's device placement off."""
+    """Set up block swap on the LoRA-wrapped model (device placement off), then compile the blocks if asked."""
+    _setup_swap(context)
+    setting = _compile_setting(context.config)
+    if not setting:
+        return
+    from ltx_audio_reference.blockswap.compile import compile_blocks, compile_problem  # noqa: PLC0415
+    from ltx_audio_reference.blockswap.tensors import find_transformer  # noqa: PLC0415
+
+    problem = compile_problem(context.device)
+    if problem is not None:  # compile_blocks: true with this problem was refused before the model loaded
+        logger.warning("Transformer blocks not compiled: %s", problem)
+        return
+    context.notes[COMPILE_NOTES_KEY] = compile_blocks(find_transformer(context.model), fallback=setting == "auto")
+
+
+def _setup_swap(context: ModelContext) -> None:
     swap = validate_block_swap(
         context.config,
         distributed_type=getattr(context.accelerator, "distributed_type", None),
@@ -199,6 +253,7 @@ def _cuda_available() -> bool:
 
 
 __all__ = [
+    "COMPILE_NOTES_KEY",
     "NOTES_KEY",
     "PLUGIN_NAME",
     "configure_model",

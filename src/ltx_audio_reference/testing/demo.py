@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +100,8 @@ def write_demo(
     seed: int = 0,
     num_layers: int = 2,
     width: Literal["tiny", "full"] = "tiny",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
 ) -> Path:
     """Write the demo checkpoint, text encoder, dataset and config under ``root``.
 
@@ -110,6 +115,8 @@ def write_demo(
             (``tiny_model.FULL_WIDTH_OVERRIDES``, about 0.77 GB of bf16 weights a block) and data of the seed
             workload's size
             (:data:`FULL_WIDTH_DATA`), for GPU tests and benchmarks. The text side stays tiny either way.
+        dtype: Stored dtype of the checkpoint (float32 by default; bf16 halves a full-scale file).
+        device: Where the checkpoint's values are drawn (``"cuda"`` writes a 48-block full-width file in seconds).
 
     Returns:
         The path of the written ``config.yaml``.
@@ -119,14 +126,21 @@ def write_demo(
     """
     if width not in ("tiny", "full"):
         raise ValueError(f"width must be 'tiny' or 'full', got {width!r}")
-    from ltx_audio_reference.testing import tiny_model  # noqa: PLC0415 - torch/ltx-core import only when used
+
+    from ltx_audio_reference.testing import tiny_model  # noqa: PLC0415
 
     root = Path(root).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     full = width == "full"
     overrides = tiny_model.FULL_WIDTH_OVERRIDES if full else None
+    precision = {} if dtype is None else {"dtype": dtype}
     tiny_model.write_tiny_checkpoint(
-        root / "tiny_ltx2.safetensors", num_layers=num_layers, overrides=overrides, seed=seed
+        root / "tiny_ltx2.safetensors",
+        num_layers=num_layers,
+        overrides=overrides,
+        seed=seed,
+        device=device,
+        **precision,
     )
     tiny_model.write_text_encoder_dir(root / "text_encoder")
     tiny_model.write_synthetic_dataset(

@@ -38,6 +38,7 @@ from ltx_audio_reference.layout import (
     PROMPT_LENGTH_MULTIPLE,
     VIDEO_LATENT_CHANNELS,
 )
+from ltx_audio_reference.reliability.files import atomic_file
 from ltx_core.model.transformer.model import LTXModel
 from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
 
@@ -181,20 +182,32 @@ def build_tiny_model(
 
 
 def write_tiny_checkpoint(
-    path: Path, num_layers: int = 2, seed: int = 0, overrides: dict[str, Any] | None = None
+    path: Path,
+    num_layers: int = 2,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> Path:
-    """Write a tiny LTX-2 checkpoint that the stock ltx-trainer 1.2.0 loads.
+    """Write an LTX-2 checkpoint that the stock ltx-trainer 1.2.0 loads, one tensor at a time.
 
-    The file holds, in float32, every transformer parameter under ``model.diffusion_model.`` (exactly
-    :func:`build_tiny_model`'s weights), plus what ``load_embeddings_processor`` needs: the V1 feature extractor
-    ``text_embedding_projection.aggregate_embed.weight`` and the video and audio text connectors. Its metadata
-    carries the JSON ``config`` from :func:`tiny_checkpoint_config`.
+    The file holds every transformer parameter under ``model.diffusion_model.``, plus what
+    ``load_embeddings_processor`` needs: the V1 feature extractor ``text_embedding_projection.aggregate_embed.weight``
+    and the video and audio text connectors. Its metadata carries the JSON ``config`` from
+    :func:`tiny_checkpoint_config`. The transformer is never materialized: it is built on the meta device for its
+    names and shapes, and each tensor is drawn, converted and written on its own, so host memory holds one tensor at a
+    time (a 48-block full-width LTX-2.3-class file is about 44 GB in bf16). On the CPU the values are exactly
+    :func:`build_tiny_model`'s; on another ``device`` they come from that device's generator (other values, drawn
+    much faster).
 
     Args:
-        path: Output file (conventionally ``*.safetensors``). Parent folders are created.
+        path: Output file (conventionally ``*.safetensors``). Written atomically; parent folders are created.
         num_layers: Number of transformer blocks.
         seed: Weight seed.
         overrides: ``config.transformer`` values to change (see :func:`tiny_checkpoint_config`).
+        dtype: Stored dtype of every tensor (float32, bfloat16 or float16).
+        device: Where the values are drawn (``"cuda"`` for full-scale files).
 
     Returns:
         ``path``.
@@ -205,31 +218,63 @@ def write_tiny_checkpoint(
         Embeddings1DConnectorConfigurator,
     )
 
+    if dtype not in _SAFETENSORS_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(map(str, _SAFETENSORS_DTYPES))}, got {dtype}")
     path = Path(path)
+    device = torch.device(device)
     config = tiny_checkpoint_config(num_layers, overrides)
-    model = build_tiny_model(num_layers=num_layers, seed=seed, overrides=overrides)
-    tensors = {f"{TRANSFORMER_PREFIX}{name}": t.detach() for name, t in model.state_dict().items()}
+    shapes = {f"{TRANSFORMER_PREFIX}{n}": (n, tuple(p.shape)) for n, p in _meta(LTXModelConfigurator, config).items()}
 
+    # The text side is tiny whatever the transformer's width: built in memory as the stock loader expects it.
+    small: dict[str, torch.Tensor] = {}
     for configurator, prefix in (
         (Embeddings1DConnectorConfigurator, VIDEO_CONNECTOR_PREFIX),
         (AudioEmbeddings1DConnectorConfigurator, AUDIO_CONNECTOR_PREFIX),
     ):
         connector = _instantiate(configurator, config)
         _init_parameters(connector, prefix=prefix, seed=seed)
-        tensors.update({f"{prefix}{name}": t.detach() for name, t in connector.state_dict().items()})
-
+        small.update({f"{prefix}{name}": t.detach() for name, t in connector.state_dict().items()})
     # V1 feature extractor: the checkpoint has no caption_proj_before_connector keys, so ltx-core builds a
     # bias-free Linear(hidden * (layers + 1) -> hidden).
     feature_extractor = torch.nn.Linear(
         TINY_GEMMA_HIDDEN_SIZE * (TINY_GEMMA_NUM_HIDDEN_LAYERS + 1), TINY_GEMMA_HIDDEN_SIZE, bias=False
     )
     _init_parameters(feature_extractor, prefix=FEATURE_EXTRACTOR_PREFIX, seed=seed)
-    tensors[f"{FEATURE_EXTRACTOR_PREFIX}weight"] = feature_extractor.weight.detach()
+    small[f"{FEATURE_EXTRACTOR_PREFIX}weight"] = feature_extractor.weight.detach()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.to(torch.float32).contiguous() for key, value in tensors.items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "config": json.dumps(config)})
-    logger.info("Wrote tiny LTX-2 checkpoint (%d blocks, %d tensors) to %s", num_layers, len(tensors), path)
+    layout = [(key, shape) for key, (_, shape) in shapes.items()] + [(k, tuple(t.shape)) for k, t in small.items()]
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    header: dict[str, Any] = {"__metadata__": {"format": "pt", "config": json.dumps(config)}}
+    offset = 0
+    for key, shape in layout:
+        nbytes = itemsize * int(torch.Size(shape).numel())
+        header[key] = {
+            "dtype": _SAFETENSORS_DTYPES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # safetensors pads the header to 8 bytes
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for key, shape in layout:
+            if key in small:
+                value = small[key].to(dtype)
+            else:
+                name = shapes[key][0]
+                value = _initial_value(name, shape, key=key, seed=seed, device=device).to(dtype)
+            f.write(value.contiguous().cpu().view(torch.uint8).numpy().data)
+    logger.info(
+        "Wrote LTX-2 checkpoint (%d blocks, %d tensors, %.2f GB %s) to %s",
+        num_layers,
+        len(layout),
+        offset / 1e9,
+        str(dtype).removeprefix("torch."),
+        path,
+    )
     return path
 
 
@@ -479,9 +524,24 @@ def _instantiate(configurator: type, config: dict[str, Any]) -> torch.nn.Module:
     return module.to_empty(device="cpu")
 
 
-@torch.no_grad()
-def _init_parameters(module: torch.nn.Module, *, prefix: str, seed: int) -> None:
-    """Fill every parameter from a generator seeded by ``seed`` and the parameter's checkpoint key.
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+
+
+def _meta(configurator: type, config: dict[str, Any]) -> dict[str, torch.nn.Parameter]:
+    """The parameters of a module built from a checkpoint ``config`` on the meta device (names and shapes only)."""
+    with torch.device("meta"):
+        module = (
+            configurator.from_metadata({"config": config})
+            if hasattr(configurator, "from_metadata")
+            else configurator.from_config(config)
+        )
+    return dict(module.named_parameters())
+
+
+def _initial_value(
+    name: str, shape: tuple[int, ...], *, key: str, seed: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """One parameter's float32 initial value, drawn from a generator seeded by ``seed`` and its checkpoint ``key``.
 
     Matrices (and scale-shift tables) get ``N(0, 1/fan_in)``, which keeps activations of order one through the
     blocks. The final output projections (``proj_out``, ``audio_proj_out``), which diffusion transformers usually
@@ -489,19 +549,22 @@ def _init_parameters(module: torch.nn.Module, *, prefix: str, seed: int) -> None
     near the target variance, 2) but every parameter still receives gradient. Norm weights get
     ``1 + N(0, 0.05^2)`` and other vectors (biases) ``N(0, 0.02^2)``.
     """
+    generator = torch.Generator(device=device).manual_seed((seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63))
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
+    if name.endswith("proj_out.weight"):
+        return 0.02 * noise
+    if len(shape) >= 2:
+        return noise / shape[-1] ** 0.5
+    if "norm" in name.rpartition(".")[0].rpartition(".")[2]:  # e.g. attn1.q_norm.weight
+        return 1.0 + 0.05 * noise
+    return 0.02 * noise
+
+
+@torch.no_grad()
+def _init_parameters(module: torch.nn.Module, *, prefix: str, seed: int) -> None:
+    """Fill every parameter with :func:`_initial_value` (its checkpoint key is ``prefix + name``)."""
     for name, param in module.named_parameters():
-        key = f"{prefix}{name}"
-        generator = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63))
-        noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-        if name.endswith("proj_out.weight"):
-            value = 0.02 * noise
-        elif param.ndim >= 2:
-            value = noise / param.shape[-1] ** 0.5
-        elif "norm" in name.rpartition(".")[0].rpartition(".")[2]:  # e.g. attn1.q_norm.weight
-            value = 1.0 + 0.05 * noise
-        else:
-            value = 0.02 * noise
-        param.copy_(value.to(param.dtype))
+        param.copy_(_initial_value(name, tuple(param.shape), key=f"{prefix}{name}", seed=seed).to(param.dtype))
 
 
 def _build_tokenizer() -> Tokenizer:

@@ -272,3 +272,23 @@ def test_everything_is_deterministic_under_a_seed(tmp_path: Path) -> None:
                 assert torch.equal(value, y[key]), (folder, key)
         tensor_key = "video_prompt_embeds" if folder == "conditions" else "latents"
         assert not torch.equal(x[tensor_key], z[tensor_key]), folder
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_checkpoint_written_tensor_by_tensor_in_half_precision_holds_the_models_weights(
+    tmp_path: Path, dtype: torch.dtype
+) -> None:
+    """The writer streams one tensor at a time (how a 44 GB full-scale file is written); its safetensors file parses
+    with the library's own reader and holds exactly the in-memory model's weights, rounded once to ``dtype``."""
+    path = tiny_model.write_tiny_checkpoint(tmp_path / "half.safetensors", num_layers=3, dtype=dtype)
+    tensors = load_file(str(path))
+    model = tiny_model.build_tiny_model(num_layers=3)
+    expected = {f"{tiny_model.TRANSFORMER_PREFIX}{k}": v.to(dtype) for k, v in model.state_dict().items()}
+    assert expected.keys() <= tensors.keys()
+    for key, value in expected.items():
+        assert tensors[key].dtype == dtype
+        assert torch.equal(tensors[key], value), key
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["config"])["transformer"]["num_layers"] == 3
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        tiny_model.write_tiny_checkpoint(tmp_path / "int.safetensors", dtype=torch.int8)

@@ -1,0 +1,356 @@
+"""The 48-block LTX-2.3 22B shape through the stock runner within a 24 GB budget, measured (no extrapolation).
+
+1. Writes a full-scale checkpoint with the kit: 48 full-width blocks (``tiny_model.FULL_WIDTH_OVERRIDES``), the real
+   non-block parts at their real size, random weights drawn on the GPU, stored in bf16 and streamed to disk one
+   tensor at a time (no fp32 copy, never two copies of the model in host memory), plus the tiny text side and the seed
+   workload's data (256x256x121 @ 25 fps: 1024 video tokens, 121 target + 50 reference audio tokens, 256 text tokens).
+2. Trains each run in its own process through the stock ``LtxvTrainer`` (bridge installed) with the seed's recipe
+   (``configs/helium_audio_reference.yaml``: rank 32 / alpha 32, audio preset, adamw8bit, linear schedule, bf16,
+   batch 1, gradient checkpointing) and the run's acceleration settings, under a GPU memory cap
+   (``torch.cuda.set_per_process_memory_fraction``) where the run has one.
+3. Checks every exported LoRA with ltx-core's own fusion (``apply_loras`` on the checkpoint's state dict, the ComfyUI
+   key map): every audio weight moves, by ``B @ A``, and nothing else does.
+
+Per run: startup peak (loading and the stock int8 quantization pass included: the peak when the trainer is built),
+steady peak (training steps after the warm-up), host RSS peak and pinned bytes, seconds per step (median over the
+steps after the warm-up), time to the first step, the exported LoRA's tensor count and the fusion check. Writes
+``{"meta": ..., "rows": [...]}``.
+
+    python benchmarks/full_scale.py --out benchmarks/results/full_scale_h200.json
+"""
+
+from __future__ import annotations
+
+import time
+
+START = time.perf_counter()  # a child's "time to first step" counts from here (imports included)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import yaml  # noqa: E402
+
+logger = logging.getLogger("full_scale")
+
+GB = 1e9
+BLOCKS = 48
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "configs" / "helium_audio_reference.yaml"
+
+#: name -> (quantization, acceleration/block_swap settings, GPU cap in GB or None)
+RUNS: dict[str, tuple[str | None, dict[str, Any], float | None]] = {
+    "int8_swap24": ("int8-quanto", {"block_swap_blocks": 24}, 24.0),
+    "int8_resident": ("int8-quanto", {}, None),
+    "int8_auto12": ("int8-quanto", {"block_swap": {"blocks_to_swap": "auto", "max_vram_gb": 12}}, 24.0),
+    "int8_auto22": ("int8-quanto", {"block_swap": {"blocks_to_swap": "auto", "max_vram_gb": 22}}, 24.0),
+    "bf16_auto22": (None, {"block_swap": {"blocks_to_swap": "auto", "max_vram_gb": 22}}, 24.0),
+}
+RUNS.update(
+    {
+        f"{name}_compiled": (quant, {**settings, "compile_blocks": True}, cap)
+        for name, (quant, settings, cap) in list(RUNS.items())
+    }
+)
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # Linux reports kB
+
+
+def write_checkpoint(root: Path, steps: int) -> dict[str, Any]:
+    """The full-scale demo folder; returns what writing it cost."""
+    import torch  # noqa: PLC0415
+
+    from ltx_audio_reference.testing.demo import write_demo  # noqa: PLC0415
+
+    start = time.perf_counter()
+    config = write_demo(
+        root, steps=steps, num_samples=4, num_layers=BLOCKS, width="full", dtype=torch.bfloat16, device="cuda"
+    )
+    checkpoint = config.parent / "tiny_ltx2.safetensors"
+    return {
+        "write_s": time.perf_counter() - start,
+        "checkpoint_gb": checkpoint.stat().st_size / GB,
+        "write_host_rss_gb": _rss_gb(),
+        "config": str(config),
+    }
+
+
+def _run_sampling_memory(command: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, dict[str, float]]:
+    """Run ``command``, sampling its /proc status: peak RSS split into anonymous memory and file-backed pages.
+
+    File-backed pages are the mmapped checkpoint (the stock loader reads safetensors through mmap): the kernel drops
+    them under memory pressure and rereads them from disk, so on a smaller machine only the anonymous part must fit.
+    """
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    status = Path(f"/proc/{proc.pid}/status")
+    peaks: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    out_chunks: list[str] = []
+    import threading  # noqa: PLC0415
+
+    reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
+    err_chunks: list[str] = []
+    err_reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    err_reader.start()
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise subprocess.TimeoutExpired(command, timeout, output="".join(out_chunks))
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            break
+        for key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            if key in fields:
+                peaks[key] = max(peaks.get(key, 0.0), int(fields[key].split()[0]) * 1024 / GB)
+        time.sleep(0.2)
+    proc.wait()
+    reader.join()
+    err_reader.join()
+    return subprocess.CompletedProcess(command, proc.returncode, "".join(out_chunks), "".join(err_chunks)), {
+        f"peak_{k}": round(v, 2) for k, v in peaks.items()
+    }
+
+
+def run_config(demo: Path, name: str, steps: int, out: Path) -> dict[str, Any]:
+    """The seed's recipe on the full-scale checkpoint, with run ``name``'s acceleration settings."""
+    quantization, settings, _ = RUNS[name]
+    config = yaml.safe_load(RECIPE.read_text())
+    config["model"].update(model_path=str(demo / "tiny_ltx2.safetensors"), text_encoder_path=str(demo / "text_encoder"))
+    config["data"] = {"preprocessed_data_root": str(demo / "data"), "num_dataloader_workers": 2}
+    config["optimization"]["steps"] = steps
+    config["acceleration"] = {"mixed_precision_mode": "bf16", "quantization": quantization}
+    config["acceleration"].update({k: v for k, v in settings.items() if k != "block_swap"})
+    if "block_swap" in settings:
+        config["block_swap"] = settings["block_swap"]
+    config["validation"] = {"interval": None, "generate_video": False, "generate_audio": False}
+    config["checkpoints"] = {"interval": steps, "keep_last_n": -1}
+    config["output_dir"] = str(out)
+    return config
+
+
+def child(args: argparse.Namespace) -> None:
+    """One run in this process: cap, build the stock trainer, train, report one RESULT line."""
+    import torch  # noqa: PLC0415
+
+    quantization, settings, cap = RUNS[args.child]
+    if cap is not None:
+        torch.cuda.set_per_process_memory_fraction(cap * GB / torch.cuda.get_device_properties(0).total_memory)
+    from ltx_audio_reference import bridge, hookimpl  # noqa: PLC0415
+    from ltx_audio_reference.plugins import get_plugin_manager  # noqa: PLC0415
+
+    class Probe:
+        """Times every training step and resets the peak after the warm-up."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.engine: Any = None
+            self.compiled: Any = None
+
+        @hookimpl(trylast=True)
+        def configure_model(self, context: Any) -> None:  # noqa: ANN401
+            self.engine = context.notes.get("block_swap")
+            self.compiled = context.notes.get("compile_blocks")
+
+        @hookimpl
+        def on_train_step(self, context: Any) -> None:  # noqa: ANN401, ARG002
+            torch.cuda.synchronize()
+            self.times.append(time.perf_counter())
+            if len(self.times) == args.warmup:
+                torch.cuda.reset_peak_memory_stats()
+
+    probe = Probe()
+    pm = get_plugin_manager()
+    pm.register(probe, name="full_scale_probe")
+    bridge.install(pm)
+    from ltx_trainer.config import LtxTrainerConfig  # noqa: PLC0415
+    from ltx_trainer.trainer import LtxvTrainer  # noqa: PLC0415
+
+    config = run_config(Path(args.root) / "demo", args.child, args.warmup + args.steps, Path(args.root) / args.child)
+    torch.cuda.reset_peak_memory_stats()
+    trainer = LtxvTrainer(LtxTrainerConfig(**config))
+    torch.cuda.synchronize()
+    startup_peak = torch.cuda.max_memory_allocated() / GB
+    startup_reserved = torch.cuda.max_memory_reserved() / GB
+    torch.cuda.reset_peak_memory_stats()
+    saved, _ = trainer.train(disable_progress_bars=True)
+    torch.cuda.synchronize()
+    durations = [b - a for a, b in zip(probe.times, probe.times[1:], strict=False)][args.warmup :]
+    engine = probe.engine
+    result = {
+        "name": args.child,
+        "blocks": BLOCKS,
+        "quantization": "int8" if quantization else "bf16",
+        "swapped": len(engine.blocks) if engine is not None else 0,
+        "swap_setting": settings.get("block_swap", settings.get("block_swap_blocks")),
+        "cap_gb": cap,
+        "compiled": bool(settings.get("compile_blocks")),
+        "compile_first_call_s": getattr(probe.compiled, "first_call_s", None),
+        "startup_peak_gb": startup_peak,
+        "startup_reserved_gb": startup_reserved,
+        "steady_peak_gb": torch.cuda.max_memory_allocated() / GB,
+        "steady_reserved_gb": torch.cuda.max_memory_reserved() / GB,
+        "host_rss_gb": _rss_gb(),
+        "pinned_gb": engine.host_bytes / GB if engine is not None and engine.pin_memory else 0.0,
+        "s_per_step": statistics.median(durations) if durations else None,
+        "steps_timed": len(durations),
+        "time_to_first_step_s": probe.times[0] - START if probe.times else None,
+        "export": str(saved),
+    }
+    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+
+
+def fusion_check(model_path: Path, loras: list[Path], device: str = "cuda") -> dict[str, dict[str, Any]]:
+    """ltx-core's own LoRA fusion of each export into the checkpoint's weights (on the GPU, uncapped)."""
+    import torch  # noqa: PLC0415
+    from safetensors import safe_open  # noqa: PLC0415
+
+    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP  # noqa: PLC0415
+    from ltx_core.loader.fuse_loras import apply_loras  # noqa: PLC0415
+    from ltx_core.loader.helpers import load_state_dict  # noqa: PLC0415
+    from ltx_core.loader.primitives import LoraStateDictWithStrength  # noqa: PLC0415
+    from ltx_core.loader.registry import DummyRegistry  # noqa: PLC0415
+    from ltx_core.loader.sft_loader import SafetensorsModelStateDictLoader  # noqa: PLC0415
+    from ltx_core.model.transformer.model_configurator import LTXV_MODEL_COMFY_RENAMING_MAP  # noqa: PLC0415
+
+    device = torch.device(device)
+    loader, registry = SafetensorsModelStateDictLoader(), DummyRegistry()
+    base = load_state_dict([str(model_path)], loader, registry, device, LTXV_MODEL_COMFY_RENAMING_MAP)
+    results = {}
+    for lora in loras:
+        with safe_open(str(lora), framework="pt") as f:
+            keys = list(f.keys())
+            dtypes = {str(f.get_slice(k).get_dtype()) for k in keys}
+            finite = all(bool(torch.isfinite(f.get_tensor(k)).all()) for k in keys)
+        lora_sd = load_state_dict([str(lora)], loader, registry, device, LTXV_LORA_COMFY_RENAMING_MAP)
+        fused = apply_loras(base, [LoraStateDictWithStrength(lora_sd, 1.0)])
+        targets = {k.removesuffix(".lora_A.weight") + ".weight" for k in lora_sd.sd if k.endswith(".lora_A.weight")}
+        changed = {k for k, v in fused.sd.items() if v is not base.sd[k] and not torch.equal(v, base.sd[k])}
+        worst = 0.0
+        for key in targets & set(base.sd):
+            prefix = key.removesuffix(".weight")
+            delta = lora_sd.sd[f"{prefix}.lora_B.weight"].float() @ lora_sd.sd[f"{prefix}.lora_A.weight"].float()
+            expected = base.sd[key].float() + delta
+            # ltx-core rounds B @ A and the sum to bf16 (8 significant bits): one unit of rounding of each operand
+            ulp = (base.sd[key].float().abs() + delta.abs()).clamp(min=1e-30) * 2**-8
+            worst = max(worst, float(((fused.sd[key].float() - expected).abs() / ulp).max()))
+        results[str(lora)] = {
+            "lora_tensors": len(keys),
+            "dtypes": sorted(dtypes),
+            "finite": finite,
+            "targets_in_model": len(targets & set(base.sd)),
+            "changed_weights": len(changed),
+            "only_lora_targets_changed": changed <= targets,
+            "every_target_changed": targets <= changed,
+            "worst_error_in_bf16_ulps": worst,
+            "fused_exactly": changed == targets and targets <= set(base.sd) and worst <= 2.0,
+        }
+        del fused, lora_sd
+        torch.cuda.empty_cache()
+    return results
+
+
+def main() -> None:  # noqa: PLR0915 - one linear driver
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("/tmp/full_scale"))
+    parser.add_argument("--runs", nargs="+", default=["int8_swap24", "int8_resident", "int8_auto12", "bf16_auto22"])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--merge", type=Path, default=None, help="a previous result file whose rows are kept")
+    parser.add_argument("--no-fusion", action="store_true", help="skip ltx-core's fusion check of the exports")
+    parser.add_argument("--run-timeout", type=float, default=420, help="seconds one run may take")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.child:
+        child(args)
+        return
+    demo = args.root / "demo"
+    if args.write_only:
+        sys.stdout.write("RESULT " + json.dumps(write_checkpoint(demo, args.warmup + args.steps)) + "\n")
+        return
+
+    def spawn(*extra: str) -> dict[str, Any] | None:
+        command = [sys.executable, __file__, "--root", str(args.root), "--warmup", str(args.warmup)]
+        command += ["--steps", str(args.steps), *extra]
+        try:
+            proc, memory = _run_sampling_memory(command, args.run_timeout)
+        except subprocess.TimeoutExpired as e:
+            return {"error": f"timed out after {args.run_timeout} s: {str(e.stdout or '')[-300:]}"}
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            tail = (proc.stdout + proc.stderr)[-3000:]
+            logger.error("%s failed (rc %d):\n%s", " ".join(extra), proc.returncode, tail)
+            return {"error": tail.strip().splitlines()[-1] if tail.strip() else f"rc {proc.returncode}"}
+        return {**json.loads(lines[-1].removeprefix("RESULT ")), "host_memory_gb": memory}
+
+    meta: dict[str, Any] = {}
+    if not (demo / "tiny_ltx2.safetensors").is_file():
+        meta["checkpoint"] = spawn("--write-only")
+        logger.info("checkpoint: %s", meta["checkpoint"])
+    rows = json.loads(args.merge.read_text())["rows"] if args.merge and args.merge.is_file() else []
+    for name in args.runs:
+        row = spawn("--child", name) or {}
+        row.setdefault("name", name)
+        logger.info("%s: %s", name, json.dumps(row))
+        rows = [r for r in rows if r.get("name") != name] + [row]
+        if args.out:  # after every run: a later run that times out loses nothing measured before it
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    exports = [Path(r["export"]) for r in rows if r.get("export") and Path(r["export"]).is_file()]
+    if exports and not args.no_fusion:
+        fusion = fusion_check(demo / "tiny_ltx2.safetensors", exports)
+        for r in rows:
+            check = fusion.get(r.get("export", ""))
+            if check:
+                r.update(lora_tensors=check["lora_tensors"], fused_exactly=check["fused_exactly"], fusion=check)
+    import torch  # noqa: PLC0415
+
+    meta.update(
+        device=torch.cuda.get_device_name(),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        recipe=str(RECIPE.relative_to(REPO)),
+        warmup=args.warmup,
+        steps=args.steps,
+        blocks=BLOCKS,
+    )
+    resident = next((r for r in rows if r.get("name") == "int8_resident" and r.get("s_per_step")), None)
+    header = f"{'run':26} {'swap':>4} {'cap':>4} {'startup':>7} {'steady':>7} {'RSS':>6} {'pinned':>6} {'s/step':>7} "
+    lines = [header + f"{'x res':>6} {'first':>6} {'LoRA':>5} fused"]
+    for r in rows:
+        ratio = r["s_per_step"] / resident["s_per_step"] if resident and r.get("s_per_step") else None
+        r["step_vs_int8_resident"] = ratio
+
+        def f(key: str, spec: str, row: dict = r) -> str:
+            value = row.get(key)
+            return "-" if value is None else format(value, spec)
+
+        lines.append(
+            f"{r['name']:26} {f('swapped', '4d')} {f('cap_gb', '4.0f')} {f('startup_peak_gb', '7.2f')} "
+            f"{f('steady_peak_gb', '7.2f')} {f('host_rss_gb', '6.1f')} {f('pinned_gb', '6.1f')} "
+            f"{f('s_per_step', '7.3f')} {'-' if ratio is None else format(ratio, '6.2f')} "
+            f"{f('time_to_first_step_s', '6.0f')} {f('lora_tensors', '5d')} {r.get('fused_exactly', '-')} "
+            f"{r.get('error', '')}"
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
