@@ -101,6 +101,7 @@ def precompute(
     overwrite: Annotated[bool, typer.Option(help="Re-encode references that already have latents.")] = False,
 ) -> None:
     """Encode reference audio through the LTX-2 audio VAE into reference_audio_latents/ (paired by relative path)."""
+    from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
     from ltx_audio_reference.data.precompute import PrecomputeError, precompute_reference_latents  # noqa: PLC0415
 
     if front_end not in ("auto", "ltx-core", "torch"):
@@ -124,7 +125,7 @@ def precompute(
                 media_column=media_column,
                 progress=update,
             )
-    except PrecomputeError as e:
+    except (PrecomputeError, MissingToolError) as e:
         raise _fail(f"error: {e}") from e
     console.print(
         f"[green]OK[/green]: {len(result.encoded)} encoded, {len(result.skipped)} already done -> {result.output_dir}",
@@ -160,6 +161,7 @@ def build_dataset(
     """Turn talking-head clips into (reference tone, pitch-shifted target) pairs with a recipe."""
     try:
         from ltx_audio_reference.data.build import BuildError, build_dataset  # noqa: PLC0415
+        from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
         from ltx_audio_reference.data.recipe import RecipeError, load_recipe  # noqa: PLC0415
     except ImportError as e:
         raise _fail(f"error: {e}. {_RECIPES_HINT}", code=2) from e
@@ -187,6 +189,8 @@ def build_dataset(
             )
     except (RecipeError, BuildError) as e:
         raise _fail(f"error: {e}") from e
+    except MissingToolError as e:
+        raise _fail(f"error: {e}", code=2) from e
     except ImportError as e:
         raise _fail(f"error: {e}. {_RECIPES_HINT}", code=2) from e
 
@@ -388,6 +392,7 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     device: Annotated[str | None, typer.Option("--device", help="Torch device (default: cuda if available).")] = None,
 ) -> None:
     """Pitch sweep: output F0 against reference F0 for the LoRA, the base model and the overlap ablation."""
+    from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
     from ltx_audio_reference.evaluation.sweep import ARMS, SweepSettings, run_sweep  # noqa: PLC0415
 
     settings = SweepSettings(
@@ -410,9 +415,8 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     )
     try:
         result = run_sweep(settings)
-    except (ValueError, ModuleNotFoundError) as e:
-        console.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from e
+    except (ValueError, ModuleNotFoundError, MissingToolError) as e:
+        raise _fail(f"error: {e}") from e
 
     table = Table(title="Pitch sweep: slope of output F0 on reference F0 (semitones)")
     for column in ("arm", "slope", "95% CI", "voiced fraction", "voiced outputs"):
