@@ -74,7 +74,8 @@ def built(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 def test_build_writes_pairs_manifest_and_report(built: tuple[Path, int, str], clips: Path) -> None:
     output, code, text = built
     assert code == 0, text
-    assert "kept" in text
+    assert "helium-decorrelated: building pairs" in text  # the progress bar, in its final state
+    assert "6/6 kept 3 dropped 3" in text
     assert "Pearson r" in text
     manifest = json.loads((output / "dataset.json").read_text())
     assert [row["video"] for row in manifest] == [
