@@ -224,6 +224,9 @@ def _render_report(report: LoraReport, *, per_module: bool) -> None:
     finite = f"[red]no ({len(report.non_finite_tensors)} tensors)[/red]" if report.non_finite_tensors else "yes"
     summary.add_row("finite", finite)
     summary.add_row("keys", f"[red]{len(report.bad_keys)} not {convention}[/red]" if report.bad_keys else convention)
+    summary.add_row(
+        "format", report.key_format if report.key_format == "comfyui" else f"[red]{report.key_format}[/red]"
+    )
     summary.add_row("preset", f"{report.preset} ({report.num_blocks} blocks, {len(report.modules)} modules)")
     summary.add_row("rank", ", ".join(map(str, report.ranks)) or "-")
     summary.add_row("||B A|| total", f"{report.total_delta_norm:.6g}")
@@ -299,7 +302,14 @@ def inspect_command(
     other: Annotated[
         Path | None, typer.Argument(help="A second LoRA: also report its distance from the first.", show_default=False)
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON document instead of tables (NaN and Infinity become null; non_finite_values lists "
+            "where each was).",
+        ),
+    ] = False,
     modules: Annotated[
         bool, typer.Option("--modules", help="One norm row per module instead of per module kind.")
     ] = False,
@@ -309,7 +319,12 @@ def inspect_command(
     Exits 1 on non-finite tensors, unknown or alpha keys, or unpaired factors, naming each tensor; 2 on an unreadable
     file.
     """
-    from ltx_audio_reference.evaluation.lora_inspect import LoraFileError, inspect_lora, lora_distance  # noqa: PLC0415
+    from ltx_audio_reference.evaluation.lora_inspect import (  # noqa: PLC0415
+        LoraFileError,
+        inspect_lora,
+        lora_distance,
+        strict_json,
+    )
 
     paths = [lora] if other is None else [lora, other]
     try:
@@ -322,7 +337,9 @@ def inspect_command(
         document: dict[str, Any] = {"files": [r.to_dict() for r in reports]}
         if distance is not None:
             document["distance"] = distance.to_dict()
-        typer.echo(json.dumps(document, indent=2))
+        document, non_finite = strict_json(document)  # NaN and Infinity are not JSON: null, and where they were
+        document["non_finite_values"] = non_finite
+        typer.echo(json.dumps(document, indent=2, allow_nan=False))
     else:
         for report in reports:
             _render_report(report, per_module=modules)
