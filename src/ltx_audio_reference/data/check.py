@@ -260,7 +260,8 @@ def check_dataset(
         problems.append(Problem(str(data_root), "at least one sample (*.pt files)", "none"))
     problems.extend(_pairing_problems(data_root, present) if present else [])
     # Unpaired resource forks are skipped by the stock dataset too; forks paired in every folder it loads as samples.
-    loaded_forks = sorted(set.intersection(*apple_double.values())) if len(apple_double) == len(dirs) else []
+    forks_everywhere = apple_double and len(apple_double) == len(dirs)
+    loaded_forks = sorted(set.intersection(*apple_double.values())) if forks_everywhere else []
     if loaded_forks:
         problems.append(
             Problem(
