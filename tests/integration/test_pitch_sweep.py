@@ -106,3 +106,20 @@ def test_lora_arms_need_a_lora(tmp_path: Path) -> None:
     result = _cli("audio-reference", "eval", str(config_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 1
     assert "need --lora" in result.stdout
+
+
+def test_eval_without_ffmpeg_on_path_names_the_fix_before_loading_models(tmp_path: Path) -> None:
+    # torchcodec imports here (ltx-trainer's stack); only the ffmpeg program is hidden.
+    config_path = write_demo(tmp_path / "demo", steps=1, num_samples=2)
+    (tmp_path / "empty_path").mkdir()
+    out = tmp_path / "out"
+    result = _cli(
+        "audio-reference", "eval", str(config_path), "--arms", "base", "--out", str(out),
+        env={"PATH": str(tmp_path / "empty_path")},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    text = " ".join(result.stdout.split())
+    assert "FFmpeg is not installed (no ffmpeg program on PATH): apt-get install ffmpeg" in text
+    assert "torchcodec" not in text  # torchcodec itself loads: only FFmpeg's program is missing
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not out.exists()

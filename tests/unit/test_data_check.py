@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,26 @@ def test_scan_limit_still_names_truncated_files(dataset: Path) -> None:
     lines = _lines(dataset, scan_limit=1000)
     assert len(lines) == 1
     assert lines[0].startswith(f"{path}: expected a .pt dict of tensors readable with weights_only=True")
+
+
+# What macOS writes next to sample_000.pt on a non-HFS disk: an AppleDouble header, not a torch file.
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 64
+
+
+def test_an_apple_double_file_is_ignored_not_reported_as_a_missing_pair(
+    dataset: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (dataset / "latents" / "._sample_000.pt").write_bytes(APPLE_DOUBLE)
+    with caplog.at_level(logging.DEBUG, logger="ltx_audio_reference.data.check"):
+        assert _lines(dataset) == []
+    assert f"Ignoring 1 macOS AppleDouble file(s) (._*) in {dataset / 'latents'}" in caplog.text
+
+
+def test_apple_double_files_in_every_folder_are_one_problem_since_stock_would_load_them(dataset: Path) -> None:
+    # The stock dataset pairs ._sample_000.pt across the folders and fails when it draws it (checked on 1.2.0).
+    for folder in DIRS:
+        (dataset / folder / "._sample_000.pt").write_bytes(APPLE_DOUBLE)
+    lines = _lines(dataset)
+    assert len(lines) == 1, lines
+    assert "expected no macOS AppleDouble (._*) file in every folder" in lines[0]
+    assert f"found 1, e.g. ._sample_000.pt; delete them: find {dataset} -name '._*' -delete" in lines[0]

@@ -107,16 +107,20 @@ def test_alpha_and_unknown_keys_exit_non_zero_naming_them(tiny_model: torch.nn.M
     tensors = _lora_tensors(tiny_model, "audio", seed=0)
     tensors["diffusion_model.transformer_blocks.0.audio_attn1.to_q.alpha"] = torch.tensor(4.0)
     tensors["base_model.model.transformer_blocks.0.audio_attn1.to_k.lora_A.default.weight"] = torch.zeros(RANK, 16)
+    tensors["audio_scale_shift_table.weight"] = torch.zeros(4, 16)
     path = _save(tmp_path / "alpha.safetensors", tensors)
     code, out = _invoke(str(path))
     assert code == 1
     assert "diffusion_model.transformer_blocks.0.audio_attn1.to_q.alpha: alpha key" in out
-    assert "base_model.model.transformer_blocks.0.audio_attn1.to_k.lora_A.default.weight: unknown key" in out
+    assert "1 key(s) in peft format" in out
+    assert "e.g. base_model.model.transformer_blocks.0.audio_attn1.to_k.lora_A.default.weight" in out
+    assert "audio_scale_shift_table.weight: unknown key" in out
+    assert inspect_lora(path).key_format == "mixed"
 
     code, out = _invoke(str(path), "--json")
     assert code == 1
     document = json.loads(out)
-    assert len(document["files"][0]["bad_keys"]) == 2
+    assert len(document["files"][0]["bad_keys"]) == 3
 
 
 def test_lone_factor_is_a_problem(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
@@ -179,3 +183,100 @@ def test_unreadable_file_exits_2(tmp_path: Path) -> None:
     code, out = _invoke(str(bad))
     assert code == 2
     assert "not a readable safetensors file" in out
+
+
+def _strict_loads(text: str) -> object:
+    """json.loads that refuses NaN and Infinity, as RFC 8259 and most parsers do."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_valid_json_and_names_each_non_finite_value(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
+    tensors = _lora_tensors(tiny_model, "audio", seed=0)
+    nan_key = "diffusion_model.transformer_blocks.1.audio_attn2.to_v.lora_B.weight"
+    inf_key = "diffusion_model.transformer_blocks.0.audio_ff.net.2.lora_A.weight"
+    tensors[nan_key][3, 1] = float("nan")
+    tensors[inf_key][0, 0] = float("inf")
+    path = _save(tmp_path / "nan.safetensors", tensors, dtype=torch.float32)
+    code, out = _invoke(str(path), "--json")
+    assert code == 1
+    document = _strict_loads(out)  # stock json.dumps wrote bare NaN here, which this refuses
+    report = document["files"][0]
+    modules = {m["module"]: (i, m) for i, m in enumerate(report["modules"])}
+    nan_index, nan_module = modules["transformer_blocks.1.audio_attn2.to_v"]
+    inf_index, inf_module = modules["transformer_blocks.0.audio_ff.net.2"]
+    assert nan_module["norm_b"] is None
+    assert nan_module["norm_delta"] is None
+    assert inf_module["norm_a"] is None
+    assert report["total_delta_norm"] is None
+    assert document["non_finite_values"] == {
+        f"/files/0/modules/{inf_index}/norm_a": "Infinity",
+        f"/files/0/modules/{inf_index}/norm_delta": "NaN",  # Inf * 0 in the Gram product
+        f"/files/0/modules/{nan_index}/norm_b": "NaN",
+        f"/files/0/modules/{nan_index}/norm_delta": "NaN",
+        "/files/0/total_delta_norm": "NaN",
+    }
+    assert report["non_finite_tensors"] == sorted([nan_key, inf_key])
+    assert (
+        _strict_loads(
+            _invoke(str(_save(tmp_path / "ok.safetensors", _lora_tensors(tiny_model, "audio", 1))), "--json")[1]
+        )["non_finite_values"]
+        == {}
+    )
+
+
+def _kohya_tensors(blocks: int, modules: tuple[str, ...], rank: int = RANK) -> dict[str, torch.Tensor]:
+    """A kohya-ss (musubi-tuner style) LoRA: lora_unet_<path with _>.lora_down / .lora_up and a scalar alpha."""
+    tensors = {}
+    for block in range(blocks):
+        for module in modules:
+            stem = f"lora_unet_transformer_blocks_{block}_{module.replace('.', '_')}"
+            tensors[f"{stem}.lora_down.weight"] = torch.randn(rank, 16)
+            tensors[f"{stem}.lora_up.weight"] = torch.randn(16, rank)
+            tensors[f"{stem}.alpha"] = torch.tensor(float(rank))
+    return tensors
+
+
+def test_a_kohya_lora_is_named_in_one_line_not_one_per_tensor(tmp_path: Path) -> None:
+    from ltx_audio_reference.strategies.audio_reference.lora_targets import PRESETS  # noqa: PLC0415
+
+    tensors = _kohya_tensors(48, PRESETS["audio"])  # the 22B's 48 blocks x 10 audio modules x 3 tensors
+    assert len(tensors) == 1440
+    path = _save(tmp_path / "kohya.safetensors", tensors)
+    report = inspect_lora(path)
+    assert report.key_format == "kohya"
+    assert len(report.bad_keys) == 1440
+    assert len(report.problems) == 1
+    problem = report.problems[0]
+    assert problem.startswith("1440 key(s) in kohya format (lora_unet_<module path with _>.lora_down.weight")
+    assert "ComfyUI and ltx-core read diffusion_model.<module>.lora_A.weight / .lora_B.weight with no alpha" in problem
+    assert "e.g. lora_unet_transformer_blocks_0_audio_attn1_to_k.lora_down.weight" in problem
+    assert "rename lora_down to lora_A and lora_up to lora_B" in problem
+
+    code, out = _invoke(str(path))
+    assert code == 1
+    assert out.count("problem:") == 1
+    assert "unknown key" not in out
+    assert "alpha key" not in out
+    assert "kohya" in out
+
+
+def test_a_diffusers_lora_is_named_with_the_prefix_to_change(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
+    tensors = {
+        "transformer." + k.removeprefix("diffusion_model."): v for k, v in _lora_tensors(tiny_model, "audio", 0).items()
+    }
+    report = inspect_lora(_save(tmp_path / "diffusers.safetensors", tensors))
+    assert report.key_format == "diffusers"
+    assert report.problems == [
+        "40 key(s) in diffusers format (transformer.<module>.lora_A.weight / .lora_B.weight), e.g. "
+        "transformer.transformer_blocks.0.audio_attn1.to_k.lora_A.weight: ComfyUI and ltx-core read "
+        "diffusion_model.<module>.lora_A.weight / .lora_B.weight with no alpha (ltx-core fuses only lora_A/lora_B "
+        "pairs, so these keys would be skipped); to use this file, replace the transformer. prefix with "
+        "diffusion_model."
+    ]
+    assert inspect_lora(_save(tmp_path / "ours.safetensors", _lora_tensors(tiny_model, "audio", 0))).key_format == (
+        "comfyui"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import wave
 from pathlib import Path
@@ -10,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from ltx_audio_reference.cli import build_app
 from ltx_audio_reference.data.audio_io import read_audio, write_wav
 from ltx_audio_reference.data.check import check_audio_latents, load_sample_file
-from ltx_audio_reference.data.mel import front_end_for
+from ltx_audio_reference.data.mel import front_end_for, import_audio_vae
 from ltx_audio_reference.data.precompute import (
     PrecomputeError,
     encode_waveform,
@@ -24,6 +27,8 @@ from ltx_audio_reference.data.precompute import (
     precompute_reference_latents,
 )
 from ltx_audio_reference.testing.tiny_audio_vae import build_tiny_audio_encoder, write_tiny_audio_vae_checkpoint
+from ltx_audio_reference.testing.tiny_model import write_tiny_checkpoint
+from ltx_core.loader import SingleGPUModelBuilder
 
 runner = CliRunner()
 
@@ -142,17 +147,24 @@ def test_manifest_source_names_latents_by_the_video_column(tmp_path: Path, check
     assert (tmp_path / ".precomputed" / "reference_audio_latents" / "clips" / "one.pt").is_file()
 
 
-def test_unreadable_file_fails_naming_it(dataset: tuple[Path, Path], checkpoint: Path) -> None:
+def test_every_bad_file_is_named_in_one_run_and_nothing_is_written(
+    dataset: tuple[Path, Path], checkpoint: Path
+) -> None:
+    # Changed: precompute used to stop at the first bad file, with the files before it already written.
     references, root = dataset
     broken = references / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00\x00\x00not a wave file")
+    also_broken = references / "speaker" / "also_broken.wav"
+    also_broken.write_bytes(b"")
+    short = references / "short.wav"
+    write_wav(short, np.zeros((1, 100), dtype=np.float32), 16000)
     code, output = _invoke(str(references), "--model-path", str(checkpoint), "--output", str(root))
     assert code == 1
-    assert str(broken) in output
-    assert "cannot read audio" in output
-    # Files before the broken one were committed whole; no temporary files remain.
-    leftovers = [p for p in (root / "reference_audio_latents").rglob("*") if ".tmp" in p.name]
-    assert leftovers == []
+    assert "3 of 6 reference file(s) cannot be encoded; nothing was written" in output
+    assert f"{broken}: cannot read audio" in output
+    assert f"{also_broken}: cannot read audio" in output
+    assert f"{short}: too short to encode (100 samples at 16000 Hz" in output
+    assert not (root / "reference_audio_latents").exists()  # a.wav, b.wav and c.wav are fine, but not written either
 
 
 def test_unpaired_references_are_reported(dataset: tuple[Path, Path], checkpoint: Path) -> None:
@@ -176,3 +188,92 @@ def test_too_short_and_missing_sources_fail_clearly(tmp_path: Path, checkpoint: 
     code, output = _invoke(str(tmp_path / "refs"), "--model-path", str(checkpoint))
     assert code != 0
     assert "--output" in output
+
+
+def _resave(source: Path, destination: Path, *, drop: tuple[str, ...] = (), config: dict | None = None) -> Path:
+    """Copy a safetensors file without some keys, or with another ``config`` metadata entry."""
+    with safe_open(str(source), framework="pt") as f:
+        metadata = dict(f.metadata())
+    if config is not None:
+        metadata["config"] = json.dumps(config)
+    tensors = {k: v for k, v in load_file(str(source)).items() if k not in drop}
+    save_file(tensors, str(destination), metadata=metadata)
+    return destination
+
+
+def test_an_audio_vae_with_missing_weights_is_refused_naming_them(
+    dataset: tuple[Path, Path], checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    references, root = dataset
+    missing = ("audio_vae.encoder.mid.block_2.conv2.conv.weight", "audio_vae.per_channel_statistics.mean-of-means")
+    partial = _resave(checkpoint, tmp_path / "partial.safetensors", drop=missing)
+    # The fault: ltx-core's loader builds the encoder anyway, only logging "Uninitialized parameters".
+    audio_vae = import_audio_vae()
+    with caplog.at_level(logging.WARNING):
+        built = SingleGPUModelBuilder(
+            model_path=str(partial),
+            model_class_configurator=audio_vae.AudioEncoderConfigurator,
+            model_sd_ops=audio_vae.AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER,
+        ).build(device=torch.device("cpu"), dtype=torch.float32)
+    assert "Uninitialized parameters" in caplog.text
+    assert sorted(n for n, t in [*built.named_parameters(), *built.named_buffers()] if t.is_meta) == [
+        "mid.block_2.conv2.conv.weight",
+        "per_channel_statistics.mean-of-means",
+    ]
+
+    code, output = _invoke(str(references), "--model-path", str(partial), "--output", str(root))
+    assert code == 1
+    assert "the audio VAE encoder is incomplete: 2 of its 30 weights are not in the file" in output
+    for key in missing:
+        assert key in output
+    assert not (root / "reference_audio_latents").exists()
+    with pytest.raises(PrecomputeError, match="mean-of-means"):
+        load_audio_encoder(partial)
+
+
+def test_a_checkpoint_without_an_audio_vae_is_refused_saying_so(dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    references, root = dataset
+    full = write_tiny_checkpoint(tmp_path / "tiny_ltx2.safetensors")  # transformer + video VAE section, no audio VAE
+    code, output = _invoke(str(references), "--model-path", str(full), "--output", str(root))
+    assert code == 1
+    assert f"no audio VAE in this file: {full} (its config has transformer, vae)" in output
+    assert "TypeError" not in output
+
+    # A split pack's transformer file: its config has only the transformer section.
+    with safe_open(str(full), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    split = _resave(full, tmp_path / "transformer.safetensors", config={"transformer": config["transformer"]})
+    code, output = _invoke(str(references), "--model-path", str(split), "--output", str(root))
+    assert code == 1
+    assert f"{split} is the transformer file of a split checkpoint pack and holds no audio VAE" in output
+    assert "pass the pack's audio VAE file" in output
+    assert "model.audio_vae_path" in output
+
+    not_safetensors = tmp_path / "model.ckpt"
+    not_safetensors.write_bytes(b"\x80\x04 a pickle, not safetensors")
+    with pytest.raises(PrecomputeError, match="not a readable safetensors checkpoint"):
+        precompute_reference_latents(references, root, model_path=not_safetensors)
+    with pytest.raises(PrecomputeError, match="no such checkpoint file"):
+        precompute_reference_latents(references, root, model_path=tmp_path / "absent.safetensors")
+    assert not (root / "reference_audio_latents").exists()
+
+
+def test_progress_counts_skipped_files_as_done_and_the_cli_draws_a_bar(
+    dataset: tuple[Path, Path], checkpoint: Path
+) -> None:
+    references, root = dataset
+    precompute_reference_latents(references, root, model_path=checkpoint)
+    for name in ("a.pt", "b.pt"):
+        (root / "reference_audio_latents" / name).unlink()
+    calls: list[tuple[int, int]] = []
+    result = precompute_reference_latents(
+        references, root, model_path=checkpoint, progress=lambda done, total: calls.append((done, total))
+    )
+    assert [p.as_posix() for p in result.skipped] == ["speaker/c.pt"]
+    assert [p.as_posix() for p in result.encoded] == ["a.pt", "b.pt"]
+    assert calls == [(1, 3), (2, 3), (3, 3)]  # the skipped file counts as done from the start
+
+    code, output = _invoke(str(references), "--model-path", str(checkpoint), "--output", str(root), "--overwrite")
+    assert code == 0, output
+    assert "Encoding reference audio" in output
+    assert "3/3" in output

@@ -10,6 +10,8 @@ import yaml
 
 from ltx_audio_reference.data.recipe import (
     MAX_BOUNDED_SEMITONES,
+    MEASURABLE_MARGIN_SEMITONES,
+    AnalysisConfig,
     BoundedTarget,
     DecorrelatedTarget,
     Recipe,
@@ -69,6 +71,8 @@ def test_helium_targets() -> None:
         ("bounded", {"target__min_semitones": 6.0, "target__max_semitones": 5.0}, "lower min_semitones"),
         ("decorrelated", {"target__low_hz": 300.0, "target__high_hz": 200.0}, "swap or widen them"),
         ("decorrelated", {"target__high_hz": 600.0}, "raise analysis.pitch_ceiling_hz"),
+        ("decorrelated", {"target__low_hz": 62.0}, "measurable range [67.3, 445.4] Hz"),
+        ("bounded", {"analysis__pitch_ceiling_hz": 70.0}, "no pitch is measurable"),
         ("decorrelated", {"analysis__pitch_floor_hz": 600.0}, "lower the floor or raise the ceiling"),
         ("decorrelated", {"tone__vibrato_rate_hz": [7.0, 4.0]}, "swap the two values"),
         ("decorrelated", {"tone__jitter_percent": [-1.0, 1.0]}, "raise its low end"),
@@ -105,6 +109,58 @@ def test_bounded_draws_never_exceed_seven_semitones() -> None:
     shifts = [12 * np.log2(draw_target(100.0, up, np.random.default_rng(i)) / 100.0) for i in range(200)]
     assert min(shifts) >= 2.0
     assert max(shifts) <= 3.0
+
+
+def test_the_measurable_range_is_two_semitones_inside_the_analysis_range() -> None:
+    low, high = AnalysisConfig().measurable_range_hz
+    assert MEASURABLE_MARGIN_SEMITONES == 2.0
+    assert 12 * np.log2(low / 60.0) == pytest.approx(2.0)
+    assert 12 * np.log2(500.0 / high) == pytest.approx(2.0)
+    assert (round(low, 1), round(high, 1)) == (67.3, 445.4)
+
+
+@pytest.mark.parametrize("direction", ["both", "up", "down"])
+def test_bounded_draws_stay_inside_the_measurable_range_or_are_none(direction: str) -> None:
+    low, high = AnalysisConfig().measurable_range_hz
+    target = BoundedTarget(kind="bounded", min_semitones=1.0, max_semitones=7.0, direction=direction)
+    outside = unchanged = 0
+    for index, source in enumerate(np.geomspace(40.0, 700.0, 1500)):
+        seed = clip_seed(0, f"clip{index}", 0)
+        free = draw_target(float(source), target, np.random.default_rng(seed))
+        drawn = draw_target(float(source), target, np.random.default_rng(seed), within_hz=(low, high))
+        outside += not low <= free <= high
+        # Whether any allowed shift (in semitones) lands inside the range.
+        lowest, highest = 12 * np.log2(low / source), 12 * np.log2(high / source)
+        segments = {"both": [(-7.0, -1.0), (1.0, 7.0)], "up": [(1.0, 7.0)], "down": [(-7.0, -1.0)]}[direction]
+        feasible = any(max(a, lowest) <= min(b, highest) for a, b in segments)
+        if drawn is None:
+            assert not feasible, (source, direction)
+            continue
+        assert feasible, (source, direction)
+        shift = 12 * np.log2(drawn / source)
+        assert low - 1e-9 <= drawn <= high + 1e-9, (source, drawn)
+        assert 1.0 - 1e-9 <= abs(shift) <= 7.0 + 1e-9, (source, shift)
+        unchanged += drawn == free
+    assert outside > 100  # the unrestricted draw leaves the range for low and high sources
+    assert unchanged > 500  # and where every shift is in range the draw is the same as before
+
+
+def test_bounded_draws_cover_the_feasible_shifts_uniformly() -> None:
+    # A 75 Hz source may move down at most 12 log2(67.35 / 75) = -1.86 semitones: down shifts live in [-1.86, -1].
+    low, high = AnalysisConfig().measurable_range_hz
+    target = BoundedTarget(kind="bounded", min_semitones=1.0, max_semitones=7.0)
+    shifts = np.array(
+        [
+            12 * np.log2(draw_target(75.0, target, np.random.default_rng(i), within_hz=(low, high)) / 75.0)
+            for i in range(4000)
+        ]
+    )
+    down = shifts[shifts < 0]
+    assert down.min() >= 12 * np.log2(low / 75.0) - 1e-9
+    # Uniform over the 0.86 + 6 semitones allowed: the down side gets 0.86 / 6.86 of the draws.
+    assert len(down) / len(shifts) == pytest.approx(
+        (12 * np.log2(75.0 / low) - 1.0) / (12 * np.log2(75.0 / low) + 5.0), abs=0.02
+    )
 
 
 def test_decorrelated_draws_ignore_the_source() -> None:

@@ -101,6 +101,7 @@ def precompute(
     overwrite: Annotated[bool, typer.Option(help="Re-encode references that already have latents.")] = False,
 ) -> None:
     """Encode reference audio through the LTX-2 audio VAE into reference_audio_latents/ (paired by relative path)."""
+    from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
     from ltx_audio_reference.data.precompute import PrecomputeError, precompute_reference_latents  # noqa: PLC0415
 
     if front_end not in ("auto", "ltx-core", "torch"):
@@ -124,7 +125,7 @@ def precompute(
                 media_column=media_column,
                 progress=update,
             )
-    except PrecomputeError as e:
+    except (PrecomputeError, MissingToolError) as e:
         raise _fail(f"error: {e}") from e
     console.print(
         f"[green]OK[/green]: {len(result.encoded)} encoded, {len(result.skipped)} already done -> {result.output_dir}",
@@ -160,6 +161,7 @@ def build_dataset(
     """Turn talking-head clips into (reference tone, pitch-shifted target) pairs with a recipe."""
     try:
         from ltx_audio_reference.data.build import BuildError, build_dataset  # noqa: PLC0415
+        from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
         from ltx_audio_reference.data.recipe import RecipeError, load_recipe  # noqa: PLC0415
     except ImportError as e:
         raise _fail(f"error: {e}. {_RECIPES_HINT}", code=2) from e
@@ -187,6 +189,8 @@ def build_dataset(
             )
     except (RecipeError, BuildError) as e:
         raise _fail(f"error: {e}") from e
+    except MissingToolError as e:
+        raise _fail(f"error: {e}", code=2) from e
     except ImportError as e:
         raise _fail(f"error: {e}. {_RECIPES_HINT}", code=2) from e
 
@@ -220,6 +224,9 @@ def _render_report(report: LoraReport, *, per_module: bool) -> None:
     finite = f"[red]no ({len(report.non_finite_tensors)} tensors)[/red]" if report.non_finite_tensors else "yes"
     summary.add_row("finite", finite)
     summary.add_row("keys", f"[red]{len(report.bad_keys)} not {convention}[/red]" if report.bad_keys else convention)
+    summary.add_row(
+        "format", report.key_format if report.key_format == "comfyui" else f"[red]{report.key_format}[/red]"
+    )
     summary.add_row("preset", f"{report.preset} ({report.num_blocks} blocks, {len(report.modules)} modules)")
     summary.add_row("rank", ", ".join(map(str, report.ranks)) or "-")
     summary.add_row("||B A|| total", f"{report.total_delta_norm:.6g}")
@@ -295,7 +302,14 @@ def inspect_command(
     other: Annotated[
         Path | None, typer.Argument(help="A second LoRA: also report its distance from the first.", show_default=False)
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON document instead of tables (NaN and Infinity become null; non_finite_values lists "
+            "where each was).",
+        ),
+    ] = False,
     modules: Annotated[
         bool, typer.Option("--modules", help="One norm row per module instead of per module kind.")
     ] = False,
@@ -305,7 +319,12 @@ def inspect_command(
     Exits 1 on non-finite tensors, unknown or alpha keys, or unpaired factors, naming each tensor; 2 on an unreadable
     file.
     """
-    from ltx_audio_reference.evaluation.lora_inspect import LoraFileError, inspect_lora, lora_distance  # noqa: PLC0415
+    from ltx_audio_reference.evaluation.lora_inspect import (  # noqa: PLC0415
+        LoraFileError,
+        inspect_lora,
+        lora_distance,
+        strict_json,
+    )
 
     paths = [lora] if other is None else [lora, other]
     try:
@@ -318,7 +337,9 @@ def inspect_command(
         document: dict[str, Any] = {"files": [r.to_dict() for r in reports]}
         if distance is not None:
             document["distance"] = distance.to_dict()
-        typer.echo(json.dumps(document, indent=2))
+        document, non_finite = strict_json(document)  # NaN and Infinity are not JSON: null, and where they were
+        document["non_finite_values"] = non_finite
+        typer.echo(json.dumps(document, indent=2, allow_nan=False))
     else:
         for report in reports:
             _render_report(report, per_module=modules)
@@ -388,6 +409,7 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     device: Annotated[str | None, typer.Option("--device", help="Torch device (default: cuda if available).")] = None,
 ) -> None:
     """Pitch sweep: output F0 against reference F0 for the LoRA, the base model and the overlap ablation."""
+    from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
     from ltx_audio_reference.evaluation.sweep import ARMS, SweepSettings, run_sweep  # noqa: PLC0415
 
     settings = SweepSettings(
@@ -410,9 +432,8 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     )
     try:
         result = run_sweep(settings)
-    except (ValueError, ModuleNotFoundError) as e:
-        console.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from e
+    except (ValueError, ModuleNotFoundError, MissingToolError) as e:
+        raise _fail(f"error: {e}") from e
 
     table = Table(title="Pitch sweep: slope of output F0 on reference F0 (semitones)")
     for column in ("arm", "slope", "95% CI", "voiced fraction", "voiced outputs"):

@@ -16,6 +16,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus"})
+_SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".aiff", ".aif"})
 
 
 class AudioReadError(RuntimeError):
@@ -63,6 +64,20 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     raise AudioReadError(f"{path}: cannot read audio ({reason})")
 
 
+def needs_pyav(path: Path) -> bool:
+    """Whether only PyAV can read ``path`` here: not a WAV, and not a FLAC/OGG/AIFF with soundfile installed."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".wav":
+        return False
+    if suffix in _SOUNDFILE_EXTENSIONS:
+        try:
+            import soundfile  # noqa: F401, PLC0415
+        except (ImportError, OSError):  # soundfile raises OSError when its libsndfile is missing
+            return True
+        return False
+    return True
+
+
 def _read_wave(path: Path) -> tuple[np.ndarray, int]:
     if path.suffix.lower() != ".wav":
         raise _ReaderUnavailableError
@@ -95,7 +110,7 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
         import soundfile  # noqa: PLC0415
     except ImportError as e:
         raise _ReaderUnavailableError from e
-    if path.suffix.lower() not in {".wav", ".flac", ".ogg", ".aiff", ".aif"}:
+    if path.suffix.lower() not in _SOUNDFILE_EXTENSIONS:
         raise _ReaderUnavailableError
     data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     return np.ascontiguousarray(data.T), int(rate)

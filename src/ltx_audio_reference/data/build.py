@@ -27,6 +27,7 @@ the manifest never hold half a pair. Clips that already have a record are skippe
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import logging
@@ -43,6 +44,7 @@ import yaml
 
 from ltx_audio_reference.data.audio_io import AudioReadError, read_audio, write_wav
 from ltx_audio_reference.data.media import VIDEO_EXTENSIONS, probe, replace_audio, target_suffix
+from ltx_audio_reference.data.media_tools import missing_pyav, require
 from ltx_audio_reference.data.pairs import PairOutcome, make_pair
 from ltx_audio_reference.data.recipe import Recipe
 from ltx_audio_reference.data.report import plot_report, rounded, summarize
@@ -86,6 +88,19 @@ class BuildResult:
     manifest: Path | None = None
     report_png: Path | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def check_tools() -> None:
+    """Refuse to start without the libraries every clip needs (else each clip would be dropped as unreadable).
+
+    Raises:
+        MissingToolError: Naming PyAV, praat-parselmouth or matplotlib, whichever is missing, with the fix.
+    """
+    missing = [missing_pyav()]
+    for module, what in (("parselmouth", "praat-parselmouth (pitch)"), ("matplotlib", "matplotlib (report.png)")):
+        if importlib.util.find_spec(module) is None:
+            missing.append(f"{what} is not installed: pip install 'ltx-audio-reference[recipes]'")
+    require("build-dataset", *missing)
 
 
 def find_clips(source: Path, column: str | None = None) -> list[Clip]:
@@ -321,7 +336,9 @@ def build_dataset(
 
     Raises:
         BuildError: On a bad input or an output that belongs to something else.
+        MissingToolError: If PyAV, praat-parselmouth or matplotlib is missing (checked before anything is written).
     """
+    check_tools()
     source, output = Path(source), Path(output)
     clips = find_clips(source, column)
     if limit is not None:

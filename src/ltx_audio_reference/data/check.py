@@ -23,6 +23,9 @@ from ltx_audio_reference.layout import (
 
 logger = logging.getLogger(__name__)
 
+#: macOS writes a resource fork ``._NAME`` next to files copied to a non-HFS disk; it is not a sample.
+APPLE_DOUBLE_PREFIX = "._"
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -241,15 +244,32 @@ def check_dataset(
 
     problems: list[Problem] = []
     present: dict[str, set[Path]] = {}
+    apple_double: dict[str, set[Path]] = {}
     for dir_name in dirs:
         folder = data_root / dir_name
         if not folder.is_dir():
             problems.append(Problem(f"{folder}/", "a folder required by the training strategy", "no such folder"))
             continue
-        present[dir_name] = {_sample_key(dir_name, p.relative_to(folder)) for p in folder.rglob("*.pt")}
+        files = list(folder.rglob("*.pt"))
+        forks = {p.relative_to(folder) for p in files if p.name.startswith(APPLE_DOUBLE_PREFIX)}
+        if forks:
+            logger.debug("Ignoring %d macOS AppleDouble file(s) (._*) in %s", len(forks), folder)
+        apple_double[dir_name] = forks
+        present[dir_name] = {_sample_key(dir_name, p.relative_to(folder)) for p in files} - forks
     if present and not any(present.values()):
         problems.append(Problem(str(data_root), "at least one sample (*.pt files)", "none"))
     problems.extend(_pairing_problems(data_root, present) if present else [])
+    # Unpaired resource forks are skipped by the stock dataset too; forks paired in every folder it loads as samples.
+    forks_everywhere = apple_double and len(apple_double) == len(dirs)
+    loaded_forks = sorted(set.intersection(*apple_double.values())) if forks_everywhere else []
+    if loaded_forks:
+        problems.append(
+            Problem(
+                f"{data_root}/",
+                "no macOS AppleDouble (._*) file in every folder: the stock dataset loads such a set as a sample",
+                f"{len(loaded_forks)}, e.g. {loaded_forks[0]}; delete them: find {data_root} -name '._*' -delete",
+            )
+        )
 
     complete = sorted(set.intersection(*present.values())) if present else []
     audio_lengths: dict[str, set[int]] = {}

@@ -14,12 +14,18 @@ import numpy as np
 from ltx_audio_reference.data.pitch import PitchSettings, Timbre, measure_f0, semitones_between, shift_pitch, tuned_tone
 from ltx_audio_reference.data.recipe import Recipe, ToneConfig, clip_seed, draw_target
 
+#: The reference tone must measure this close to the target; ``tuned_tone`` aims at 0.25 Hz and lands within 0.25 Hz
+#: over the whole measurable range with the Helium timbres, so anything further is a failed synthesis.
+TONE_TOLERANCE_HZ = 1.0
+
 DROP_REASONS: dict[str, str] = {
     "unreadable": "the file could not be opened or decoded",
     "no_video": "the file has no video stream",
     "no_audio": "the file has no audio stream",
     "no_voiced_frames": "too few voiced frames to measure a pitch",
+    "target_unmeasurable": "every allowed shift puts the target outside the recipe's measurable pitch range",
     "out_of_tolerance": "the shifted speech re-measured too far from the target",
+    "tone_off_target": "the reference tone did not measure at the target pitch (or had no measurable pitch)",
     "error": "processing failed unexpectedly (the detail has the error)",
 }
 
@@ -103,7 +109,20 @@ def make_pair(
         )
         return outcome
     outcome.source_f0_hz = source.median_hz
-    target = draw_target(source.median_hz, recipe.target, np.random.default_rng(clip_seed(recipe.seed, key, 0)))
+    measurable = recipe.analysis.measurable_range_hz
+    target = draw_target(
+        source.median_hz,
+        recipe.target,
+        np.random.default_rng(clip_seed(recipe.seed, key, 0)),
+        within_hz=measurable,
+    )
+    if target is None:
+        outcome.reason = "target_unmeasurable"
+        outcome.detail = (
+            f"source {source.median_hz:.1f} Hz: every allowed shift lands outside the measurable range "
+            f"[{measurable[0]:.1f}, {measurable[1]:.1f}] Hz"
+        )
+        return outcome
     outcome.target_f0_hz = target
     # Mark the source's pitch periods across its whole range, whatever the target is.
     shifted = shift_pitch(samples, sample_rate, target / source.median_hz, settings)
@@ -129,4 +148,8 @@ def make_pair(
             settings=settings,
         )
         outcome.tone_f0_hz = None if math.isnan(tone_f0) else tone_f0
+        if outcome.tone_f0_hz is None or abs(outcome.tone_f0_hz - target) > TONE_TOLERANCE_HZ:
+            found = "no voiced frames" if outcome.tone_f0_hz is None else f"{outcome.tone_f0_hz:.2f} Hz"
+            outcome.reason = "tone_off_target"
+            outcome.detail = f"target {target:.1f} Hz, tone measured {found} (tolerance {TONE_TOLERANCE_HZ:g} Hz)"
     return outcome

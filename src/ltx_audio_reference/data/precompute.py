@@ -15,6 +15,14 @@ Audio is widened to stereo (mono duplicated; more channels averaged, then duplic
 rate and turned into a log-mel spectrogram by ltx-core's ``AudioProcessor`` or its plain-torch twin
 (:mod:`ltx_audio_reference.data.mel`). Finished files are skipped, so a rerun only encodes what is missing;
 each file is written to a temporary name and renamed, so a crash never leaves a truncated ``.pt``.
+
+Before anything is loaded or written, the run checks:
+
+- the checkpoint, from its safetensors header: that it holds an audio VAE (a split pack's transformer file does not;
+  its audio VAE file does), and every weight of the encoder the config describes (ltx-core's loader builds an
+  encoder with missing weights anyway, after logging "Uninitialized parameters", and it encodes garbage);
+- every reference still to encode: that it reads and is long enough. All bad files are reported at once;
+- PyAV, where some reference is not WAV, FLAC or OGG.
 """
 
 from __future__ import annotations
@@ -27,19 +35,26 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ltx_audio_reference.data.audio_io import AUDIO_EXTENSIONS, AudioReadError, read_audio
+from ltx_audio_reference.data.audio_io import AUDIO_EXTENSIONS, AudioReadError, needs_pyav, read_audio
+from ltx_audio_reference.data.media_tools import missing_pyav, require
 from ltx_audio_reference.data.mel import FrontEnd, FrontEndChoice, front_end_for, import_audio_vae
 from ltx_audio_reference.reliability.files import atomic_write
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_DIR = "reference_audio_latents"
 TARGET_AUDIO_DIR = "audio_latents"
 MANIFEST_SUFFIXES = (".csv", ".json", ".jsonl")
+#: Config sections that only a full checkpoint or a component file carries (a split pack's transformer has none).
+_COMPONENT_SECTIONS = frozenset({"vae", "audio_vae", "vocoder"})
+_SHOWN = 10  # names listed in one message before "and N more"
 
 
 class PrecomputeError(RuntimeError):
@@ -129,6 +144,103 @@ def find_references(
     return items
 
 
+def build_meta_audio_encoder(config: dict[str, Any]) -> torch.nn.Module:
+    """The ``AudioEncoder`` a checkpoint's ``config`` describes, on the meta device (no weights, no memory).
+
+    Args:
+        config: The checkpoint's JSON ``config`` metadata entry (``{"audio_vae": ...}``).
+
+    Returns:
+        The encoder with every parameter and buffer on the meta device; its rate, FFT size and state-dict keys are
+        those the real one gets. Works with ltx-core 1.0 (``from_config``) and 1.2 (``from_metadata``).
+    """
+    configurator = import_audio_vae().AudioEncoderConfigurator
+    with torch.device("meta"):
+        if hasattr(configurator, "from_metadata"):  # ltx-core 1.2
+            return configurator.from_metadata({"config": config})
+        return configurator.from_config(config)  # ltx-core 1.0
+
+
+def _checkpoint_key(name: str) -> str:
+    """A name in the encoder's state dict as a checkpoint stores it (ltx-core's encoder key filter, inverted)."""
+    if name.startswith("per_channel_statistics."):
+        return f"audio_vae.{name}"
+    return f"audio_vae.encoder.{name}"
+
+
+def _listed(names: list[str]) -> str:
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return ", ".join(names[:_SHOWN]) + more
+
+
+@dataclass(frozen=True)
+class AudioVaeFile:
+    """A checkpoint that holds a complete audio VAE encoder (what :func:`check_audio_vae_file` found)."""
+
+    path: Path
+    sample_rate: int
+    n_fft: int
+
+
+def check_audio_vae_file(model_path: Path) -> AudioVaeFile:
+    """Check, from the safetensors header alone, that a checkpoint holds a complete audio VAE encoder.
+
+    Args:
+        model_path: A full LTX-2 checkpoint, or the audio VAE file of a split pack.
+
+    Returns:
+        The file and its encoder's sample rate and FFT size.
+
+    Raises:
+        PrecomputeError: If the file is missing or not safetensors, carries no LTX-2 config, holds no audio VAE (a
+            split pack's transformer file is named as such), or lacks any weight of the encoder its config
+            describes (the missing keys are named).
+    """
+    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise PrecomputeError(f"{path}: no such checkpoint file (--model-path)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            metadata = dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise PrecomputeError(f"{path}: not a readable safetensors checkpoint ({e})") from e
+    try:
+        config = json.loads(metadata.get("config") or "null")
+    except json.JSONDecodeError as e:
+        raise PrecomputeError(f"{path}: its 'config' metadata is not JSON ({e}): not an LTX-2 checkpoint") from e
+    if not isinstance(config, dict):
+        raise PrecomputeError(
+            f"{path}: no 'config' metadata, so not an LTX-2 checkpoint: pass a full LTX-2 checkpoint or a split "
+            "pack's audio VAE file to --model-path"
+        )
+    sections = sorted(config)
+    if "audio_vae" not in config:
+        if "transformer" in config and not _COMPONENT_SECTIONS & set(config):
+            raise PrecomputeError(
+                f"{path} is the transformer file of a split checkpoint pack and holds no audio VAE: pass the "
+                "pack's audio VAE file (what a training config's model.audio_vae_path names) to --model-path"
+            )
+        raise PrecomputeError(
+            f"no audio VAE in this file: {path} (its config has {', '.join(sections) or 'no sections'}): pass a "
+            "full LTX-2 checkpoint or a split pack's audio VAE file to --model-path"
+        )
+    encoder = build_meta_audio_encoder(config)
+    key_filter = import_audio_vae().AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER
+    present = {key_filter.apply_to_key(key) for key in keys} - {None}
+    expected = list(encoder.state_dict())
+    missing = [_checkpoint_key(name) for name in expected if name not in present]
+    if missing:
+        raise PrecomputeError(
+            f"{path}: the audio VAE encoder is incomplete: {len(missing)} of its {len(expected)} weights are not in "
+            f"the file ({_listed(missing)}). ltx-core would build it anyway and encode garbage: re-download or "
+            "re-export the checkpoint"
+        )
+    return AudioVaeFile(path=path, sample_rate=int(encoder.sample_rate), n_fft=int(encoder.n_fft))
+
+
 def load_audio_encoder(
     model_path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
@@ -141,15 +253,27 @@ def load_audio_encoder(
 
     Returns:
         The ``AudioEncoder`` in eval mode.
+
+    Raises:
+        PrecomputeError: If the file holds no complete audio VAE encoder (:func:`check_audio_vae_file`), or the
+            loader left any weight uninitialised.
     """
     from ltx_core.loader import SingleGPUModelBuilder  # noqa: PLC0415
 
+    check_audio_vae_file(model_path)
     audio_vae = import_audio_vae()
     encoder = SingleGPUModelBuilder(
         model_path=str(model_path),
         model_class_configurator=audio_vae.AudioEncoderConfigurator,
         model_sd_ops=audio_vae.AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER,
     ).build(device=torch.device(device), dtype=dtype)
+    tensors = [*encoder.named_parameters(), *encoder.named_buffers()]
+    uninitialised = [_checkpoint_key(name) for name, tensor in tensors if tensor.is_meta]
+    if uninitialised:  # e.g. a key the file holds under a name the filter does not map
+        raise PrecomputeError(
+            f"{model_path}: the loader left {len(uninitialised)} audio VAE encoder weight(s) uninitialised "
+            f"({_listed(uninitialised)}): re-download or re-export the checkpoint"
+        )
     return encoder.eval()
 
 
@@ -191,6 +315,40 @@ def encode_waveform(
     }
 
 
+def _read_trimmed(item: ReferenceItem, max_duration: float | None) -> tuple[np.ndarray, int]:
+    samples, sample_rate = read_audio(item.audio_path)
+    if max_duration is not None:
+        samples = samples[:, : round(max_duration * sample_rate)]
+    return samples, sample_rate
+
+
+def _check_references(items: list[ReferenceItem], encoder_rate: int, n_fft: int, max_duration: float | None) -> None:
+    """Read every reference once and raise naming each one that is unreadable or too short (all at once)."""
+    problems = []
+    for item in items:
+        try:
+            samples, sample_rate = _read_trimmed(item, max_duration)
+        except AudioReadError as e:
+            problems.append(str(e))
+            continue
+        # The centred STFT reflect-pads n_fft // 2 samples, which needs a longer signal at the encoder's rate.
+        min_samples = math.ceil((n_fft // 2 + 1) * sample_rate / encoder_rate)
+        if samples.shape[-1] < min_samples:
+            problems.append(
+                f"{item.audio_path}: too short to encode ({samples.shape[-1]} samples at {sample_rate} Hz; "
+                f"need at least {min_samples})"
+            )
+    if problems:
+        raise PrecomputeError(
+            "\n".join(
+                [
+                    f"{len(problems)} of {len(items)} reference file(s) cannot be encoded; nothing was written:",
+                    *(f"  {problem}" for problem in problems),
+                ]
+            )
+        )
+
+
 def precompute_reference_latents(  # noqa: PLR0912, PLR0913
     source: Path,
     output_root: Path,
@@ -227,7 +385,9 @@ def precompute_reference_latents(  # noqa: PLR0912, PLR0913
         The encoded, skipped and unpaired relative paths.
 
     Raises:
-        PrecomputeError: On an unreadable or too-short file (naming it), a bad source, or no model.
+        PrecomputeError: Before anything loads or is written: naming every unreadable or too-short file, a bad
+            source, no model, or a checkpoint without a complete audio VAE encoder.
+        MissingToolError: If some reference needs PyAV and it is not installed.
     """
     items = find_references(source, reference_column=reference_column, media_column=media_column)
     out_dir = Path(output_root) / REFERENCE_DIR
@@ -238,41 +398,43 @@ def precompute_reference_latents(  # noqa: PLR0912, PLR0913
     if max_duration is not None and max_duration <= 0:
         raise PrecomputeError(f"max_duration must be positive, got {max_duration}")
 
-    fe: FrontEnd | None = None
-    if progress is not None:
-        progress(0, len(items))
-    for done, item in enumerate(items, start=1):
-        out = out_dir / item.relative
-        if out.is_file() and not overwrite:
+    todo = []
+    for item in items:
+        if (out_dir / item.relative).is_file() and not overwrite:
             result.skipped.append(item.relative)
-            if progress is not None:
-                progress(done, len(items))
-            continue
+        else:
+            todo.append(item)
+    if todo:
+        # Everything that can fail is checked before the model loads and before the first file is written.
+        if encoder is not None:
+            sample_rate, n_fft = int(encoder.sample_rate), int(encoder.n_fft)
+        elif model_path is None:
+            raise PrecomputeError("precompute needs a model checkpoint (--model-path) holding the audio VAE")
+        else:
+            checked = check_audio_vae_file(model_path)
+            sample_rate, n_fft = checked.sample_rate, checked.n_fft
+        pyav_files = [item.audio_path for item in todo if needs_pyav(item.audio_path)]
+        if pyav_files:
+            require(
+                f"precompute ({len(pyav_files)} reference(s) such as {pyav_files[0]} are not WAV, FLAC or OGG)",
+                missing_pyav(),
+            )
+        _check_references(todo, sample_rate, n_fft, max_duration)
+
+    if progress is not None:
+        progress(len(result.skipped), len(items))
+    fe: FrontEnd | None = None
+    for done, item in enumerate(todo, start=len(result.skipped) + 1):
         if encoder is None:
-            if model_path is None:
-                raise PrecomputeError("precompute needs a model checkpoint (--model-path) holding the audio VAE")
             logger.info("Loading the audio VAE encoder from %s", model_path)
             encoder = load_audio_encoder(model_path, device=device)
         if fe is None:
             fe = front_end_for(encoder, front_end)
             result.front_end = fe.name
             logger.info("Front end: %s", fe.name)
-        try:
-            samples, sample_rate = read_audio(item.audio_path)
-        except AudioReadError as e:
-            raise PrecomputeError(str(e)) from e
-        waveform = torch.from_numpy(samples)
-        if max_duration is not None:
-            waveform = waveform[:, : round(max_duration * sample_rate)]
-        # The centred STFT reflect-pads n_fft // 2 samples, which needs a longer signal at the encoder's rate.
-        min_samples = math.ceil((encoder.n_fft // 2 + 1) * sample_rate / encoder.sample_rate)
-        if waveform.shape[-1] < min_samples:
-            raise PrecomputeError(
-                f"{item.audio_path}: too short to encode ({waveform.shape[-1]} samples at {sample_rate} Hz; "
-                f"need at least {min_samples})"
-            )
-        record = encode_waveform(encoder, fe, waveform, sample_rate)
-        atomic_write(out, functools.partial(torch.save, record))
+        samples, sample_rate = _read_trimmed(item, max_duration)
+        record = encode_waveform(encoder, fe, torch.from_numpy(samples), sample_rate)
+        atomic_write(out_dir / item.relative, functools.partial(torch.save, record))
         result.encoded.append(item.relative)
         if progress is not None:
             progress(done, len(items))

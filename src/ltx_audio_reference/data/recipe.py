@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAX_BOUNDED_SEMITONES = 7.0
+#: How far inside Praat's analysis floor and ceiling a target pitch must lie to be re-measured reliably. With the
+#: Helium floor and ceiling (60 and 500 Hz), PSOLA-shifted espeak-ng and synthetic speech re-measured 1-5 Hz high at
+#: targets of 61-65 Hz (the track sticks near 66 Hz) and 2-23 Hz low at 460-480 Hz, but within 0.5 Hz from 67 to
+#: 440 Hz; two semitones in from each end is 67.3 to 445.4 Hz.
+MEASURABLE_MARGIN_SEMITONES = 2.0
 MANIFEST_SUFFIXES = (".json", ".jsonl", ".csv")
 
 Range = tuple[float, float]
@@ -55,7 +60,20 @@ class AnalysisConfig(_Section):
                 f"analysis.pitch_floor_hz ({self.pitch_floor_hz}) must be below analysis.pitch_ceiling_hz "
                 f"({self.pitch_ceiling_hz}): lower the floor or raise the ceiling"
             )
+        low, high = self.measurable_range_hz
+        if low >= high:
+            raise ValueError(
+                f"analysis.pitch_ceiling_hz ({self.pitch_ceiling_hz}) must be more than "
+                f"{2 * MEASURABLE_MARGIN_SEMITONES:g} semitones above analysis.pitch_floor_hz "
+                f"({self.pitch_floor_hz}), or no pitch is measurable: lower the floor or raise the ceiling"
+            )
         return self
+
+    @property
+    def measurable_range_hz(self) -> Range:
+        """Pitches a shifted clip can be re-measured at: ``MEASURABLE_MARGIN_SEMITONES`` inside floor and ceiling."""
+        margin = 2.0 ** (MEASURABLE_MARGIN_SEMITONES / 12.0)
+        return self.pitch_floor_hz * margin, self.pitch_ceiling_hz / margin
 
 
 class BoundedTarget(_Section):
@@ -200,13 +218,17 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _targets_measurable(self) -> Recipe:
+        # Bounded targets are drawn inside this range per clip (draw_target); a decorrelated range must fit in it.
+        low, high = self.analysis.measurable_range_hz
         if isinstance(self.target, DecorrelatedTarget) and not (
-            self.analysis.pitch_floor_hz < self.target.low_hz and self.target.high_hz < self.analysis.pitch_ceiling_hz
+            low <= self.target.low_hz <= self.target.high_hz <= high
         ):
             raise ValueError(
-                f"target range [{self.target.low_hz}, {self.target.high_hz}] Hz must lie inside the analysis range "
-                f"({self.analysis.pitch_floor_hz}, {self.analysis.pitch_ceiling_hz}) Hz, or shifted clips cannot be "
-                "re-measured: lower analysis.pitch_floor_hz or raise analysis.pitch_ceiling_hz"
+                f"target range [{self.target.low_hz}, {self.target.high_hz}] Hz must lie inside the measurable range "
+                f"[{low:.1f}, {high:.1f}] Hz ({MEASURABLE_MARGIN_SEMITONES:g} semitones inside the analysis floor "
+                f"{self.analysis.pitch_floor_hz:g} Hz and ceiling {self.analysis.pitch_ceiling_hz:g} Hz), or shifted "
+                "clips cannot be re-measured: narrow the target range, lower analysis.pitch_floor_hz or raise "
+                "analysis.pitch_ceiling_hz"
             )
         return self
 
@@ -247,22 +269,55 @@ def clip_seed(seed: int, key: str, stream: int) -> list[int]:
     return [seed, zlib.crc32(key.encode("utf-8")), stream]
 
 
-def draw_target(source_hz: float, target: TargetConfig, rng: np.random.Generator) -> float:
+def draw_target(
+    source_hz: float, target: TargetConfig, rng: np.random.Generator, *, within_hz: Range | None = None
+) -> float | None:
     """The target pitch for a clip whose natural pitch is ``source_hz``.
 
     Args:
         source_hz: The clip's median F0.
         target: The recipe's target section.
         rng: A ``numpy.random.Generator`` for this clip's target stream.
+        within_hz: Keep ``bounded`` targets inside this ``[low, high]`` range (the recipe's
+            :attr:`AnalysisConfig.measurable_range_hz`). Where every allowed shift lands inside it the draw is the
+            unrestricted one; otherwise the shift is uniform over the allowed shifts that do.
 
     Returns:
         Target F0 in Hz. ``bounded`` keeps ``|12 log2(target / source)|`` within ``[min_semitones, max_semitones]``;
-        ``decorrelated`` never looks at ``source_hz``.
+        ``decorrelated`` never looks at ``source_hz``. None when no allowed ``bounded`` shift lands inside
+        ``within_hz`` (a source too low or too high for its shifts to stay measurable).
     """
     if isinstance(target, BoundedTarget):
-        magnitude = rng.uniform(target.min_semitones, target.max_semitones)
-        sign = {"up": 1.0, "down": -1.0}.get(target.direction) or (1.0 if rng.uniform() < 0.5 else -1.0)
-        return source_hz * 2.0 ** (sign * magnitude / 12.0)
+        shift = _bounded_shift(source_hz, target, rng, within_hz)
+        return None if shift is None else source_hz * 2.0 ** (shift / 12.0)
     if target.scale == "log":
         return math.exp(rng.uniform(math.log(target.low_hz), math.log(target.high_hz)))
     return float(rng.uniform(target.low_hz, target.high_hz))
+
+
+def _bounded_shift(
+    source_hz: float, target: BoundedTarget, rng: np.random.Generator, within_hz: Range | None
+) -> float | None:
+    """A signed shift in semitones: uniform in magnitude and (for ``both``) a fair sign, restricted to ``within_hz``."""
+    low, high = target.min_semitones, target.max_semitones
+    segments = {"up": [(low, high)], "down": [(-high, -low)], "both": [(-high, -low), (low, high)]}[target.direction]
+    if within_hz is not None:
+        lowest, highest = (12.0 * math.log2(bound / source_hz) for bound in within_hz)
+        clipped = [(max(a, lowest), min(b, highest)) for a, b in segments]
+        if clipped != segments:  # some shifts leave the range: draw among those that stay in it
+            feasible = [(a, b) for a, b in clipped if a <= b]
+            if not feasible:
+                return None
+            total = sum(b - a for a, b in feasible)
+            if total == 0.0:
+                return feasible[int(rng.integers(len(feasible)))][0]
+            position = float(rng.uniform(0.0, total))
+            for a, b in feasible:
+                if position <= b - a:
+                    return a + position
+                position -= b - a
+            return feasible[-1][1]
+    # Every allowed shift is in range: the same two draws as always, so existing datasets rebuild identically.
+    magnitude = rng.uniform(low, high)
+    sign = {"up": 1.0, "down": -1.0}.get(target.direction) or (1.0 if rng.uniform() < 0.5 else -1.0)
+    return float(sign * magnitude)

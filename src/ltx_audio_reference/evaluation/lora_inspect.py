@@ -14,6 +14,10 @@ module ``m`` (computed in float64; a module missing from one file counts as a ze
   ``lora_A``/``lora_B`` tensors ``T_k`` present in both files with one shape. It is only meaningful for two
   checkpoints of one run (same initialisation, so the same factorisation).
 
+**Other key formats.** A kohya-ss (``lora_unet_...lora_down/lora_up`` plus ``alpha``), diffusers (``transformer.``)
+or raw peft (``base_model.model.``) file is named as such in one line, with what ComfyUI and ltx-core read: ltx-core
+fuses only ``<module>.lora_A.weight``/``.lora_B.weight`` pairs, so such keys would be skipped.
+
 Both are relative to P, so ``0.08`` reads "Q's delta differs from P's by 8% of P's size". Frobenius norms and inner
 products of ``B @ A`` are computed from ``rank x rank`` Gram matrices (``||B A||^2 = sum((B^T B) * (A A^T))``), so a
 22B model's LoRA is inspected without materialising any full-size delta.
@@ -44,6 +48,31 @@ _ALPHA_KEY = re.compile(r"(^|\.)alpha$")
 
 PRESET_OTHER = "other"
 
+#: Key formats other than the export's, by key prefix, with how each names a module's factors.
+FOREIGN_FORMATS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "kohya": (
+        ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"),
+        "lora_unet_<module path with _>.lora_down.weight / .lora_up.weight / .alpha",
+        "rename lora_down to lora_A and lora_up to lora_B under diffusion_model.<module path with .>, and fold "
+        "alpha / rank into lora_B",
+    ),
+    "diffusers": (
+        ("transformer.",),
+        "transformer.<module>.lora_A.weight / .lora_B.weight",
+        "replace the transformer. prefix with diffusion_model.",
+    ),
+    "peft": (
+        ("base_model.model.",),
+        "base_model.model.<module>.lora_A.default.weight (a raw peft state dict)",
+        "replace base_model.model. with diffusion_model. and drop .default",
+    ),
+}
+EXPECTED_FORMAT = (
+    "ComfyUI and ltx-core read diffusion_model.<module>.lora_A.weight / .lora_B.weight with no alpha (ltx-core fuses "
+    "only lora_A/lora_B pairs, so these keys would be skipped)"
+)
+EXPORT_FORMAT = "comfyui"
+
 
 class LoraFileError(RuntimeError):
     """The file cannot be read as safetensors."""
@@ -72,6 +101,7 @@ class LoraReport:
     problems: list[str]
     non_finite_tensors: list[str]
     bad_keys: list[str]
+    key_format: str
     preset: str
     num_blocks: int
     ranks: list[int]
@@ -159,6 +189,7 @@ def lora_factors(
     """
     problems: list[str] = []
     halves: dict[str, dict[str, torch.Tensor]] = {}
+    foreign: dict[str, list[str]] = {}
     for key in sorted(tensors):
         tensor = tensors[key]
         if tensor.is_floating_point():
@@ -168,7 +199,9 @@ def lora_factors(
                 problems.append(f"{key}: {nan} NaN and {inf} Inf of {tensor.numel()} values")
         match = LORA_KEY.match(key)
         if match is None:
-            if _ALPHA_KEY.search(key):
+            if (name := foreign_format(key)) is not None:
+                foreign.setdefault(name, []).append(key)  # one line per format, not one per tensor
+            elif _ALPHA_KEY.search(key):
                 problems.append(
                     f"{key}: alpha key. Exported LoRAs carry no alpha: ltx-core and ComfyUI apply B @ A with scale "
                     "1 (train with lora.alpha equal to lora.rank)"
@@ -182,6 +215,13 @@ def lora_factors(
             problems.append(f"{key}: expected a 2-D matrix, found shape {tuple(tensor.shape)}")
             continue
         halves.setdefault(match.group("module"), {})[match.group("factor")] = tensor
+    for name, keys in foreign.items():
+        _, layout, fix = FOREIGN_FORMATS[name]
+        example = next((k for k in keys if not _ALPHA_KEY.search(k)), keys[0])
+        problems.append(
+            f"{len(keys)} key(s) in {name} format ({layout}), e.g. {example}: {EXPECTED_FORMAT}; to use this file, "
+            f"{fix}"
+        )
 
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for module, pair in halves.items():
@@ -197,6 +237,31 @@ def lora_factors(
             continue
         factors[module] = (a, b)
     return factors, problems
+
+
+def foreign_format(key: str) -> str | None:
+    """The other LoRA key format ``key`` is written in (a :data:`FOREIGN_FORMATS` name), or None."""
+    for name, (prefixes, _, _) in FOREIGN_FORMATS.items():
+        if key.startswith(prefixes):
+            return name
+    return None
+
+
+def detect_key_format(keys: list[str]) -> str:
+    """The key format of a LoRA file.
+
+    Returns:
+        ``"comfyui"`` when every key is an export key (``diffusion_model.<module>.lora_A/B.weight``; alpha keys there
+        still count as this format, and are reported separately), a :data:`FOREIGN_FORMATS` name when every other key
+        is in that format and no key is an export key, ``"mixed"`` for a mixture, ``"unknown"`` for keys of no known
+        format, ``"empty"`` for no keys.
+    """
+    if not keys:
+        return "empty"
+    formats = {
+        EXPORT_FORMAT if LORA_KEY.match(k) or k.startswith(KEY_PREFIX) else foreign_format(k) or "unknown" for k in keys
+    }
+    return formats.pop() if len(formats) == 1 else "mixed"
 
 
 def detect_preset(modules: list[str]) -> tuple[str, int]:
@@ -277,6 +342,7 @@ def inspect_lora(path: Path) -> LoraReport:
         problems=problems,
         non_finite_tensors=sorted(non_finite),
         bad_keys=sorted(bad_keys),
+        key_format=detect_key_format(list(tensors)),
         preset=preset,
         num_blocks=num_blocks,
         ranks=sorted({m.rank for m in modules}),
@@ -339,6 +405,30 @@ def lora_distance(reference: Path, other: Path) -> LoraDistance:
         raw_tensors_compared=raw_compared,
         per_module=per_module,
     )
+
+
+def strict_json(value: Any) -> tuple[Any, dict[str, str]]:  # noqa: ANN401 - any JSON-like value
+    """``value`` with every non-finite float replaced by None, and where each one was.
+
+    ``json.dumps`` writes NaN and Infinity bare, which is not JSON (RFC 8259) and which most parsers refuse.
+
+    Returns:
+        ``(clean, non_finite)``: the same structure with None in place of each NaN or infinity, and
+        ``{JSON Pointer: "NaN" | "Infinity" | "-Infinity"}`` naming each replaced value (``/files/0/modules/3/norm_b``).
+    """
+    non_finite: dict[str, str] = {}
+
+    def clean(item: Any, pointer: str) -> Any:  # noqa: ANN401
+        if isinstance(item, float) and not math.isfinite(item):
+            non_finite[pointer] = "NaN" if math.isnan(item) else ("Infinity" if item > 0 else "-Infinity")
+            return None
+        if isinstance(item, dict):
+            return {k: clean(v, f"{pointer}/{str(k).replace('~', '~0').replace('/', '~1')}") for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v, f"{pointer}/{i}") for i, v in enumerate(item)]
+        return item
+
+    return clean(value, ""), non_finite
 
 
 def module_kind(module: str) -> str:

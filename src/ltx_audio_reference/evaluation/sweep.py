@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ltx_audio_reference.data.media_tools import missing_ffmpeg, missing_torchcodec, require
 from ltx_audio_reference.evaluation.sweep_stats import ArmResult, PitchMeasurement, measure_pitch, plot_sweep
 from ltx_audio_reference.layout import AUDIO_SAMPLE_RATE
 from ltx_audio_reference.reliability.files import atomic_write_json
@@ -190,6 +191,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         ValueError: On an unknown arm, a LoRA arm without a LoRA (or with a broken one), a config that does not train
             ``audio_reference``, or no prompt.
         ModuleNotFoundError: If ltx-trainer is not installed.
+        MissingToolError: If FFmpeg or torchcodec is missing (checked before any model loads).
     """
     from ltx_audio_reference import bridge  # noqa: PLC0415
 
@@ -198,6 +200,11 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         raise ValueError(f"Unknown arms {unknown}; choose from {', '.join(ARMS)}")
     if settings.lora is None and any(ARM_SPECS[arm][0] for arm in settings.arms):
         raise ValueError("The lora and overlap arms need --lora; run only --arms base without one")
+    # ltx-trainer's validation runner reads the reference tones with torchaudio.load (torchcodec, FFmpeg): without
+    # them the sweep would die in a torchcodec traceback after loading every model.
+    require(
+        "eval (ltx-trainer's validation runner decodes the reference tones)", missing_ffmpeg(), missing_torchcodec()
+    )
 
     bridge.install()
     from ltx_trainer.config import ReferenceConditionConfig, ValidationConfig, ValidationSample  # noqa: PLC0415

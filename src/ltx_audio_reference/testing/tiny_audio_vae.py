@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ltx_audio_reference.data.mel import import_audio_vae
+from ltx_audio_reference.data.precompute import build_meta_audio_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +76,7 @@ def build_tiny_audio_encoder(seed: int = 0) -> torch.nn.Module:
     Returns:
         An ``AudioEncoder`` in eval mode.
     """
-    configurator = import_audio_vae().AudioEncoderConfigurator
-    config = tiny_audio_vae_config()
-    with torch.device("meta"):
-        if hasattr(configurator, "from_metadata"):  # ltx-core 1.2
-            encoder = configurator.from_metadata({"config": config})
-        else:  # ltx-core 1.0
-            encoder = configurator.from_config(config)
-    encoder = encoder.to_empty(device="cpu")
+    encoder = build_meta_audio_encoder(tiny_audio_vae_config()).to_empty(device="cpu")
     _init_tensors(encoder, seed)
     return encoder.eval()
 
