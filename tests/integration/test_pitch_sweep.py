@@ -60,6 +60,31 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subproc
     return out, lora, result
 
 
+@pytest.fixture(scope="module")
+def guided_sweep(
+    sweep: tuple[Path, Path, subprocess.CompletedProcess[str]],
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The same sweep's lora arm, also sampled with reference guidance 2."""
+    out, lora, _ = sweep
+    guided_out = out.parent / "guided"
+    result = _cli(
+        "audio-reference",
+        "eval",
+        str(lora.parents[2] / "eval.yaml"),
+        "--lora",
+        str(lora),
+        "--out",
+        str(guided_out),
+        "--tones",
+        str(TONES),
+        "--arms",
+        "lora",
+        "--reference-guidance",
+        "0,2",
+    )
+    return guided_out, result
+
+
 def test_sweep_writes_json_and_png_for_three_arms(sweep: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
     out, lora, result = sweep
     assert result.returncode == 0, result.stdout + result.stderr
@@ -106,3 +131,27 @@ def test_lora_arms_need_a_lora(tmp_path: Path) -> None:
     result = _cli("audio-reference", "eval", str(config_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 1
     assert "need --lora" in result.stdout
+
+
+def test_reference_guidance_arms_sit_next_to_the_plain_arm_which_is_unchanged(
+    sweep: tuple[Path, Path, subprocess.CompletedProcess[str]],
+    guided_sweep: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    plain_out, _, _ = sweep
+    out, result = guided_sweep
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads((out / "sweep.json").read_text())
+    assert document["reference_guidance"] == [0.0, 2.0]
+    assert list(document["arms"]) == ["lora", "lora_rg2"]
+    for name, scale in (("lora", 0.0), ("lora_rg2", 2.0)):
+        arm = document["arms"][name]
+        assert (arm["base_arm"], arm["reference_guidance_scale"]) == ("lora", scale)
+        assert len(arm["outputs"]) == TONES
+        assert all(Path(row["file"]).parent.parent == out / name for row in arm["outputs"])
+    assert "lora_rg2" in result.stdout
+    for index in range(1, TONES + 1):
+        name = f"samples/step_000000_{index}.mp4"
+        # Scale 0 is the stock sampler: the plain arm's outputs equal those of a sweep without the option.
+        assert read_audio(out / "lora" / name)[0].tobytes() == read_audio(plain_out / "lora" / name)[0].tobytes()
+        assert not np.array_equal(read_audio(out / "lora_rg2" / name)[0], read_audio(out / "lora" / name)[0])
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
