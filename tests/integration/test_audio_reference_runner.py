@@ -71,6 +71,7 @@ def test_strategy_flag_trains_and_exports_exactly_the_preset(demo: Path) -> None
     assert metadata["reference_positions"] == "negative"
     assert metadata["reference_gap_s"] == "0.04"
     assert metadata["reference_downscale_factor"] == "1"
+    assert metadata["reference_guidance_scale"] == "0.0"  # validation sampled without reference guidance
     assert (metadata["lora_preset"], metadata["lora_rank"], metadata["lora_alpha"]) == ("audio", "4", "4")
 
 
@@ -150,3 +151,35 @@ def test_custom_preset_without_audio_modules_is_refused(demo: Path) -> None:
 def test_audio_preset_with_video_target_modules_is_refused(demo: Path) -> None:
     config = _write(demo, "video_targets.yaml", {"lora.target_modules": ["audio_attn1.to_q", "attn1.to_q"]})
     _assert_refused_before_training(demo, config, "outside the audio stack (attn1.to_q)", "lora_preset: custom")
+
+
+def _guided_validation(demo: Path, name: str, *, every_sample_has_a_reference: bool) -> Path:
+    tone = str(demo / "tone.wav")  # never read: the check runs before the model and the validation runner load
+    samples = [{"prompt": "a voice", "conditions": [{"type": "reference", "audio": tone}]}]
+    samples.append(samples[0] if every_sample_has_a_reference else {"prompt": "a voice, no reference"})
+    return _write(
+        demo,
+        name,
+        {
+            "training_strategy.validation_reference_guidance": 2.0,
+            "validation.interval": 2,
+            "validation.skip_initial_validation": True,
+            "validation.generate_audio": True,
+            "validation.samples": samples,
+        },
+    )
+
+
+def test_reference_guidance_with_a_validation_sample_without_a_reference_is_refused(demo: Path) -> None:
+    config = _guided_validation(demo, "guided.yaml", every_sample_has_a_reference=False)
+    expected = ("validation.samples[1] has no audio reference", "set validation_reference_guidance: 0")
+    _assert_refused_before_training(demo, config, *expected)
+    checked = run_cli("check", str(config))
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert all(text in checked.stdout + checked.stderr for text in expected)
+
+
+def test_reference_guidance_with_a_reference_in_every_validation_sample_passes_the_check(demo: Path) -> None:
+    config = _guided_validation(demo, "guided_ok.yaml", every_sample_has_a_reference=True)
+    checked = run_cli("check", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr

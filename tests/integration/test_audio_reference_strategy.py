@@ -148,4 +148,7 @@ def test_checkpoint_metadata_carries_the_reference_layout() -> None:
     assert as_written["reference_positions"] == "negative"
     assert as_written["reference_gap_s"] == "0.04"
     assert as_written["reference_downscale_factor"] == "1"
+    assert as_written["reference_guidance_scale"] == "0.0"
     assert as_written["ltx_audio_reference_version"]
+    guided = AudioReferenceStrategy(AudioReferenceConfig(validation_reference_guidance=3.0)).get_checkpoint_metadata()
+    assert guided["reference_guidance_scale"] == 3.0  # what validation sampled with, for an inference tool to read

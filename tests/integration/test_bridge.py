@@ -133,6 +133,24 @@ def test_uninstall_restores_the_stock_objects(fresh_pm: pluggy.PluginManager, de
         LtxTrainerConfig(**demo_config)  # audio_reference is unknown to the stock union again
 
 
+def test_uninstall_restores_the_stock_sampler(fresh_pm: pluggy.PluginManager) -> None:
+    import ltx_trainer.validation_runner as validation_module  # noqa: PLC0415
+
+    bridge.uninstall()
+    runner = validation_module.ValidationRunner
+    stock = (validation_module.X0Model, validation_module.MultiModalGuider, runner.__dict__["_run_denoising"])
+    bridge.install(fresh_pm)
+    # Reference guidance: subclasses of the stock classes the runner instantiates, and a wrapped denoising loop.
+    assert validation_module.X0Model is not stock[0]
+    assert issubclass(validation_module.X0Model, stock[0])
+    assert validation_module.MultiModalGuider is not stock[1]
+    assert issubclass(validation_module.MultiModalGuider, stock[1])
+    assert runner.__dict__["_run_denoising"] is not stock[2]
+    assert runner.__dict__["_run_denoising"].__wrapped__ is stock[2]
+    bridge.uninstall()
+    assert (validation_module.X0Model, validation_module.MultiModalGuider, runner.__dict__["_run_denoising"]) == stock
+
+
 def test_third_party_strategy_parses(example_plugin: pluggy.PluginManager, demo_config: dict) -> None:
     from ltx_trainer.config import LtxTrainerConfig  # noqa: PLC0415
 

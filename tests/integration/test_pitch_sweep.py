@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 from cli_helpers import run_cli
+from safetensors import safe_open
 
 from ltx_audio_reference.data.audio_io import read_audio
 from ltx_audio_reference.testing.demo import write_demo
@@ -58,6 +59,31 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subproc
         "audio-reference", "eval", str(eval_config), "--lora", str(lora), "--out", str(out), "--tones", str(TONES)
     )
     return out, lora, result
+
+
+@pytest.fixture(scope="module")
+def guided_sweep(
+    sweep: tuple[Path, Path, subprocess.CompletedProcess[str]],
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The same sweep's lora arm, also sampled with reference guidance 2."""
+    out, lora, _ = sweep
+    guided_out = out.parent / "guided"
+    result = _cli(
+        "audio-reference",
+        "eval",
+        str(lora.parents[2] / "eval.yaml"),
+        "--lora",
+        str(lora),
+        "--out",
+        str(guided_out),
+        "--tones",
+        str(TONES),
+        "--arms",
+        "lora",
+        "--reference-guidance",
+        "0,2",
+    )
+    return guided_out, result
 
 
 def test_sweep_writes_json_and_png_for_three_arms(sweep: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
@@ -123,3 +149,65 @@ def test_eval_without_ffmpeg_on_path_names_the_fix_before_loading_models(tmp_pat
     assert "torchcodec" not in text  # torchcodec itself loads: only FFmpeg's program is missing
     assert "Traceback" not in result.stdout + result.stderr
     assert not out.exists()
+
+
+def test_reference_guidance_arms_sit_next_to_the_plain_arm_which_is_unchanged(
+    sweep: tuple[Path, Path, subprocess.CompletedProcess[str]],
+    guided_sweep: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    plain_out, _, _ = sweep
+    out, result = guided_sweep
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads((out / "sweep.json").read_text())
+    assert document["reference_guidance"] == [0.0, 2.0]
+    assert list(document["arms"]) == ["lora", "lora_rg2"]
+    for name, scale in (("lora", 0.0), ("lora_rg2", 2.0)):
+        arm = document["arms"][name]
+        assert (arm["base_arm"], arm["reference_guidance_scale"]) == ("lora", scale)
+        assert len(arm["outputs"]) == TONES
+        assert all(Path(row["file"]).parent.parent == out / name for row in arm["outputs"])
+    assert "lora_rg2" in result.stdout
+    for index in range(1, TONES + 1):
+        name = f"samples/step_000000_{index}.mp4"
+        # Scale 0 is the stock sampler: the plain arm's outputs equal those of a sweep without the option.
+        assert read_audio(out / "lora" / name)[0].tobytes() == read_audio(plain_out / "lora" / name)[0].tobytes()
+        assert not np.array_equal(read_audio(out / "lora_rg2" / name)[0], read_audio(out / "lora" / name)[0])
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_in_trainer_validation_samples_with_the_configured_reference_guidance(
+    sweep: tuple[Path, Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """The stock trainer's validation reads validation_reference_guidance and the checkpoint records it."""
+    out, lora, _ = sweep
+    demo = lora.parents[2]
+    config = yaml.safe_load((demo / "eval.yaml").read_text())
+    tone = sorted((out / "references").glob("*.wav"))[0]
+    config["optimization"]["steps"] = 1
+    config["checkpoints"]["interval"] = 1
+    config["validation"] = {
+        "interval": 1,
+        "skip_initial_validation": True,
+        "samples": [
+            {"prompt": "a voice holds one steady note", "conditions": [{"type": "reference", "audio": str(tone)}]}
+        ],
+        "video_dims": [32, 32, 25],
+        "frame_rate": 25.0,
+        "inference_steps": 2,
+        "video_stg_scale": 0.0,
+        "audio_stg_scale": 0.0,
+    }
+    waves = {}
+    for scale in (0.0, 2.0):
+        config["training_strategy"]["validation_reference_guidance"] = scale
+        config["output_dir"] = str(demo / f"validated_{scale:g}")
+        path = demo / f"validated_{scale:g}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = _cli("train", str(path), "--disable-progress-bars")
+        assert result.returncode == 0, result.stdout + result.stderr
+        root = Path(config["output_dir"])
+        waves[scale] = read_audio(root / "samples" / "step_000001_1.mp4")[0]
+        with safe_open(str(root / "checkpoints" / "lora_weights_step_00001.safetensors"), "pt") as f:
+            assert f.metadata()["reference_guidance_scale"] == str(scale)
+    length = min(w.shape[1] for w in waves.values())
+    assert not np.array_equal(waves[0.0][:, :length], waves[2.0][:, :length])

@@ -58,6 +58,9 @@ def test_unknown_field_is_rejected() -> None:
         ("audio_loss_weight", -1.0),
         ("reference_positions", "before"),
         ("lora_preset", "video"),
+        ("validation_reference_guidance", -0.5),
+        ("validation_reference_guidance", float("nan")),
+        ("validation_reference_guidance", float("inf")),
     ],
 )
 def test_out_of_range_values_are_rejected(field: str, value: object) -> None:
@@ -102,3 +105,8 @@ def test_gap_with_overlap_positions_is_rejected() -> None:
     with pytest.raises(ValidationError, match="reference_positions: negative"):
         AudioReferenceConfig(reference_positions="overlap", reference_gap_s=0.2)
     assert AudioReferenceConfig(reference_positions="overlap").reference_positions == "overlap"
+
+
+def test_reference_guidance_is_off_by_default() -> None:
+    # 0 keeps validation the stock sampler bit for bit (no extra pass) and lets samples without a reference validate.
+    assert AudioReferenceConfig().validation_reference_guidance == 0.0

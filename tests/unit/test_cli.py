@@ -192,3 +192,31 @@ def test_strategy_override_wins_over_the_yaml_with_a_warning(caplog: pytest.LogC
 def test_strategy_override_rejects_unknown_names() -> None:
     with pytest.raises(typer.BadParameter, match="Available: text_to_video, video_to_video, flexible, audio_reference"):
         apply_strategy_override({}, "nope", AVAILABLE)
+
+
+@pytest.mark.parametrize(("value", "message"), [("0,-1", "finite and >= 0"), ("0,nan", "finite"), ("0,x", "0,0.5,1,3")])
+def test_eval_refuses_a_bad_reference_guidance_scale_and_writes_nothing(
+    demo_dir: Path, fresh_pm: pluggy.PluginManager, value: str, message: str
+) -> None:
+    out_dir = demo_dir / "sweep"
+    code, out = _invoke(
+        "audio-reference", "eval", str(demo_dir / "config.yaml"), "--out", str(out_dir), "--reference-guidance", value
+    )
+    assert code == 2
+    assert message in out
+    assert not out_dir.exists()
+
+
+def test_sweep_arm_names_keep_the_plain_name_at_scale_zero() -> None:
+    from ltx_audio_reference.evaluation.sweep import arm_label, guidance_scales  # noqa: PLC0415
+
+    assert [arm_label("lora", s) for s in guidance_scales([0, 0.5, 1, 3, 3.0])] == [
+        "lora",
+        "lora_rg0.5",
+        "lora_rg1",
+        "lora_rg3",
+    ]
+    with pytest.raises(ValueError, match="same arm names"):
+        guidance_scales([0.1234567, 0.1234568])
+    with pytest.raises(ValueError, match=">= 0"):
+        guidance_scales([-1])

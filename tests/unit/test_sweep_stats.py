@@ -13,6 +13,7 @@ pytest.importorskip("parselmouth", reason="pitch measurement needs praat-parselm
 from ltx_audio_reference.data.pitch import Timbre, synthesize_tone
 from ltx_audio_reference.evaluation.sweep_stats import (
     PitchMeasurement,
+    arm_styles,
     fit_slope,
     measure_pitch,
     plot_sweep,
@@ -117,3 +118,36 @@ def test_summary_json_and_plot(
     png = plot_sweep(arms, tmp_path / "sweep.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
+
+
+def test_reference_guided_arms_are_recorded_and_drawn_in_styles_of_their_own(
+    tmp_path: Path, references: list[float], follower: list[PitchMeasurement], ignorer: list[PitchMeasurement]
+) -> None:
+    arms = [
+        summarize_arm(
+            name,
+            references,
+            follower if base == "lora" else ignorer,
+            bootstrap=50,
+            base_arm=base,
+            reference_guidance_scale=scale,
+        )
+        for base in ("lora", "base")
+        for name, scale in ((base, 0.0), (f"{base}_rg0.5", 0.5), (f"{base}_rg3", 3.0))
+    ]
+    document = arms[2].to_dict()
+    assert (document["arm"], document["base_arm"], document["reference_guidance_scale"]) == ("lora_rg3", "lora", 3.0)
+    assert summarize_arm("lora", references, follower, bootstrap=0).to_dict()["base_arm"] == "lora"
+
+    styles = arm_styles(arms)
+    assert len({(s.colour, s.marker, s.linestyle) for s in styles}) == len(arms)
+    assert styles[0].colour == "tab:blue"
+    assert styles[0].linestyle == "-"
+    assert styles[1].linestyle == styles[2].linestyle == ":"
+    assert styles[1].marker != styles[2].marker
+    # Darker shades of the arm's colour as the scale grows.
+    assert sum(styles[1].colour) > sum(styles[2].colour)
+    assert styles[4].colour[0] > styles[4].colour[2]  # base's guided arms stay orange
+
+    png = plot_sweep(arms, tmp_path / "guided.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,14 +4,18 @@ ltx-trainer 1.2.0 has no plugin seam: its strategy config is a closed pydantic u
 ``match``, and model setup, checkpoint metadata and validation conditioning are private methods. :func:`install`
 teaches the stock classes the registered strategies and routes those steps through the plugin hooks. It edits no
 file and copies no upstream code: it rebuilds one pydantic field, rebinds the factory, ``save_file`` and
-``get_peft_model_state_dict`` names that ``ltx_trainer.trainer`` calls, and wraps the trainer methods listed in
-:data:`~ltx_audio_reference.bridge.state.TRAINER_METHODS`. One module per seam:
+``get_peft_model_state_dict`` names that ``ltx_trainer.trainer`` calls and the ``X0Model`` and ``MultiModalGuider``
+names that ``ltx_trainer.validation_runner`` calls, and wraps the trainer methods listed in
+:data:`~ltx_audio_reference.bridge.state.TRAINER_METHODS` and the runner's ``_apply_audio_conditionings`` and
+``_run_denoising``. One module per seam:
 
 - :mod:`.config`: the strategy union and plugin config fields;
 - :mod:`.trainer`: the factory, checks before the model loads, LoRA and model hooks, the step guard, data order;
 - :mod:`.schedule`: the LR schedule counted in optimizer steps on any number of processes, and across resume;
 - :mod:`.checkpoints`: checkpoint hooks and metadata, atomic saves, resume;
-- :mod:`.validation`: reference placement in validation (:func:`reference_placement`, public).
+- :mod:`.validation`: reference placement in validation (:func:`reference_placement`, public);
+- :mod:`.guidance`: reference guidance in validation's denoising loop (its scale is set by
+  :func:`reference_placement`).
 
 ``install()`` is idempotent: every call rebuilds from the stock objects it saved on the first call, so installing
 with another plugin manager (tests) replaces the previous installation instead of stacking on it.
@@ -25,7 +29,7 @@ import pluggy
 
 from ltx_audio_reference.bridge import state
 from ltx_audio_reference.bridge.state import Installation
-from ltx_audio_reference.bridge.validation import current_placement, reference_placement
+from ltx_audio_reference.bridge.validation import current_placement, current_reference_guidance, reference_placement
 from ltx_audio_reference.plugins import collect, collect_strategies, get_plugin_manager
 from ltx_audio_reference.registry import STOCK_STRATEGIES, ConditionerRegistry
 
@@ -133,6 +137,7 @@ __all__ = [
     "available_strategies",
     "current",
     "current_placement",
+    "current_reference_guidance",
     "install",
     "ltx_trainer_available",
     "reference_placement",

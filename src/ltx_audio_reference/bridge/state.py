@@ -43,6 +43,9 @@ class Stock:
     get_peft_model_state_dict: Any
     trainer_methods: dict[str, Any]
     apply_audio_conditionings: Any
+    run_denoising: Any
+    x0_model: Any
+    multimodal_guider: Any
 
 
 @dataclass
@@ -78,6 +81,9 @@ def stock() -> Stock:
             get_peft_model_state_dict=trainer_module.get_peft_model_state_dict,
             trainer_methods={name: trainer_module.LtxvTrainer.__dict__[name] for name in TRAINER_METHODS},
             apply_audio_conditionings=validation_module.ValidationRunner.__dict__["_apply_audio_conditionings"],
+            run_denoising=validation_module.ValidationRunner.__dict__["_run_denoising"],
+            x0_model=validation_module.X0Model,
+            multimodal_guider=validation_module.MultiModalGuider,
         )
     return _stock
 

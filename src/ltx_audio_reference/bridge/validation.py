@@ -7,6 +7,10 @@ the same function training uses) through ltx-core's ``AudioConditionByReferenceL
 Which strategy's placement applies is said with :func:`reference_placement`, a public context manager: the bridge
 opens it around the trainer's ``_run_validation`` with the run's own strategy config, and the eval sweep opens it
 around each arm with the arm's config. Outside it, validation keeps the stock placement.
+
+The same context manager says the reference-guidance scale of the sampler (:mod:`.guidance`): the strategy config's
+``validation_reference_guidance`` (0 when it has none), or the ``reference_guidance`` argument, which overrides it
+(the eval sweep's ``--reference-guidance`` arms).
 """
 
 from __future__ import annotations
@@ -14,28 +18,55 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from ltx_audio_reference.bridge import guidance
 from ltx_audio_reference.bridge import state as bridge_state
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
 
 logger = logging.getLogger(__name__)
 
-_placement: ContextVar[Any] = ContextVar("ltx_audio_reference_reference_placement", default=None)
+#: Strategy-config field that sets validation's reference-guidance scale (read when the config has it).
+GUIDANCE_FIELD = "validation_reference_guidance"
+
+
+@dataclass(frozen=True)
+class _Placement:
+    strategy_config: Any
+    reference_guidance: float | None
+
+
+_placement: ContextVar[_Placement | None] = ContextVar("ltx_audio_reference_reference_placement", default=None)
 
 
 @contextlib.contextmanager
-def reference_placement(strategy_config: Any) -> Iterator[None]:  # noqa: ANN401 - any strategy config
+def reference_placement(
+    strategy_config: Any,  # noqa: ANN401 - any strategy config
+    *,
+    reference_guidance: float | None = None,
+) -> Iterator[None]:
     """Within this block, validation places references as ``strategy_config``'s strategy does.
 
     Args:
         strategy_config: A strategy config (its ``name`` selects the registered conditioner, and the conditioner
             reads its settings, e.g. ``reference_positions``), or None for the stock placement.
+        reference_guidance: Reference-guidance scale of the sampler (0 = off); None takes the config's
+            ``validation_reference_guidance`` (0 when it has none). Applies only to references placed by a
+            registered conditioner.
+
+    Raises:
+        ValueError: If ``reference_guidance`` is negative or not finite.
     """
-    token = _placement.set(strategy_config)
+    if reference_guidance is not None and not (math.isfinite(reference_guidance) and reference_guidance >= 0):
+        raise ValueError(
+            f"reference_guidance must be a finite number >= 0 (0 turns reference guidance off), got "
+            f"{reference_guidance!r}"
+        )
+    token = _placement.set(_Placement(strategy_config, reference_guidance))
     try:
         yield
     finally:
@@ -44,7 +75,18 @@ def reference_placement(strategy_config: Any) -> Iterator[None]:  # noqa: ANN401
 
 def current_placement() -> Any:  # noqa: ANN401
     """The strategy config of the innermost :func:`reference_placement`, or None."""
-    return _placement.get()
+    placement = _placement.get()
+    return None if placement is None else placement.strategy_config
+
+
+def current_reference_guidance() -> float:
+    """The reference-guidance scale of the innermost :func:`reference_placement` (0 outside one)."""
+    placement = _placement.get()
+    if placement is None:
+        return 0.0
+    if placement.reference_guidance is not None:
+        return float(placement.reference_guidance)
+    return float(getattr(placement.strategy_config, GUIDANCE_FIELD, 0.0) or 0.0)
 
 
 def without_ddp(model: Any) -> Any:  # noqa: ANN401 - any model
@@ -97,6 +139,7 @@ def install_validation_conditioning(installation: Installation) -> None:
             conditions={i: m for i, m in cached_media.conditions.items() if i not in ref_indices},
         )
         state = stock_apply(state, tools, sample, others, device)
+        keep = state.latent.shape[1]  # tokens before the references (reference guidance strips the rest)
         for i in ref_indices:
             media = cached_media.conditions.get(i)
             if media is None:
@@ -107,6 +150,7 @@ def install_validation_conditioning(installation: Installation) -> None:
             # ltx-core's inference twin appends [target | reference] with denoise mask 1 - strength.
             item = AudioConditionByReferenceLatent(tokens, positions.to(device), strength=1.0 - denoise_value)
             state = item.apply_to(state, tools)
+        guidance.record_reference_layout(state, keep)
         return state
 
     validation_module.ValidationRunner._apply_audio_conditionings = staticmethod(_apply_audio_conditionings)
@@ -124,10 +168,12 @@ def install_validation_conditioning(installation: Installation) -> None:
             self._transformer = model
 
     trainer_cls._run_validation = _run_validation
+    guidance.install_reference_guidance(current_reference_guidance)
 
 
 def restore_validation_conditioning() -> None:
-    """Put the stock ``_apply_audio_conditionings`` back."""
+    """Put the stock ``_apply_audio_conditionings`` and the stock sampler back."""
     import ltx_trainer.validation_runner as validation_module  # noqa: PLC0415
 
     validation_module.ValidationRunner._apply_audio_conditionings = bridge_state.stock().apply_audio_conditionings
+    guidance.restore_reference_guidance()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import statistics
 from collections.abc import Iterator
@@ -371,6 +372,25 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def _parse_scales(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    scales = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        try:
+            scale = float(item)
+        except ValueError as e:
+            raise typer.BadParameter(f"expected numbers such as 0,0.5,1,3, got {item!r}") from e
+        if not (math.isfinite(scale) and scale >= 0):
+            raise typer.BadParameter(f"scales must be finite and >= 0 (0 = off), got {item.strip()!r}")
+        scales.append(scale)
+    if not scales:
+        raise typer.BadParameter("give at least one scale, e.g. 0")
+    return scales
+
+
 def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     config: Annotated[
         Path,
@@ -405,10 +425,22 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
             help="Override a validation setting, KEY=VALUE with a YAML value (repeatable), e.g. audio_cfg_scale=5.",
         ),
     ] = None,
+    reference_guidance: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-guidance",
+            help="Comma-separated reference-guidance scales, each an extra arm next to every arm (0 = off, the "
+            "plain arm; 3 adds lora_rg3, ...), e.g. 0,0.5,1,3. Default: training_strategy."
+            "validation_reference_guidance.",
+        ),
+    ] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the CI.")] = 2000,
     device: Annotated[str | None, typer.Option("--device", help="Torch device (default: cuda if available).")] = None,
 ) -> None:
-    """Pitch sweep: output F0 against reference F0 for the LoRA, the base model and the overlap ablation."""
+    """Pitch sweep: output F0 against reference F0 for the LoRA, the base model and the overlap ablation.
+
+    With --reference-guidance, every arm is also sampled with each reference-guidance scale.
+    """
     from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
     from ltx_audio_reference.evaluation.sweep import ARMS, SweepSettings, run_sweep  # noqa: PLC0415
 
@@ -429,6 +461,7 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
         bootstrap=bootstrap,
         device=device,
         validation_overrides=_parse_overrides(validation or []),
+        reference_guidance=_parse_scales(reference_guidance),
     )
     try:
         result = run_sweep(settings)
@@ -436,13 +469,20 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
         raise _fail(f"error: {e}") from e
 
     table = Table(title="Pitch sweep: slope of output F0 on reference F0 (semitones)")
-    for column in ("arm", "slope", "95% CI", "voiced fraction", "voiced outputs"):
+    for column in ("arm", "ref. guidance", "slope", "95% CI", "voiced fraction", "voiced outputs"):
         table.add_column(column, justify="left" if column == "arm" else "right")
     for arm in result.arms.values():
         fit = arm.fit
         slope = "-" if fit.slope is None else f"{fit.slope:.3f}"
         ci = "-" if fit.ci_low is None else f"[{fit.ci_low:.3f}, {fit.ci_high:.3f}]"
-        table.add_row(arm.arm, slope, ci, f"{arm.voiced_fraction:.0%}", f"{arm.voiced_outputs}/{len(arm.outputs)}")
+        table.add_row(
+            arm.arm,
+            f"{arm.reference_guidance_scale:g}",
+            slope,
+            ci,
+            f"{arm.voiced_fraction:.0%}",
+            f"{arm.voiced_outputs}/{len(arm.outputs)}",
+        )
     console.print(table)
     console.print(f"Wrote {result.json_path} and {result.plot_path}", highlight=False)
 

@@ -14,6 +14,12 @@ The reference reaches the model through the bridge's validation conditioning, i.
 training uses. The transformer is built by ltx-core's ``SingleGPUModelBuilder`` with the LoRA fused
 (``LTXV_LORA_COMFY_RENAMING_MAP``, strength 1), as ltx-pipelines and ComfyUI apply it.
 
+**Reference guidance.** Each arm can also be sampled with reference guidance (``--reference-guidance 0,0.5,1,3``):
+at every denoising step one more pass without the reference, and ``pred = G(...) + s * (pred_ref - pred_no_ref)``
+for audio and video after the stock guidance (:mod:`ltx_audio_reference.bridge.guidance`). Scale 0 is the stock
+sampler and keeps the arm's plain name (``lora``); another scale adds an arm named ``lora_rg<s>`` (``lora_rg0.5``).
+Without the option the config's ``training_strategy.validation_reference_guidance`` applies, as in validation.
+
 Each output's F0 and voiced fraction are measured with Praat (:mod:`.sweep_stats`), and each arm gets the slope of
 output F0 on reference F0 with a bootstrap 95% CI. The result is ``sweep.json`` and ``sweep.png`` in the output
 folder, next to the references and the generated files.
@@ -69,6 +75,8 @@ class SweepSettings:
     bootstrap: int = 2000
     device: str | None = None
     validation_overrides: dict[str, Any] = field(default_factory=dict)
+    #: Reference-guidance scales to sample every arm with; None: the config's ``validation_reference_guidance``.
+    reference_guidance: Sequence[float] | None = None
 
 
 @dataclass
@@ -79,6 +87,32 @@ class SweepResult:
     json_path: Path
     plot_path: Path
     document: dict[str, Any]
+
+
+def arm_label(arm: str, reference_guidance: float) -> str:
+    """The name of ``arm`` sampled with reference guidance ``reference_guidance``: the plain arm name at 0."""
+    return arm if reference_guidance == 0 else f"{arm}_rg{reference_guidance:g}"
+
+
+def guidance_scales(scales: Sequence[float]) -> list[float]:
+    """``scales`` as floats, duplicates dropped (order kept).
+
+    Raises:
+        ValueError: On no scale, a negative or non-finite one, or two whose arm names coincide.
+    """
+    values: list[float] = []
+    for scale in scales:
+        value = float(scale)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"Reference-guidance scales must be finite numbers >= 0 (0 = off), got {scale!r}")
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise ValueError("Give at least one reference-guidance scale, e.g. 0")
+    labels = [arm_label("arm", v) for v in values]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Reference-guidance scales {values} give the same arm names {labels}; round them")
+    return values
 
 
 def tone_frequencies(num_tones: int, f0_min_hz: float, f0_max_hz: float) -> list[float]:
@@ -188,8 +222,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         The measured arms, and the paths of ``sweep.json`` and ``sweep.png``.
 
     Raises:
-        ValueError: On an unknown arm, a LoRA arm without a LoRA (or with a broken one), a config that does not train
-            ``audio_reference``, or no prompt.
+        ValueError: On an unknown arm, a LoRA arm without a LoRA (or with a broken one), a negative reference-guidance
+            scale, a config that does not train ``audio_reference``, or no prompt.
         ModuleNotFoundError: If ltx-trainer is not installed.
         MissingToolError: If FFmpeg or torchcodec is missing (checked before any model loads).
     """
@@ -205,6 +239,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
     require(
         "eval (ltx-trainer's validation runner decodes the reference tones)", missing_ffmpeg(), missing_torchcodec()
     )
+    requested_scales = None if settings.reference_guidance is None else guidance_scales(settings.reference_guidance)
 
     bridge.install()
     from ltx_trainer.config import ReferenceConditionConfig, ValidationConfig, ValidationSample  # noqa: PLC0415
@@ -212,6 +247,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
     from ltx_trainer.validation_runner import ValidationRunner  # noqa: PLC0415
 
     model, strategy_config, validation, acceleration = _load_config_sections(settings.config)
+    scales = requested_scales or [strategy_config.validation_reference_guidance]
     if settings.lora is not None:
         _check_lora(settings.lora, strategy_config)
     prompt = settings.prompt or _default_prompt(validation)
@@ -250,7 +286,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
 
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     logger.info(
-        "Pitch sweep: %d tones x %d seeds, %dx%dx%d at %.3g fps, %d steps, arms %s",
+        "Pitch sweep: %d tones x %d seeds, %dx%dx%d at %.3g fps, %d steps, arms %s, reference guidance %s",
         len(tones),
         len(seeds),
         width,
@@ -259,6 +295,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         base_validation.frame_rate,
         base_validation.inference_steps,
         ", ".join(settings.arms),
+        ", ".join(f"{s:g}" for s in scales),
     )
     runner = ValidationRunner(
         config=validation_config,
@@ -277,26 +314,43 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         transformer = _load_transformer(Path(model.model_path), settings.lora if fuse else None, device)
         for arm in arms_here:
             placement = ARM_SPECS[arm][1]
-            logger.info("Arm %s: generating %d samples (reference at %s positions)", arm, len(samples), placement)
-            with bridge.reference_placement(strategy_config.model_copy(update={"reference_positions": placement})):
-                results = runner.run(
-                    transformer=transformer,
-                    step=0,
-                    output_dir=out / arm,
-                    device=device,
-                    progress=TrainingProgress(enabled=False, total_steps=1),
+            arm_config = strategy_config.model_copy(update={"reference_positions": placement})
+            for scale in scales:
+                label = arm_label(arm, scale)
+                logger.info(
+                    "Arm %s: generating %d samples (reference at %s positions, reference guidance %g)",
+                    label,
+                    len(samples),
+                    placement,
+                    scale,
                 )
-            measured[arm] = [_measure_file(path) for _, path in sorted(results)]
+                with bridge.reference_placement(arm_config, reference_guidance=scale):
+                    results = runner.run(
+                        transformer=transformer,
+                        step=0,
+                        output_dir=out / label,
+                        device=device,
+                        progress=TrainingProgress(enabled=False, total_steps=1),
+                    )
+                measured[label] = [_measure_file(path) for _, path in sorted(results)]
         del transformer
 
     from ltx_audio_reference.evaluation.sweep_stats import summarize_arm  # noqa: PLC0415
 
     arms: dict[str, ArmResult] = {}
     for arm in settings.arms:
-        rows = [{**label, "file": file} for label, (_, file) in zip(labels, measured[arm], strict=True)]
-        arms[arm] = summarize_arm(
-            arm, reference_hz, [m for m, _ in measured[arm]], labels=rows, bootstrap=settings.bootstrap
-        )
+        for scale in scales:
+            name = arm_label(arm, scale)
+            rows = [{**label, "file": file} for label, (_, file) in zip(labels, measured[name], strict=True)]
+            arms[name] = summarize_arm(
+                name,
+                reference_hz,
+                [m for m, _ in measured[name]],
+                labels=rows,
+                bootstrap=settings.bootstrap,
+                base_arm=arm,
+                reference_guidance_scale=scale,
+            )
     document = {
         "config": str(settings.config),
         "lora": str(settings.lora) if settings.lora else None,
@@ -310,6 +364,9 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         "generate_video": settings.generate_video,
         "reference_gap_s": strategy_config.reference_gap_s,
         "slope": "OLS of output F0 on reference F0, both in semitones; percentile bootstrap over the pairs",
+        "reference_guidance": scales,
+        "reference_guidance_formula": "pred = G(pos, neg, ptb, mod) + s * (pos - pos_without_reference), audio and "
+        "video, after the stock guider's guidance_rescale; s = 0 is the stock sampler",
         "arms": {arm: result.to_dict() for arm, result in arms.items()},
     }
     json_path = atomic_write_json(out / "sweep.json", document)

@@ -73,6 +73,8 @@ class ArmResult:
     voiced_fraction: float
     voiced_outputs: int
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    base_arm: str | None = None  # the arm without its reference-guidance suffix (``lora`` for ``lora_rg3``)
+    reference_guidance_scale: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -187,6 +189,8 @@ def summarize_arm(
     labels: Sequence[dict[str, Any]] | None = None,
     bootstrap: int = 2000,
     seed: int = 0,
+    base_arm: str | None = None,
+    reference_guidance_scale: float = 0.0,
 ) -> ArmResult:
     """Fit one arm and collect its per-output rows.
 
@@ -197,6 +201,8 @@ def summarize_arm(
         labels: Extra per-output fields for the JSON (file, seed, ...).
         bootstrap: Bootstrap resamples.
         seed: Seed of the resampling.
+        base_arm: The arm's name without its reference-guidance suffix (``arm`` when None).
+        reference_guidance_scale: The reference-guidance scale the arm was sampled with.
 
     Returns:
         The arm's result.
@@ -215,18 +221,66 @@ def summarize_arm(
         voiced_fraction=float(np.mean(voiced)) if voiced else 0.0,
         voiced_outputs=sum(m.f0_hz is not None for m in measurements),
         outputs=outputs,
+        base_arm=base_arm or arm,
+        reference_guidance_scale=float(reference_guidance_scale),
     )
 
 
 ARM_STYLES = {"lora": ("tab:blue", "o", 64), "base": ("tab:orange", "s", 36), "overlap": ("tab:green", "^", 20)}
+#: The arms' colours as RGB (matplotlib's tab10), so guided arms get darker shades of their arm's colour.
+_ARM_RGB = {
+    "lora": (0.122, 0.467, 0.706),
+    "base": (1.0, 0.498, 0.055),
+    "overlap": (0.173, 0.627, 0.173),
+}
+#: Markers of the reference-guided arms, by the rank of their scale among an arm's guided scales.
+GUIDED_MARKERS = ("D", "v", "P", "*", "X", "h", "p", "<")
+
+
+@dataclass(frozen=True)
+class ArmStyle:
+    """How one arm is drawn: marker colour, shape and size, and the line style of its fit."""
+
+    colour: Any
+    marker: str
+    size: float
+    linestyle: Any
+
+
+def arm_styles(arms: Sequence[ArmResult]) -> list[ArmStyle]:
+    """A distinct style per arm.
+
+    Plain arms (reference guidance 0) keep their colour, marker and solid fit line. Reference-guided arms take
+    darker shades of their base arm's colour as the scale grows, a marker of their own per scale, and a dotted fit
+    line; arms outside the known three get the next matplotlib cycle colours.
+    """
+    styles = []
+    guided_scales: dict[str, list[float]] = {}
+    for arm in arms:
+        if arm.reference_guidance_scale:
+            guided_scales.setdefault(arm.base_arm or arm.arm, []).append(arm.reference_guidance_scale)
+    for index, arm in enumerate(arms):
+        base = arm.base_arm or arm.arm
+        colour, marker, size = ARM_STYLES.get(base, (f"C{index + 3}", "o", 24))
+        if not arm.reference_guidance_scale:
+            styles.append(ArmStyle(colour, marker if base in ARM_STYLES else "D", size, "-"))
+            continue
+        ranked = sorted(guided_scales[base])
+        rank = ranked.index(arm.reference_guidance_scale)
+        darkness = 0.3 + 0.45 * (rank + 1) / len(ranked)  # 0.3 .. 0.75 of the way to black
+        rgb = _ARM_RGB.get(base)
+        shade = tuple(c * (1 - darkness) for c in rgb) if rgb else f"C{index + 3}"
+        styles.append(ArmStyle(shade, GUIDED_MARKERS[rank % len(GUIDED_MARKERS)], 30, ":"))
+    return styles
 
 
 def plot_sweep(arms: Sequence[ArmResult], path: Path, *, title: str = "Pitch sweep") -> Path:  # noqa: PLR0915
     """Reference F0 (x) against output F0 (y), one colour per arm, with each arm's fitted line.
 
-    Voiced outputs are markers (a circle, square and triangle per arm, nested where arms coincide); unvoiced outputs
-    are crosses on the x axis. The dashed diagonal is "follows the
-    reference exactly" (slope 1). Both axes are logarithmic, matching the semitone fit.
+    Voiced outputs are markers (a circle, square and triangle per arm, nested where arms coincide; reference-guided
+    arms in darker shades of their arm's colour, with markers of their own and dotted fit lines, see
+    :func:`arm_styles`); unvoiced outputs are crosses on the x axis. The dashed diagonal is "follows the reference
+    exactly" (slope 1). Both axes are logarithmic, matching the semitone fit.
 
     Args:
         arms: The arms to draw.
@@ -248,8 +302,8 @@ def plot_sweep(arms: Sequence[ArmResult], path: Path, *, title: str = "Pitch swe
 
     figure, axes = plt.subplots(figsize=(6.4, 5.2), dpi=100)
     axes.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=1, label="follows the reference (1)")
-    for index, arm in enumerate(arms):
-        colour, marker, size = ARM_STYLES.get(arm.arm, (f"C{index + 3}", "D", 24))
+    for arm, style in zip(arms, arm_styles(arms), strict=True):
+        colour, marker, size = style.colour, style.marker, style.size
         voiced = [(r["reference_f0_hz"], r["f0_hz"]) for r in arm.outputs if r["f0_hz"] is not None]
         unvoiced = [r["reference_f0_hz"] for r in arm.outputs if r["f0_hz"] is None]
         fit = arm.fit
@@ -277,7 +331,7 @@ def plot_sweep(arms: Sequence[ArmResult], path: Path, *, title: str = "Pitch swe
         if fit.slope is not None and fit.intercept_semitones is not None:
             xs = np.geomspace(min(r for r, _ in voiced), max(r for r, _ in voiced), 20)
             ys = SEMITONE_REFERENCE_HZ * 2.0 ** ((fit.slope * semitones(xs) + fit.intercept_semitones) / 12.0)
-            axes.plot(xs, ys, color=colour, linewidth=1.5)
+            axes.plot(xs, ys, color=colour, linewidth=1.5, linestyle=style.linestyle)
     from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter  # noqa: PLC0415
 
     ticks = [t for t in (50, 60, 80, 100, 120, 150, 200, 250, 300, 400, 500, 600, 800) if low <= t <= high]

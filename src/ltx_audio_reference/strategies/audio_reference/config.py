@@ -115,6 +115,16 @@ class AudioReferenceConfig(_StrategyConfigBase):
         description="LoRA target modules: 'audio' (audio attention + feed-forward of every block), "
         "'audio+bridges' (adds the audio<->video cross-attentions), 'custom' (lora.target_modules as written)",
     )
+    validation_reference_guidance: float = Field(
+        default=0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Reference guidance scale s of validation sampling (0 = off, no extra pass): at every denoising "
+        "step one more forward pass without the reference tokens, and the audio and video predictions become "
+        "guided(...) + s * (with_reference - without_reference), after the stock CFG/STG/modality guidance and its "
+        "guidance_rescale (ComfyUI's LTXVReferenceAudio identity_guidance_scale). Recorded in the checkpoint "
+        "metadata as reference_guidance_scale. With s > 0 every validation sample needs an audio reference",
+    )
     ref_gap_samples: int = Field(
         default=0,
         ge=0,

@@ -58,7 +58,7 @@ def register_reference_conditioners(register: ConditionerRegistry) -> None:
 
 @hookimpl
 def validate_config(config: Any) -> None:  # noqa: ANN401
-    """LoRA mode with alpha equal to rank: exported LoRAs carry no alpha and are applied with scale 1."""
+    """LoRA mode with alpha equal to rank; reference guidance only with a reference in every validation sample."""
     strategy = _audio_reference_config(config)
     if strategy is None:
         return
@@ -69,6 +69,34 @@ def validate_config(config: Any) -> None:  # noqa: ANN401
         raise ValueError(
             f"lora.alpha ({config.lora.alpha}) must equal lora.rank ({config.lora.rank}): exported LoRAs carry no "
             f"alpha, and ltx-core and ComfyUI apply them with scale 1. Set lora.alpha: {config.lora.rank}"
+        )
+    _validate_reference_guidance(strategy.validation_reference_guidance, getattr(config, "validation", None))
+
+
+def _has_audio_reference(sample: Any) -> bool:  # noqa: ANN401 - the stock ValidationSample
+    return any(
+        getattr(cond, "type", None) == "reference" and getattr(cond, "audio", None) is not None
+        for cond in sample.conditions
+    )
+
+
+def _validate_reference_guidance(scale: float, validation: Any) -> None:  # noqa: ANN401 - the stock ValidationConfig
+    """Reference guidance needs a reference in every validation sample, so every sample runs the same passes.
+
+    A sample without a reference gets no extra pass. The stock trainer pads every process to the same number of
+    validation samples under FSDP, whose forwards are collective, so unequal pass counts would hang the ranks;
+    refusing here (before the model loads) keeps the count per sample equal on any number of processes.
+    """
+    if scale == 0 or validation is None or not validation.interval:
+        return
+    missing = [i for i, sample in enumerate(validation.samples) if not _has_audio_reference(sample)]
+    if missing:
+        listed = ", ".join(f"validation.samples[{i}]" for i in missing)
+        raise ValueError(
+            f"training_strategy.validation_reference_guidance is {scale:g}, but {listed} has no audio reference: "
+            "reference guidance runs one extra forward pass per step on samples with a reference only, and under "
+            "FSDP every process must run the same number of forward passes. Give every validation sample a "
+            "`{type: reference, audio: FILE}` condition, or set validation_reference_guidance: 0"
         )
 
 

@@ -128,7 +128,7 @@ class AudioReferenceStrategy(TrainingStrategy):
         )
 
     def get_checkpoint_metadata(self) -> dict[str, Any]:
-        """What an inference pipeline needs to place the reference the way training did.
+        """What an inference pipeline needs to place the reference and guide the sampler the way training did.
 
         ``lora_preset``, ``lora_rank`` and ``lora_alpha`` are added by the plugin's ``checkpoint_metadata`` hook,
         which sees the LoRA config.
@@ -140,6 +140,9 @@ class AudioReferenceStrategy(TrainingStrategy):
             "reference_gap_s": self.config.reference_gap_s,
             "reference_strength": self.config.reference_strength,
             "reference_downscale_factor": 1,
+            # The reference-guidance scale validation sampled with (ComfyUI LTXVReferenceAudio's
+            # identity_guidance_scale); 0 means validation ran without it.
+            "reference_guidance_scale": self.config.validation_reference_guidance,
             "ltx_audio_reference_version": ltx_audio_reference.__version__,
         }
 
