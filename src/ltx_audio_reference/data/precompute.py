@@ -129,20 +129,55 @@ def find_references(
     return items
 
 
+def _config_sections(model_path: Path) -> set[str]:
+    """The sections of a checkpoint's JSON ``config`` metadata (``transformer``, ``audio_vae``, ...)."""
+    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+
+    if not Path(model_path).is_file():
+        raise PrecomputeError(f"{model_path}: no such checkpoint file (--model-path)")
+    try:
+        with safe_open(str(model_path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        config = json.loads(metadata.get("config", "{}"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PrecomputeError(f"{model_path}: not a readable safetensors checkpoint ({e})") from e
+    return set(config) if isinstance(config, dict) else set()
+
+
 def load_audio_encoder(
     model_path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
     """Load the LTX-2 audio VAE encoder from a checkpoint with ltx-core's loader (as ltx-trainer does).
 
+    The file's metadata must declare an ``audio_vae`` section, and every encoder tensor must be in the file:
+    ltx-core only logs a warning for missing tensors and returns the encoder on the meta device, which would fail
+    later with an unrelated error.
+
     Args:
-        model_path: A full LTX-2 checkpoint, or the audio VAE file of a split pack.
+        model_path: A full LTX-2 checkpoint, or the audio VAE file of a split pack (LTX-2.5).
         device: Where to put the encoder.
         dtype: Weight dtype; float32 (the default) is what ltx-trainer uses for preprocessing.
 
     Returns:
         The ``AudioEncoder`` in eval mode.
+
+    Raises:
+        PrecomputeError: When the file holds no audio VAE (for example a split pack's transformer) or lacks some of
+            the encoder's tensors; the message names the file and what to pass instead.
     """
     from ltx_core.loader import SingleGPUModelBuilder  # noqa: PLC0415
+
+    sections = _config_sections(model_path)
+    if "audio_vae" not in sections:
+        found = ", ".join(sorted(sections)) or "none"
+        if "transformer" in sections and not sections & {"vae", "vocoder"}:
+            hint = (
+                "it is the transformer of a split checkpoint pack (LTX-2.5): pass the pack's audio VAE file "
+                "instead, e.g. --model-path vae/ltx-2.5-audio-vae.safetensors"
+            )
+        else:
+            hint = "pass a full LTX-2 checkpoint or a split pack's audio VAE file"
+        raise PrecomputeError(f"{model_path}: holds no audio VAE (config sections: {found}); {hint}")
 
     audio_vae = import_audio_vae()
     encoder = SingleGPUModelBuilder(
@@ -150,6 +185,12 @@ def load_audio_encoder(
         model_class_configurator=audio_vae.AudioEncoderConfigurator,
         model_sd_ops=audio_vae.AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER,
     ).build(device=torch.device(device), dtype=dtype)
+    missing = [name for name, t in [*encoder.named_parameters(), *encoder.named_buffers()] if t.is_meta]
+    if missing:
+        raise PrecomputeError(
+            f"{model_path}: the audio VAE encoder lacks {len(missing)} tensor(s) in this file (e.g. "
+            f"{', '.join(missing[:3])}); the checkpoint is incomplete"
+        )
     return encoder.eval()
 
 
