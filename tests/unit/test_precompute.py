@@ -176,3 +176,54 @@ def test_too_short_and_missing_sources_fail_clearly(tmp_path: Path, checkpoint: 
     code, output = _invoke(str(tmp_path / "refs"), "--model-path", str(checkpoint))
     assert code != 0
     assert "--output" in output
+
+
+def _write_checkpoint(path: Path, config: dict, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    save_file(tensors or {"x": torch.zeros(1)}, str(path), metadata={"format": "pt", "config": json.dumps(config)})
+    return path
+
+
+@pytest.fixture
+def one_reference(tmp_path: Path) -> Path:
+    (tmp_path / "refs").mkdir()
+    write_wav(tmp_path / "refs" / "r.wav", _tone(0.3, 16000, 2), 16000)
+    return tmp_path / "refs"
+
+
+def test_a_split_packs_transformer_is_refused_naming_the_audio_vae_file(one_reference: Path, tmp_path: Path) -> None:
+    # An LTX-2.5 transformer file: its config holds only the transformer. ltx-core would hand back an encoder on the
+    # meta device (it only warns about the missing tensors), which then fails with an unrelated TypeError.
+    transformer = _write_checkpoint(tmp_path / "transformer.safetensors", {"transformer": {"num_layers": 48}})
+    code, output = _invoke(str(one_reference), "--model-path", str(transformer), "--output", str(tmp_path / "out"))
+    assert code == 1
+    assert f"{transformer}: holds no audio VAE (config sections: transformer)" in output
+    assert "split checkpoint pack (LTX-2.5): pass the pack's audio VAE file" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_checkpoint_without_audio_vae_or_missing_encoder_tensors_is_refused(tmp_path: Path, checkpoint: Path) -> None:
+    video_only = _write_checkpoint(tmp_path / "video.safetensors", {"transformer": {}, "vae": {}})
+    with pytest.raises(PrecomputeError, match=r"holds no audio VAE \(config sections: transformer, vae\); pass a full"):
+        load_audio_encoder(video_only)
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    tensors = load_file(str(checkpoint))
+    dropped = sorted(tensors)[0]
+    del tensors[dropped]
+    incomplete = _write_checkpoint(
+        tmp_path / "incomplete.safetensors", json.loads(_metadata(checkpoint)["config"]), tensors
+    )
+    with pytest.raises(PrecomputeError, match=r"lacks 1 tensor\(s\) in this file"):
+        load_audio_encoder(incomplete)
+    with pytest.raises(PrecomputeError, match="no such checkpoint file"):
+        load_audio_encoder(tmp_path / "absent.safetensors")
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open  # noqa: PLC0415
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata())
