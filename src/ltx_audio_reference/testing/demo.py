@@ -145,18 +145,23 @@ def write_demo(
 
     Raises:
         ValueError: If ``width`` or ``model`` is not one of the listed values.
+        tiny_ltx25.Ltx25NotSupportedError: For ``"ltx-2.5"`` with ltx-core older than 1.2.0 (or transformers without
+            Gemma-4), before anything is written.
     """
     if width not in ("tiny", "full"):
         raise ValueError(f"width must be 'tiny' or 'full', got {width!r}")
     if model not in DEMO_MODELS:
         raise ValueError(f"model must be one of {', '.join(DEMO_MODELS)}; got {model!r}")
+    if model == "ltx-2.5":
+        from ltx_audio_reference.testing import tiny_ltx25  # noqa: PLC0415 - torch/ltx-core import only when used
+
+        if (reason := tiny_ltx25.ltx25_supported() or tiny_ltx25.gemma4_supported()) is not None:
+            raise tiny_ltx25.Ltx25NotSupportedError(reason)
     root = Path(root).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     full = width == "full"
     data = {"num_samples": num_samples, "seed": seed, **(FULL_WIDTH_DATA if full else {})}
     if model == "ltx-2.5":
-        from ltx_audio_reference.testing import tiny_ltx25  # noqa: PLC0415 - torch/ltx-core import only when used
-
         pack = tiny_ltx25.write_tiny_ltx25_pack(root, num_layers=num_layers, seed=seed, width=width)
         tiny_ltx25.write_ltx25_dataset(root / "data", num_layers=num_layers, width=width, **data)
         model_section = _SPLIT_PACK_MODEL_SECTION.format(pack=pack)

@@ -206,10 +206,13 @@ def ltx25_supported() -> str | None:
     accepted = inspect.signature(LTXModel.__init__).parameters
     missing = [name for name in LTX25_MODEL_KWARGS if name not in accepted]
     if missing:
-        import ltx_core  # noqa: PLC0415
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
-        version = getattr(ltx_core, "__version__", "unknown")
-        return f"LTX-2.5 needs ltx-core >= 1.2.0; the installed one ({version}) has no {', '.join(missing)}"
+        try:
+            installed = version("ltx-core")
+        except PackageNotFoundError:
+            installed = "unknown version"
+        return f"LTX-2.5 needs ltx-core >= 1.2.0; the installed one ({installed}) has no {', '.join(missing)}"
     return None
 
 
