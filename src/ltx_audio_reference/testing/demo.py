@@ -124,6 +124,7 @@ def write_demo(
     num_layers: int = 2,
     width: Literal["tiny", "full"] = "tiny",
     model: DemoModel = "ltx-2.3",
+    gemma_weights: bool = True,
 ) -> Path:
     """Write the demo model, dataset and config under ``root``.
 
@@ -139,6 +140,8 @@ def write_demo(
             (:data:`FULL_WIDTH_DATA`), for GPU tests and benchmarks. The Gemma side stays tiny either way.
         model: ``"ltx-2.3"`` (a monolithic checkpoint and a Gemma-3 folder) or ``"ltx-2.5"`` (a split pack with a
             packed Gemma-4 text encoder, :func:`~.tiny_ltx25.write_tiny_ltx25_pack`).
+        gemma_weights: ``ltx-2.5`` only: ``False`` leaves the Gemma-4 weights out of the text encoder, which still
+            serves training with validation off and needs only transformers' Gemma-4 *config* (GPU tests use it).
 
     Returns:
         The path of the written ``config.yaml``.
@@ -162,7 +165,9 @@ def write_demo(
     full = width == "full"
     data = {"num_samples": num_samples, "seed": seed, **(FULL_WIDTH_DATA if full else {})}
     if model == "ltx-2.5":
-        pack = tiny_ltx25.write_tiny_ltx25_pack(root, num_layers=num_layers, seed=seed, width=width)
+        pack = tiny_ltx25.write_tiny_ltx25_pack(
+            root, num_layers=num_layers, seed=seed, width=width, gemma_weights=gemma_weights
+        )
         tiny_ltx25.write_ltx25_dataset(root / "data", num_layers=num_layers, width=width, **data)
         model_section = _SPLIT_PACK_MODEL_SECTION.format(pack=pack)
         title = f"{num_layers}-block LTX-2.5 split pack"
