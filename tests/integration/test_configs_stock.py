@@ -21,15 +21,31 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo(tmp_path_factory.mktemp("configs_demo"), steps=1, num_samples=2).parent
 
 
+@pytest.fixture(scope="module")
+def demo25_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An LTX-2.5 demo (split pack), for the configs that name a split pack's four files."""
+    from ltx_audio_reference.testing import tiny_ltx25  # noqa: PLC0415
+
+    if (reason := tiny_ltx25.ltx25_supported() or tiny_ltx25.gemma4_supported()) is not None:
+        pytest.skip(reason)
+    return write_demo(tmp_path_factory.mktemp("configs_demo25"), steps=1, num_samples=2, model="ltx-2.5").parent
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_config_loads_through_the_stock_model(path: Path, demo_root: Path, fresh_pm: pluggy.PluginManager) -> None:
+def test_config_loads_through_the_stock_model(
+    path: Path, request: pytest.FixtureRequest, fresh_pm: pluggy.PluginManager
+) -> None:
     from ltx_trainer.config import LtxTrainerConfig  # noqa: PLC0415
 
     data = yaml.safe_load(path.read_text())
-    # The configs point at real model and data paths; swap in the demo's so the path validators pass.
-    data["model"]["model_path"] = str(demo_root / "tiny_ltx2.safetensors")
-    data["model"]["text_encoder_path"] = str(demo_root / "text_encoder")
-    data["data"]["preprocessed_data_root"] = str(demo_root / "data")
+    # The configs point at real model and data paths; swap in a demo's of the same layout so the path validators
+    # pass: a split pack (LTX-2.5) names its VAE files, a monolith (LTX-2.3) does not.
+    split = "video_vae_path" in data["model"]
+    root = request.getfixturevalue("demo25_root" if split else "demo_root")
+    demo = yaml.safe_load((root / "config.yaml").read_text())["model"]
+    assert set(data["model"]) == set(demo), "the config names the components a demo of its layout names"
+    data["model"].update({k: v for k, v in demo.items() if k.endswith("_path")})
+    data["data"]["preprocessed_data_root"] = str(root / "data")
     bridge.uninstall()
     try:
         bridge.install(fresh_pm)

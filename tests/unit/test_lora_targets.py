@@ -18,6 +18,7 @@ from ltx_audio_reference.strategies.audio_reference.lora_targets import (
     assert_only_allowed_trainable,
     expand_lora_targets,
 )
+from ltx_audio_reference.testing import tiny_ltx25
 from ltx_audio_reference.testing.tiny_model import build_tiny_model
 from ltx_core.model.transformer.model import LTXModel, LTXModelType
 
@@ -159,3 +160,45 @@ def test_gradients_reach_only_audio_lora_parameters() -> None:
     assert with_grad == {n for n, p in wrapped.named_parameters() if p.requires_grad}
     assert len(with_grad) == 40
     assert all(wrapped.get_parameter(n).grad.abs().sum() > 0 for n in with_grad)
+
+
+LTX25_REASON = tiny_ltx25.ltx25_supported()
+needs_ltx25 = pytest.mark.skipif(LTX25_REASON is not None, reason=LTX25_REASON or "")
+
+
+@needs_ltx25
+@pytest.mark.parametrize("num_layers", [2, 48])
+def test_audio_preset_count_on_ltx25_follows_the_models_block_count(num_layers: int) -> None:
+    model = tiny_ltx25.build_tiny_ltx25_model(num_layers=num_layers)
+    blocks = len(model.transformer_blocks)
+    names = expand_lora_targets(model, "audio")
+    assert len(names) == blocks * len(AUDIO_MODULES)
+    wrapped = _wrap(model, names)
+    trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert len(trainable) == 2 * blocks * len(AUDIO_MODULES) == assert_only_allowed_trainable(wrapped, "audio")
+    if num_layers == 48:  # the real LTX-2.5 22B's depth, like LTX-2.3's
+        assert len(trainable) == 960
+
+
+@needs_ltx25
+def test_ltx25_blocks_have_the_23_module_set_whose_gates_the_presets_leave_out() -> None:
+    def linears(block: torch.nn.Module) -> set[str]:
+        return {n for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+
+    block25 = tiny_ltx25.build_tiny_ltx25_model(num_layers=1).transformer_blocks[0]
+    block23 = build_tiny_model(
+        num_layers=1, overrides={"apply_gated_attention": True, "cross_attention_adaln": True}
+    ).transformer_blocks[0]
+    assert linears(block25) == linears(block23)  # same Linear layers as an LTX-2.3 22B block
+    gates = {n for n in linears(block25) if n.endswith(".to_gate_logits")}
+    attentions = ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn")
+    assert gates == {f"{a}.to_gate_logits" for a in attentions}
+    assert not gates & set(AUDIO_MODULES + BRIDGE_MODULES)
+    assert block25.ff.net[0].proj.bias is None  # what 2.5 changes: no video feed-forward biases
+    assert block25.ff.net[2].bias is None
+    assert block25.audio_ff.net[2].bias is not None
+
+    model = tiny_ltx25.build_tiny_ltx25_model(num_layers=2)
+    wrapped = _wrap(model, [*expand_lora_targets(model, "audio"), "transformer_blocks.1.audio_attn1.to_gate_logits"])
+    with pytest.raises(TrainableParameterError, match=r"transformer_blocks\.1\.audio_attn1\.to_gate_logits\.lora_A"):
+        assert_only_allowed_trainable(wrapped, "audio")

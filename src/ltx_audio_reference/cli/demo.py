@@ -1,4 +1,4 @@
-"""``ltx-trainer demo DIR``: write a tiny checkpoint, text encoder, dataset and config (:mod:`..testing.demo`)."""
+"""``ltx-trainer demo DIR``: write a tiny model, dataset and config (:mod:`..testing.demo`)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,38 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ltx_audio_reference.testing.demo import DEMO_MODELS
+
+
+def _model_choice(value: str) -> str:
+    if value not in DEMO_MODELS:
+        raise typer.BadParameter(f"choose one of {', '.join(DEMO_MODELS)}")
+    return value
+
 
 def demo_command(
     directory: Annotated[Path, typer.Argument(help="Folder to write the demo into.")],
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps in the config.")] = 4,
     samples: Annotated[int, typer.Option("--samples", min=2, help="Samples in the synthetic dataset.")] = 4,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            callback=_model_choice,
+            help="ltx-2.3: a monolithic checkpoint and a Gemma-3 folder; ltx-2.5: a split pack (transformer, packed "
+            "Gemma-4 text encoder, video and audio VAE files; needs ltx-core 1.2.0).",
+        ),
+    ] = DEMO_MODELS[0],
 ) -> None:
-    """Write a tiny checkpoint, text encoder, dataset and config that train on CPU in under a minute."""
+    """Write a tiny model, dataset and config that train on CPU in under a minute."""
     from ltx_audio_reference.testing.demo import write_demo  # noqa: PLC0415 - torch and ltx-core only when run
+    from ltx_audio_reference.testing.tiny_ltx25 import Ltx25NotSupportedError  # noqa: PLC0415
 
     console = Console()
-    with console.status("Writing the demo checkpoint, text encoder and dataset..."):
-        config_path = write_demo(directory, steps=steps, num_samples=samples)
+    try:
+        with console.status(f"Writing the {model} demo model and dataset..."):
+            config_path = write_demo(directory, steps=steps, num_samples=samples, model=model)  # type: ignore[arg-type]
+    except Ltx25NotSupportedError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from e
     console.print(f"Demo ready. Train it with:\n  ltx-trainer train {config_path}", highlight=False)

@@ -246,8 +246,12 @@ def load_audio_encoder(
 ) -> torch.nn.Module:
     """Load the LTX-2 audio VAE encoder from a checkpoint with ltx-core's loader (as ltx-trainer does).
 
+    The file's metadata must declare an ``audio_vae`` section, and every encoder tensor must be in the file:
+    ltx-core only logs a warning for missing tensors and returns the encoder on the meta device, which would fail
+    later with an unrelated error.
+
     Args:
-        model_path: A full LTX-2 checkpoint, or the audio VAE file of a split pack.
+        model_path: A full LTX-2 checkpoint, or the audio VAE file of a split pack (LTX-2.5).
         device: Where to put the encoder.
         dtype: Weight dtype; float32 (the default) is what ltx-trainer uses for preprocessing.
 

@@ -1,7 +1,12 @@
 """A tiny, complete training setup that runs on a laptop CPU in under a minute (``ltx-trainer demo DIR``).
 
-It writes a random 2-block LTX-2 audio+video checkpoint, a minimal text-encoder folder, a synthetic preprocessed
-dataset with an audio reference per sample, and ``DIR/config.yaml`` for the ``audio_reference`` strategy.
+It writes a random 2-block audio+video model, a synthetic preprocessed dataset with an audio reference per sample,
+and ``DIR/config.yaml`` for the ``audio_reference`` strategy. The model is one of:
+
+- ``ltx-2.3`` (the default): a monolithic checkpoint ``DIR/tiny_ltx2.safetensors`` and a minimal Gemma-3
+  text-encoder folder ``DIR/text_encoder`` (:mod:`.tiny_model`);
+- ``ltx-2.5``: a split pack, ``DIR/diffusion_models/``, ``DIR/text_encoders/`` (a packed Gemma-4) and ``DIR/vae/``
+  (video and audio VAE), and data with 2.5's prompt-embedding widths (:mod:`.tiny_ltx25`; needs ltx-core 1.2.0).
 """
 
 from __future__ import annotations
@@ -10,14 +15,39 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ltx_audio_reference.reliability.files import atomic_write_text
+
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
 
+DemoModel = Literal["ltx-2.3", "ltx-2.5"]
+#: The models ``ltx-trainer demo --model`` writes, the default first.
+DEMO_MODELS: tuple[str, ...] = ("ltx-2.3", "ltx-2.5")
+
+_MONOLITH_MODEL_SECTION = """\
+# ----- Model: the tiny random checkpoint and text-encoder folder written by `ltx-trainer demo` -----------------------
+model:
+  model_path: {root}/tiny_ltx2.safetensors
+  text_encoder_path: {root}/text_encoder
+  training_mode: lora"""
+
+_SPLIT_PACK_MODEL_SECTION = """\
+# ----- Model: the tiny random LTX-2.5 split pack written by `ltx-trainer demo --model ltx-2.5` ----------------------
+# A split pack names every component: the transformer, the packed Gemma-4 text encoder (one .safetensors file, read
+# even with validation off: it sizes the text feature extractor) and both VAEs (the video VAE's metadata is read at
+# start-up; the audio VAE holds the encoder `ltx-trainer audio-reference precompute` uses).
+model:
+  model_path: {pack.transformer}
+  text_encoder_path: {pack.text_encoder}
+  video_vae_path: {pack.video_vae}
+  audio_vae_path: {pack.audio_vae}
+  training_mode: lora"""
+
 DEMO_CONFIG_TEMPLATE = """\
 # =====================================================================================================================
-# ltx-audio-reference demo: a random 2-block LTX-2 model trained for a few steps on CPU.
+# ltx-audio-reference demo: a random {title} trained for a few steps on CPU.
 # Run it with:  ltx-trainer train {root}/config.yaml
 #
 # Dataset tree ({root}/data):
@@ -27,11 +57,7 @@ DEMO_CONFIG_TEMPLATE = """\
 #   reference_audio_latents/sample_XXX.pt   same format as audio_latents (the reference clip)
 # =====================================================================================================================
 
-# ----- Model: the tiny random checkpoint and text-encoder folder written by `ltx-trainer demo` -----------------------
-model:
-  model_path: {root}/tiny_ltx2.safetensors
-  text_encoder_path: {root}/text_encoder
-  training_mode: lora
+{model_section}
 
 # ----- LoRA: alpha must equal rank (exported LoRAs carry no alpha; ltx-core and ComfyUI apply scale 1) -------------
 lora:
@@ -64,7 +90,7 @@ data:
   preprocessed_data_root: {root}/data
   num_dataloader_workers: 0
 
-# ----- Validation: off (the tiny checkpoint carries no VAE or vocoder weights to decode with) ------------------------
+# ----- Validation: off (nothing is decoded; the tiny models are random) ----------------------------------------------
 validation:
   interval: null
   generate_video: false
@@ -100,10 +126,12 @@ def write_demo(
     seed: int = 0,
     num_layers: int = 2,
     width: Literal["tiny", "full"] = "tiny",
+    model: DemoModel = "ltx-2.3",
+    gemma_weights: bool = True,
     dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
 ) -> Path:
-    """Write the demo checkpoint, text encoder, dataset and config under ``root``.
+    """Write the demo model, dataset and config under ``root``.
 
     Args:
         root: Output folder (created if needed).
@@ -114,39 +142,63 @@ def write_demo(
         width: ``"tiny"`` (trains on a CPU in seconds) or ``"full"``: LTX-2.3-class block dimensions
             (``tiny_model.FULL_WIDTH_OVERRIDES``, about 0.77 GB of bf16 weights a block) and data of the seed
             workload's size
-            (:data:`FULL_WIDTH_DATA`), for GPU tests and benchmarks. The text side stays tiny either way.
-        dtype: Stored dtype of the checkpoint (float32 by default; bf16 halves a full-scale file).
-        device: Where the checkpoint's values are drawn (``"cuda"`` writes a 48-block full-width file in seconds).
+            (:data:`FULL_WIDTH_DATA`), for GPU tests and benchmarks. The Gemma side stays tiny either way.
+        model: ``"ltx-2.3"`` (a monolithic checkpoint and a Gemma-3 folder) or ``"ltx-2.5"`` (a split pack with a
+            packed Gemma-4 text encoder, :func:`~.tiny_ltx25.write_tiny_ltx25_pack`).
+        gemma_weights: ``ltx-2.5`` only: ``False`` leaves the Gemma-4 weights out of the text encoder, which still
+            serves training with validation off and needs only transformers' Gemma-4 *config* (GPU tests use it).
+        dtype: ``ltx-2.3`` only: stored dtype of the checkpoint (float32 by default; bf16 halves a full-scale file).
+        device: ``ltx-2.3`` only: where the checkpoint's values are drawn (``"cuda"`` writes a 48-block full-width
+            file in about a minute, one tensor at a time).
 
     Returns:
         The path of the written ``config.yaml``.
 
     Raises:
-        ValueError: If ``width`` is neither ``"tiny"`` nor ``"full"``.
+        ValueError: If ``width`` or ``model`` is not one of the listed values.
+        tiny_ltx25.Ltx25NotSupportedError: For ``"ltx-2.5"`` with ltx-core older than 1.2.0 (or transformers without
+            Gemma-4), before anything is written.
     """
     if width not in ("tiny", "full"):
         raise ValueError(f"width must be 'tiny' or 'full', got {width!r}")
+    if model not in DEMO_MODELS:
+        raise ValueError(f"model must be one of {', '.join(DEMO_MODELS)}; got {model!r}")
+    if model == "ltx-2.5":
+        from ltx_audio_reference.testing import tiny_ltx25  # noqa: PLC0415 - torch/ltx-core import only when used
 
-    from ltx_audio_reference.testing import tiny_model  # noqa: PLC0415
-
+        if (reason := tiny_ltx25.ltx25_supported() or tiny_ltx25.gemma4_supported()) is not None:
+            raise tiny_ltx25.Ltx25NotSupportedError(reason)
     root = Path(root).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     full = width == "full"
-    overrides = tiny_model.FULL_WIDTH_OVERRIDES if full else None
-    precision = {} if dtype is None else {"dtype": dtype}
-    tiny_model.write_tiny_checkpoint(
-        root / "tiny_ltx2.safetensors",
-        num_layers=num_layers,
-        overrides=overrides,
-        seed=seed,
-        device=device,
-        **precision,
+    data = {"num_samples": num_samples, "seed": seed, **(FULL_WIDTH_DATA if full else {})}
+    if model == "ltx-2.5":
+        pack = tiny_ltx25.write_tiny_ltx25_pack(
+            root, num_layers=num_layers, seed=seed, width=width, gemma_weights=gemma_weights
+        )
+        tiny_ltx25.write_ltx25_dataset(root / "data", num_layers=num_layers, width=width, **data)
+        model_section = _SPLIT_PACK_MODEL_SECTION.format(pack=pack)
+        title = f"{num_layers}-block LTX-2.5 split pack"
+    else:
+        from ltx_audio_reference.testing import tiny_model  # noqa: PLC0415 - torch/ltx-core import only when used
+
+        overrides = tiny_model.FULL_WIDTH_OVERRIDES if full else None
+        precision = {} if dtype is None else {"dtype": dtype}
+        tiny_model.write_tiny_checkpoint(
+            root / "tiny_ltx2.safetensors",
+            num_layers=num_layers,
+            overrides=overrides,
+            seed=seed,
+            device=device,
+            **precision,
+        )
+        tiny_model.write_text_encoder_dir(root / "text_encoder")
+        tiny_model.write_synthetic_dataset(root / "data", **data)
+        model_section = _MONOLITH_MODEL_SECTION.format(root=root)
+        title = f"{num_layers}-block LTX-2 model"
+    config = DEMO_CONFIG_TEMPLATE.format(
+        title=title, model_section=model_section, root=root, steps=steps, checkpoint_interval=max(1, steps // 2)
     )
-    tiny_model.write_text_encoder_dir(root / "text_encoder")
-    tiny_model.write_synthetic_dataset(
-        root / "data", num_samples=num_samples, seed=seed, **(FULL_WIDTH_DATA if full else {})
-    )
-    config_path = root / "config.yaml"
-    config_path.write_text(DEMO_CONFIG_TEMPLATE.format(root=root, steps=steps, checkpoint_interval=max(1, steps // 2)))
-    logger.info("Demo written to %s", root)
+    config_path = atomic_write_text(root / "config.yaml", config)
+    logger.info("Demo (%s) written to %s", model, root)
     return config_path

@@ -20,6 +20,7 @@ ltx-core 1.0.0 and 1.2.0. The files it writes follow ltx-trainer 1.2.0's formats
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import zlib
@@ -38,7 +39,7 @@ from ltx_audio_reference.layout import (
     PROMPT_LENGTH_MULTIPLE,
     VIDEO_LATENT_CHANNELS,
 )
-from ltx_audio_reference.reliability.files import atomic_file
+from ltx_audio_reference.reliability.files import atomic_file, atomic_write
 from ltx_core.model.transformer.model import LTXModel
 from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
 
@@ -388,6 +389,7 @@ def write_synthetic_dataset(  # noqa: PLR0913
     reference_steps: int = 5,
     prompt_len: int = 128,
     caption_dim: int = TINY_GEMMA_HIDDEN_SIZE,
+    audio_caption_dim: int | None = None,
     seed: int = 0,
     with_reference: bool = True,
     reference_fn: ReferenceFn | None = None,
@@ -397,9 +399,9 @@ def write_synthetic_dataset(  # noqa: PLR0913
     Each sample ``sample_NNN.pt`` appears in every folder (files pair by relative path), with the dtypes that
     ltx-trainer's preprocessing writes:
 
-    - ``conditions/``: ``video_prompt_embeds`` and ``audio_prompt_embeds`` ``[prompt_len, caption_dim]`` bfloat16
-      (the feature-extractor output, zero on padding), ``prompt_attention_mask`` ``[prompt_len]`` int64,
-      left-padded.
+    - ``conditions/``: ``video_prompt_embeds`` ``[prompt_len, caption_dim]`` and ``audio_prompt_embeds``
+      ``[prompt_len, audio_caption_dim]`` bfloat16 (the feature-extractor output, zero on padding),
+      ``prompt_attention_mask`` ``[prompt_len]`` int64, left-padded.
     - ``latents/``: ``latents`` ``[128, F, H, W]`` bfloat16, ``num_frames``, ``height``, ``width`` (latent units,
       ints) and ``fps`` (float).
     - ``audio_latents/`` and ``reference_audio_latents/``: ``latents`` ``[8, T, 16]`` float32,
@@ -414,11 +416,15 @@ def write_synthetic_dataset(  # noqa: PLR0913
         audio_steps: Target audio latent steps T.
         reference_steps: Reference audio latent steps.
         prompt_len: Prompt tokens; a multiple of 128 (the connectors' register count).
-        caption_dim: Prompt-embedding width; the tiny checkpoint's connectors take 64.
+        caption_dim: Video prompt-embedding width; the tiny checkpoint's connectors take 64.
+        audio_caption_dim: Audio prompt-embedding width; ``caption_dim`` when None. LTX-2.5's feature extractor
+            gives the video and audio streams their own widths (:mod:`.tiny_ltx25`).
         seed: Data seed.
         with_reference: Write ``reference_audio_latents/``.
         reference_fn: Makes each target audio a function of its reference, ``reference_fn(reference,
             audio_steps)`` (see :data:`ReferenceFn`), for synthetic learning tasks. ``None`` draws targets at random.
+
+    Every file is written atomically (:func:`~ltx_audio_reference.reliability.files.atomic_write`).
 
     Returns:
         ``root``.
@@ -436,6 +442,7 @@ def write_synthetic_dataset(  # noqa: PLR0913
         "reference_steps": reference_steps,
         "prompt_len": prompt_len,
         "caption_dim": caption_dim,
+        "audio_caption_dim": caption_dim if audio_caption_dim is None else audio_caption_dim,
     }
     for name, value in sizes.items():
         if value < 1:
@@ -457,8 +464,11 @@ def write_synthetic_dataset(  # noqa: PLR0913
         valid = int(torch.randint(1, prompt_len + 1, (1,), generator=generator))
         mask = torch.zeros(prompt_len, dtype=torch.int64)
         mask[prompt_len - valid :] = 1
-        embeds = [torch.randn(prompt_len, caption_dim, generator=generator) * mask[:, None] for _ in range(2)]
-        torch.save(
+        embeds = [
+            torch.randn(prompt_len, width, generator=generator) * mask[:, None]
+            for width in (caption_dim, sizes["audio_caption_dim"])
+        ]
+        _save_pt(
             {
                 "video_prompt_embeds": embeds[0].to(torch.bfloat16),
                 "audio_prompt_embeds": embeds[1].to(torch.bfloat16),
@@ -468,7 +478,7 @@ def write_synthetic_dataset(  # noqa: PLR0913
         )
 
         video = torch.randn(VIDEO_LATENT_CHANNELS, video_frames, video_height, video_width, generator=generator)
-        torch.save(
+        _save_pt(
             {
                 "latents": video.to(torch.bfloat16),
                 "num_frames": video_frames,
@@ -486,12 +496,16 @@ def write_synthetic_dataset(  # noqa: PLR0913
             target = reference_fn(reference.clone(), audio_steps)
             if tuple(target.shape) != target_shape:
                 raise ValueError(f"reference_fn returned shape {tuple(target.shape)}, expected {target_shape}")
-        torch.save(_audio_record(target), root / "audio_latents" / name)
+        _save_pt(_audio_record(target), root / "audio_latents" / name)
         if with_reference:
-            torch.save(_audio_record(reference), root / "reference_audio_latents" / name)
+            _save_pt(_audio_record(reference), root / "reference_audio_latents" / name)
 
     logger.info("Wrote %d synthetic samples to %s (folders: %s)", num_samples, root, ", ".join(folders))
     return root
+
+
+def _save_pt(data: dict[str, Any], path: Path) -> None:
+    atomic_write(path, functools.partial(torch.save, data))
 
 
 def _audio_record(latents: torch.Tensor) -> dict[str, Any]:
@@ -567,17 +581,25 @@ def _init_parameters(module: torch.nn.Module, *, prefix: str, seed: int) -> None
         param.copy_(_initial_value(name, tuple(param.shape), key=f"{prefix}{name}", seed=seed).to(param.dtype))
 
 
-def _build_tokenizer() -> Tokenizer:
-    """A character-level tokenizer with Gemma's special tokens that prepends ``<bos>``.
+def _build_tokenizer(
+    special_tokens: tuple[str, ...] = _TOKENIZER_SPECIAL_TOKENS, *, prepend_bos: bool = True
+) -> Tokenizer:
+    """A character-level tokenizer with Gemma's special tokens.
 
     A BPE model without merges splits text into single characters; printable ASCII covers prompts, anything
     else maps to ``<unk>``.
+
+    Args:
+        special_tokens: The special tokens, first in the vocabulary (they must include ``<bos>`` and ``<unk>``).
+        prepend_bos: Prepend ``<bos>`` in a post-processor, as Gemma-3 tokenizers do. Gemma-4 tokenizers add none
+            (ltx-core's tokenizer wrapper prepends it itself).
     """
-    tokens = [*_TOKENIZER_SPECIAL_TOKENS, *(chr(code) for code in range(32, 127))]
+    tokens = [*special_tokens, *(chr(code) for code in range(32, 127))]
     vocab = {token: index for index, token in enumerate(tokens)}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tokenizer.add_special_tokens(list(_TOKENIZER_SPECIAL_TOKENS))
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])]
-    )
+    tokenizer.add_special_tokens(list(special_tokens))
+    if prepend_bos:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])]
+        )
     return tokenizer
