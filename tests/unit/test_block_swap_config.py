@@ -84,7 +84,18 @@ def test_registered_fields_parse_the_seed_key_and_the_section() -> None:
     registry = ConfigFieldRegistry()
     hooks.register_config_fields(registry)
     fields = {(e.owner, e.name): e for e in registry}
-    assert set(fields) == {("acceleration", "block_swap_blocks"), ("root", "block_swap")}
+    assert set(fields) == {
+        ("acceleration", "block_swap_blocks"),
+        ("acceleration", "compile_blocks"),
+        ("root", "block_swap"),
+    }
+    compile_field = fields[("acceleration", "compile_blocks")]
+    compiled = create_model("Acceleration", compile_blocks=(compile_field.annotation, compile_field.field))
+    assert compiled.model_validate({}).compile_blocks is False
+    assert compiled.model_validate({"compile_blocks": True}).compile_blocks is True
+    assert compiled.model_validate({"compile_blocks": "auto"}).compile_blocks == "auto"
+    with pytest.raises(ValidationError):
+        compiled.model_validate({"compile_blocks": "sometimes"})
 
     seed_field = fields[("acceleration", "block_swap_blocks")]
     acceleration = create_model("Acceleration", block_swap_blocks=(seed_field.annotation, seed_field.field))
