@@ -159,16 +159,17 @@ def output_problem(output_dir: str | Path | None) -> str | None:
     out = Path(output_dir).expanduser()
     key = "config output_dir"
     fix = "Point output_dir at a folder this user can write (it is created if missing)"
+    elsewhere = "or point output_dir at another folder"
     ckpt = out / CHECKPOINTS_DIR_NAME
     if out.exists() and not out.is_dir():
         problem = f"{key}: expected a folder; found the file {out}. {fix}"
     elif ckpt.exists() and not ckpt.is_dir():
-        problem = f"{key}: {ckpt} is a file, where the trainer saves its checkpoints folder. Move it away, or {fix}"
+        problem = f"{key}: {ckpt} is a file, where the trainer saves its checkpoints folder. Move it away, {elsewhere}"
     elif ckpt.is_dir() and (why := write_problem(ckpt)) is not None:
         problem = (
             f"{key}: {ckpt} is not writable ({why}): every checkpoint save would fail, the first one after "
-            "checkpoints.interval steps of training. Make it writable (chmod u+w, chattr -i, a read-write mount), "
-            f"or {fix}"
+            f"checkpoints.interval steps of training. Make it writable (chmod u+w, chattr -i, a read-write mount), "
+            f"{elsewhere}"
         )
     elif not (base := _nearest_existing(out)).is_dir():
         problem = f"{key}: {out} cannot be created: {base} is a file. {fix}"

@@ -133,7 +133,8 @@ def custom_target_problems(targets: Sequence[str], modules: Mapping[str, int], s
     for target in targets:
         matched = [m for m in modules if _peft_matches(m, target)]
         if not matched:
-            close = difflib.get_close_matches(target.split("transformer_blocks.")[-1].split(".", 1)[-1], block_inner, 4)
+            inner = re.sub(r"^(?:.*\.)?transformer_blocks\.\d+\.", "", target)
+            close = difflib.get_close_matches(inner, block_inner, 3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             problems.append(
                 f"lora.target_modules: {target!r} matches no module of the transformer in {source} (peft takes a "
