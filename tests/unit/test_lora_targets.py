@@ -209,8 +209,8 @@ def test_targets_the_header_refuses_are_the_ones_peft_rejects(checkpoint_module_
     )
     assert problems == [
         "lora.target_modules: 'audio_attn1.to_z' matches no module of the transformer in tiny.safetensors (peft takes "
-        "a module's name or a '.'-suffix of it, e.g. audio_attn1.to_q). Did you mean audio_attn1.to_v, audio_attn1.to_q, "
-        "audio_attn1.to_k? Fix the name, or use lora_preset: audio",
+        "a module's name or a '.'-suffix of it, e.g. audio_attn1.to_q). Did you mean audio_attn1.to_v, "
+        "audio_attn1.to_q, audio_attn1.to_k? Fix the name, or use lora_preset: audio",
         "lora.target_modules: 'audio_attn1.q_norm' matches only transformer_blocks.0.audio_attn1.q_norm, "
         "transformer_blocks.1.audio_attn1.q_norm, whose weight has one dimension (a norm layer), which peft's LoRA "
         "cannot adapt. Name Linear layers (to_q, to_k, to_v, to_out.0, net.0.proj, net.2)",

@@ -3,14 +3,11 @@ resume from. Real folders and files; each check is broken one way at a time."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from fault_helpers import unwritable
 from safetensors.torch import save_file
 
 from ltx_audio_reference.reliability import preflight
@@ -22,27 +19,6 @@ GEMMA_FIX = "Set it to the Gemma-3 folder (with config.json and tokenizer.json)"
 
 def _snapshot(root: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
-
-
-@contextlib.contextmanager
-def unwritable(folder: Path) -> Iterator[None]:
-    """Make ``folder`` unwritable for this process: mode 0o555, and for root (who ignores modes) ``chattr +i``.
-
-    Skips the test where neither works (root on a filesystem without the immutable flag).
-    """
-    folder.chmod(0o555)
-    immutable = False
-    try:
-        if preflight.write_problem(folder) is None:
-            chattr = shutil.which("chattr")
-            immutable = chattr is not None and subprocess.run([chattr, "+i", str(folder)], check=False).returncode == 0
-            if not immutable or preflight.write_problem(folder) is None:
-                pytest.skip("cannot make a folder unwritable here (root without chattr +i)")
-        yield
-    finally:
-        if immutable:
-            subprocess.run([shutil.which("chattr"), "-i", str(folder)], check=True)
-        folder.chmod(0o755)
 
 
 def _weights(path: Path, step_state: bool = True) -> Path:
