@@ -290,3 +290,50 @@ def test_check_notes_long_references_in_seconds_and_passes(demo_dir: Path, fresh
     assert "are longer than their target (most: sample_002.pt, 24.00 s of reference for 0.32 s of target)" in out
     assert "sample_002.pt (24.00 s) starts 24.04 s before the target (with the 0.04 s gap), more than the 20 s" in out
     assert "Trim references to at most 19.96 s" in out
+
+
+def test_stop_signals_raise_a_stop_and_leave_ignored_signals_ignored() -> None:
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from ltx_audio_reference.cli.interrupt import TrainingStopped, stop_signals  # noqa: PLC0415
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped) as raised, stop_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert (raised.value.name, raised.value.exit_code) == ("SIGTERM", 143)
+    assert signal.getsignal(signal.SIGTERM) is before
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_signals():
+            os.kill(os.getpid(), signal.SIGINT)  # ignored, as the caller (nohup, a background job) asked
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_the_stop_message_names_the_newest_complete_pair_and_the_resume_line(tmp_path: Path) -> None:
+    import signal  # noqa: PLC0415
+
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    from ltx_audio_reference.cli.interrupt import TrainingStopped, stopped_message  # noqa: PLC0415
+
+    folder = tmp_path / "out" / "checkpoints"
+    folder.mkdir(parents=True)
+    stop = TrainingStopped(signal.SIGINT)
+    assert stopped_message(stop, tmp_path / "out", "c.yaml") == [
+        "Training stopped by SIGINT.",
+        f"No complete checkpoint was saved under {folder}: running again starts at step 0.",
+    ]
+    for step in (2, 4):
+        save_file({"w": torch.zeros(1)}, str(folder / f"lora_weights_step_{step:05d}.safetensors"))
+    torch.save({"step": 2}, folder / "training_state_step_00002.pt")  # step 4's state never made it
+    assert stopped_message(stop, tmp_path / "out", "c.yaml") == [
+        "Training stopped by SIGINT.",
+        f"The last complete checkpoint is {folder / 'lora_weights_step_00002.safetensors'} (with its training state).",
+        "To resume from it, set in c.yaml:",
+        "  model:",
+        f"    load_checkpoint: {folder}",
+        "and run `ltx-trainer train c.yaml` again.",
+    ]

@@ -41,7 +41,8 @@ class TrainingStopped(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise :class:`TrainingStopped`; the previous handlers come back after.
+    """Within the block, SIGINT and SIGTERM raise :class:`TrainingStopped` (unless ignored); the previous handlers come
+    back after.
 
     Outside the main thread (where Python cannot set handlers) the block runs with the handlers as they are.
     """
@@ -52,7 +53,10 @@ def stop_signals() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
         raise TrainingStopped(signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    # A signal the caller ignores (nohup, a background job of a non-interactive shell) stays ignored.
+    previous = {
+        signum: signal.signal(signum, handler) for signum in STOP_SIGNALS if signal.getsignal(signum) != signal.SIG_IGN
+    }
     try:
         yield
     finally:
