@@ -107,9 +107,9 @@ def _launch(config: dict, folder: Path, name: str, processes: int) -> dict[int, 
 
 @pytest.mark.skipif(ACCELERATE is None, reason="accelerate's launcher is not installed next to this Python or on PATH")
 def test_two_processes_of_batch_1_match_one_process_of_batch_2_only_with_per_sample_noise(tmp_path: Path) -> None:
-    """Same global batch (2), same seed: per-sample losses agree within bf16 tolerance at every step, and so does the
-    final LoRA, because each sample's sigma and noise come from (seed, epoch, index). With the global RNG stream
-    (``per_sample_noise: false``, what stock strategies do) the first step already differs."""
+    """Same global batch (2), same seed, a linear LR schedule: per-sample losses agree within bf16 tolerance at every
+    step, and so does the final LoRA, because each sample's sigma and noise come from (seed, epoch, index). With the
+    global RNG stream (``per_sample_noise: false``, what stock strategies do) the first step already differs."""
     demo = write_demo(tmp_path / "demo", steps=4, num_samples=4).parent
     runs = {}
     for per_sample in (True, False):
@@ -117,6 +117,7 @@ def test_two_processes_of_batch_1_match_one_process_of_batch_2_only_with_per_sam
             name = f"{'per_sample' if per_sample else 'global'}_{processes}proc"
             edits = {
                 "optimization.batch_size": batch_size,
+                "optimization.scheduler_type": "linear",  # the schedule must advance alike on 1 and 2 processes
                 "training_strategy.per_sample_noise": per_sample,
                 "checkpoints.precision": "float32",
             }
@@ -192,3 +193,120 @@ def test_a_two_process_run_resumed_mid_epoch_matches_the_uninterrupted_one_bit_f
 
     full, resumed = results["global"]
     assert resumed[3] != pytest.approx(full[3], rel=1.6e-2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The LR schedule counts optimizer steps on any number of processes (stock: num_processes times too fast)
+# ---------------------------------------------------------------------------------------------------------------
+
+LR = 1e-4
+SCHEDULE_STEPS = 4
+
+
+def _schedule(out: Path) -> dict[int, tuple[int, float]]:
+    """``{step: (scheduler last_epoch, LR the next step uses)}`` from every saved training state of a run."""
+    found = {}
+    for path in sorted((out / "checkpoints").glob("training_state_step_*.pt")):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        scheduler = state["lr_scheduler_state_dict"]
+        found[int(state["global_step"])] = (int(scheduler["last_epoch"]), float(scheduler["_last_lr"][0]))
+    return found
+
+
+def _schedule_edits(scheduler: str, processes: int) -> dict:
+    # 6 samples: one process of batch 2 takes 3 steps an epoch; two processes of batch 1 with accumulation 2 take 3
+    # micro-batches each an epoch, not a multiple of 2 (where accelerate would force an extra optimizer step).
+    return {
+        "optimization.scheduler_type": scheduler,
+        "optimization.learning_rate": LR,
+        "optimization.batch_size": 2 if processes == 1 else 1,
+        "optimization.gradient_accumulation_steps": 1 if processes == 1 else 2,
+        "checkpoints.interval": 1,
+        "checkpoints.keep_last_n": -1,
+        "checkpoints.save_training_state": "minimal",
+    }
+
+
+@pytest.fixture(scope="module")
+def schedule_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], Path]:
+    """Linear and cosine schedules, trained on 1 process and on 2 processes with gradient accumulation 2."""
+    if ACCELERATE is None:
+        pytest.skip("accelerate's launcher is not installed next to this Python or on PATH")
+    root = tmp_path_factory.mktemp("schedule")
+    demo = write_demo(root / "demo", steps=SCHEDULE_STEPS, num_samples=6).parent
+    runs = {}
+    for scheduler in ("linear", "cosine"):
+        for processes in (1, 2):
+            name = f"{scheduler}_{processes}proc"
+            config = demo_config(demo, root / name, _schedule_edits(scheduler, processes))
+            _launch(config, root, name, processes)
+            runs[scheduler, processes] = root / name
+    runs["demo", 0] = demo
+    return runs
+
+
+@pytest.mark.parametrize("scheduler", ["linear", "cosine"])
+def test_the_lr_at_each_optimizer_step_is_the_same_on_two_processes_with_accumulation(
+    schedule_runs: dict, scheduler: str
+) -> None:
+    one = _schedule(schedule_runs[scheduler, 1])
+    two = _schedule(schedule_runs[scheduler, 2])
+    assert sorted(one) == sorted(two) == list(range(1, SCHEDULE_STEPS + 1))
+    for step in one:
+        # One schedule step per optimizer step: stock accelerate steps it num_processes times (last_epoch 2 * step),
+        # and forces an extra optimizer step at an epoch end that the stock loop does not count.
+        assert one[step][0] == two[step][0] == step, (one, two)
+        assert two[step][1] == pytest.approx(one[step][1], rel=1e-12), (step, one, two)
+    if scheduler == "linear":  # LinearLR(start 1.0, end 0.1, total_iters=steps): the LR after k optimizer steps
+        for step, (_, lr) in two.items():
+            assert lr == pytest.approx(LR * (1 - 0.9 * step / SCHEDULE_STEPS))
+    else:  # cosine reaches its minimum at the last step, not half way
+        assert two[SCHEDULE_STEPS][1] == pytest.approx(0.0, abs=1e-12)
+        assert two[SCHEDULE_STEPS // 2][1] == pytest.approx(LR / 2)
+
+
+def test_a_two_process_resume_with_minimal_state_continues_the_schedule(schedule_runs: dict, tmp_path: Path) -> None:
+    """``save_training_state: minimal`` (the default) restores the scheduler but not the optimizer's LR, and the stock
+    chained schedulers then restart from the initial LR; the bridge replays the schedule to the resumed step."""
+    full = schedule_runs["linear", 2]
+    saved = tmp_path / "step2"
+    saved.mkdir()
+    for name in ("lora_weights_step_00002.safetensors", "training_state_step_00002.pt"):
+        shutil.copy(full / "checkpoints" / name, saved / name)
+    edits = {**_schedule_edits("linear", 2), "model.load_checkpoint": str(saved)}
+    config = demo_config(schedule_runs["demo", 0], tmp_path / "resumed", edits)
+    _launch(config, tmp_path, "resumed", 2)
+    resumed, uninterrupted = _schedule(tmp_path / "resumed"), _schedule(full)
+    assert sorted(resumed) == [3, 4]
+    for step in resumed:
+        assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-12), (resumed, uninterrupted)
+
+
+@pytest.mark.skipif(ACCELERATE is None, reason="accelerate's launcher is not installed next to this Python or on PATH")
+def test_two_process_validation_with_stg_and_fewer_samples_than_ranks_completes(tmp_path: Path) -> None:
+    """Stock validation passes the DDP-wrapped transformer to the sampler: STG and modality guidance (both on by
+    default) read ``transformer.num_blocks``, which DDP does not forward (upstream PR #263, issue #301), and a DDP
+    forward broadcasts buffers, a collective that a rank without a validation sample never joins. The bridge hands
+    validation the module inside DDP, so one sample on two ranks, with STG and modality guidance on, runs through."""
+    from ltx_audio_reference.testing.tiny_assets import add_tiny_decoders, write_tiny_gemma_weights  # noqa: PLC0415
+
+    demo = write_demo(tmp_path / "demo", steps=1, num_samples=2).parent
+    add_tiny_decoders(demo / "tiny_ltx2.safetensors")
+    write_tiny_gemma_weights(demo / "text_encoder")
+    edits = {
+        "optimization.batch_size": 1,
+        "validation": {
+            "interval": 1,  # and the initial validation at step 0
+            "prompts": ["a voice holds one steady note"],  # one sample: rank 1 has none
+            "video_dims": [32, 32, 9],
+            "frame_rate": 25.0,
+            "inference_steps": 2,
+            "stg_blocks": [1],  # the tiny model has 2 blocks (the default STG block is 28)
+            "video_stg_scale": 1.0,
+            "audio_stg_scale": 1.0,
+        },
+    }
+    out = tmp_path / "out"
+    _launch(demo_config(demo, out, edits), tmp_path, "validation", 2)
+    samples = sorted(p.name for p in out.rglob("*") if p.suffix in (".mp4", ".wav"))
+    assert samples, f"no validation output under {out}"

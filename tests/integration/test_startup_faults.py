@@ -417,6 +417,12 @@ def test_the_gpu_memory_probe_is_quiet_on_cpu_and_stock_on_cuda(
         assert any("Failed to get GPU memory from nvidia-smi" in m for m in stock_logged)
 
 
+def _default_sigint() -> None:
+    # A background pytest (a non-interactive shell's `&`) ignores SIGINT, and children inherit that; a user's
+    # terminal run does not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(config: Path, log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
         return subprocess.Popen(
@@ -424,6 +430,7 @@ def _start(config: Path, log: Path) -> subprocess.Popen:
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "COLUMNS": "400"},
+            preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads are started before the exec
         )
 
 
@@ -435,13 +442,18 @@ def test_a_stop_signal_says_where_the_last_good_checkpoint_is_and_how_to_resume(
     folder = tmp_path / "out" / "checkpoints"
     log = tmp_path / "train.log"
     proc = _start(config, log)
-    deadline = time.monotonic() + 300
-    while not (folder / "training_state_step_00002.pt").exists():
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.05)
-    proc.send_signal(signum)
-    assert proc.wait(timeout=120) == 128 + signum, log.read_text()[-3000:]
+    try:
+        deadline = time.monotonic() + 300
+        while not (folder / "training_state_step_00002.pt").exists():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        assert proc.wait(timeout=120) == 128 + signum, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     text = " ".join(log.read_text().split())
     assert f"Training stopped by {signal.Signals(signum).name}." in text
     match = re.search(r"The last complete checkpoint is (\S+lora_weights_step_(\d+)\.safetensors) \(with its", text)

@@ -9,6 +9,7 @@ trainer methods listed in :data:`~ltx_audio_reference.bridge.state.TRAINER_METHO
 
 - :mod:`.config`: the strategy union and plugin config fields;
 - :mod:`.trainer`: the factory, checks before the model loads, LoRA and model hooks, the step guard, data order;
+- :mod:`.schedule`: the LR schedule counted in optimizer steps on any number of processes, and across resume;
 - :mod:`.checkpoints`: checkpoint hooks and metadata, atomic saves, resume;
 - :mod:`.validation`: reference placement in validation (:func:`reference_placement`, public).
 
@@ -79,7 +80,7 @@ def install(pm: pluggy.PluginManager | None = None) -> Installation:
     if _current is not None and _current.pm is pm:
         return _current
     require_ltx_trainer()
-    from ltx_audio_reference.bridge import checkpoints, config, trainer, validation  # noqa: PLC0415
+    from ltx_audio_reference.bridge import checkpoints, config, schedule, trainer, validation  # noqa: PLC0415
 
     stock = state.stock()
     strategies = collect_strategies(pm)
@@ -90,6 +91,7 @@ def install(pm: pluggy.PluginManager | None = None) -> Installation:
     trainer.install_step_guard(installation)
     trainer.install_data_order()
     trainer.install_gpu_memory_probe()
+    schedule.install_schedule()
     checkpoints.install_checkpoint_hooks(installation)
     checkpoints.install_atomic_checkpoints()
     checkpoints.install_resume()

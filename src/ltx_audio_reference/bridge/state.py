@@ -26,6 +26,7 @@ TRAINER_METHODS = (
     "_find_checkpoint",
     "_load_lora_checkpoint",
     "_load_training_state",
+    "_restore_training_state",
     "_run_validation",
 )
 

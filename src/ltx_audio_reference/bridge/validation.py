@@ -47,6 +47,22 @@ def current_placement() -> Any:  # noqa: ANN401
     return _placement.get()
 
 
+def without_ddp(model: Any) -> Any:  # noqa: ANN401 - any model
+    """The module inside DDP (also inside ``torch.compile`` around DDP); any other model unchanged.
+
+    Validation runs without gradients, so DDP adds nothing there and breaks two things (upstream PR #263, issue #301):
+    the stock runner reads ``transformer.num_blocks`` for STG and modality guidance (both on by default), which DDP
+    does not forward, so the first validation dies with an ``AttributeError``; and a DDP forward broadcasts the model's
+    buffers from rank 0, a collective that a rank without a validation sample (fewer samples than processes) never
+    joins, so the run hangs. FSDP stays wrapped: its forwards gather shards, the stock runner pads every rank to the
+    same number of forwards, and it forwards attribute access.
+    """
+    from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+
+    inner = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
+    return inner.module if isinstance(inner, DistributedDataParallel) else model
+
+
 def _is_audio_reference(cond: object) -> bool:
     return getattr(cond, "type", None) == "reference" and getattr(cond, "audio", None) is not None
 
@@ -99,8 +115,13 @@ def install_validation_conditioning(installation: Installation) -> None:
 
     @functools.wraps(stock["_run_validation"])
     def _run_validation(self: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        with reference_placement(self._config.training_strategy):
-            return stock["_run_validation"](self, *args, **kwargs)
+        model = self._transformer
+        self._transformer = without_ddp(model)  # the stock method hands it to ValidationRunner.run only
+        try:
+            with reference_placement(self._config.training_strategy):
+                return stock["_run_validation"](self, *args, **kwargs)
+        finally:
+            self._transformer = model
 
     trainer_cls._run_validation = _run_validation
 

@@ -300,7 +300,22 @@ class _SampleRecord:
     name: Path
     shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)  # folder -> tensor key -> shape
     kinds: dict[str, str] = field(default_factory=dict)  # folder -> kind of this sample's file
-    audio: dict[str, torch.Tensor] = field(default_factory=dict)  # audio folder -> latents
+    # Reference folder -> whether its file equals the target's (only where both were compared).
+    equal_to_target: dict[str, bool] = field(default_factory=dict)
+
+    def audio_length_s(self, dir_name: str) -> float | None:
+        """Seconds of this sample's audio latents in ``dir_name``, or None."""
+        shape = self.shapes.get(dir_name, {}).get("latents")
+        if self.kinds.get(dir_name) != "audio" or shape is None or len(shape) != 3:
+            return None
+        return shape[1] * AUDIO_LATENT_SECONDS
+
+
+def _same_audio(ref: torch.Tensor, target: torch.Tensor) -> bool:
+    if ref.shape != target.shape:
+        return False
+    ref64, target64 = ref.double(), target.double()
+    return float((ref64 - target64).norm()) <= IDENTICAL_RTOL * max(float(target64.norm()), 1e-12)
 
 
 def _describe_shape(kind: str | None, shape: tuple[int, ...]) -> str:
@@ -348,18 +363,8 @@ def _identical_reference_problems(
 ) -> list[Problem]:
     problems = []
     for ref_dir, target_dir in references.items():
-        same = []
-        compared = 0
-        for r in records:
-            ref, target = r.audio.get(ref_dir), r.audio.get(target_dir)
-            if ref is None or target is None:
-                continue
-            compared += 1
-            if ref.shape == target.shape:
-                ref64, target64 = ref.double(), target.double()
-                scale = max(float(target64.norm()), 1e-12)
-                if float((ref64 - target64).norm()) <= IDENTICAL_RTOL * scale:
-                    same.append(r.name)
+        compared = [r for r in records if ref_dir in r.equal_to_target]
+        same = [r.name for r in compared if r.equal_to_target[ref_dir]]
         if same:
             shown = ", ".join(str(name) for name in same[:3]) + (f" and {len(same) - 3} more" if len(same) > 3 else "")
             problems.append(
@@ -367,7 +372,7 @@ def _identical_reference_problems(
                     f"{data_root / ref_dir}/",
                     f"references that differ from their target in {target_dir}/ (a reference equal to its target "
                     "gives the answer away: the LoRA learns to copy it)",
-                    f"{len(same)} of {compared} equal to their target ({shown}); make each reference from another "
+                    f"{len(same)} of {len(compared)} equal to their target ({shown}); make each reference from another "
                     "clip than its target (e.g. `ltx-trainer audio-reference precompute` with a reference_audio "
                     "column), or remove those samples",
                 )
@@ -384,15 +389,8 @@ def _reference_length_notes(
 ) -> list[str]:
     notes = []
     for ref_dir, target_dir in references.items():
-        pairs = [
-            (
-                r.name,
-                r.audio[ref_dir].shape[1] * AUDIO_LATENT_SECONDS,
-                r.audio[target_dir].shape[1] * AUDIO_LATENT_SECONDS,
-            )
-            for r in records
-            if ref_dir in r.audio and target_dir in r.audio
-        ]
+        lengths = [(r.name, r.audio_length_s(ref_dir), r.audio_length_s(target_dir)) for r in records]
+        pairs = [(name, ref, target) for name, ref, target in lengths if ref is not None and target is not None]
         longer = [(name, ref, target) for name, ref, target in pairs if ref > target + 1e-9]
         if longer:
             name, ref, target = max(longer, key=lambda item: item[1] - item[2])
@@ -559,6 +557,7 @@ def _scan(
     records: list[_SampleRecord] = []
     for sample in complete[:max_files]:
         record = _SampleRecord(sample)
+        audio: dict[str, torch.Tensor] = {}  # this sample's audio latents, for the reference comparison only
         for dir_name in present:
             path = data_root / dir_name / _paired_name(dir_name, sample)
             file_problems, data = _check_file(path, dir_name, dirs[dir_name], scan_limit)
@@ -570,7 +569,10 @@ def _scan(
             lat = data.get("latents")
             small = scan_limit is None or (isinstance(lat, torch.Tensor) and lat.numel() <= scan_limit)
             if record.kinds[dir_name] == "audio" and isinstance(lat, torch.Tensor) and small:
-                record.audio[dir_name] = lat
+                audio[dir_name] = lat
+        for ref_dir, target_dir in references.items():
+            if ref_dir in audio and target_dir in audio:
+                record.equal_to_target[ref_dir] = _same_audio(audio[ref_dir], audio[target_dir])
         records.append(record)
 
     if batch_size > 1:
