@@ -25,6 +25,9 @@ PROMPT_LENGTH_MULTIPLE = 128
 PRECOMPUTED_DIR_NAME = ".precomputed"
 #: Default silence between the end of a reference and the start of the target: one audio latent, as in DubIt.
 DEFAULT_REFERENCE_GAP_S = AUDIO_LATENT_SECONDS
+#: Seconds that ltx-core's audio RoPE scales positions by (``audio_positional_embedding_max_pos``, default ``[20]``):
+#: a position t enters the rotary angles as ``2 * t / 20 - 1``, so 0..20 s is the range the model is laid out for.
+AUDIO_ROPE_MAX_POS_S = 20.0
 
 
 def audio_duration_s(num_latents: int) -> float:
@@ -36,6 +39,7 @@ __all__ = [
     "AUDIO_LATENT_CHANNELS",
     "AUDIO_LATENT_SECONDS",
     "AUDIO_MEL_BINS",
+    "AUDIO_ROPE_MAX_POS_S",
     "AUDIO_SAMPLE_RATE",
     "AUDIO_TOKEN_FEATURES",
     "DEFAULT_FPS",

@@ -123,14 +123,17 @@ def test_uninstall_restores_every_wrapped_method_and_save_file(fresh_pm: pluggy.
 
     bridge.uninstall()
     stock = {name: trainer_module.LtxvTrainer.__dict__[name] for name in TRAINER_METHODS}
+    stock_probe = trainer_module.get_gpu_memory_gb
     with _ours(fresh_pm):
         assert trainer_module.save_file is not save_file
         assert trainer_module.get_peft_model_state_dict is not get_peft_model_state_dict
+        assert trainer_module.get_gpu_memory_gb is not stock_probe
         for name, method in stock.items():
             assert trainer_module.LtxvTrainer.__dict__[name] is not method, name
         assert isinstance(trainer_module.LtxvTrainer.__dict__["_find_checkpoint"], staticmethod)
     assert trainer_module.save_file is save_file
     assert trainer_module.get_peft_model_state_dict is get_peft_model_state_dict
+    assert trainer_module.get_gpu_memory_gb is stock_probe
     for name, method in stock.items():
         assert trainer_module.LtxvTrainer.__dict__[name] is method, name
 
@@ -304,7 +307,8 @@ def test_stock_leaves_a_partial_newest_checkpoint_or_an_unpaired_one_after_a_kil
             _trainer(resume)  # stock resume dies on the partial file
     with _ours(fresh_pm):
         assert _trainer(resume)._resume_state[0] == 1  # ours skips it and resumes from the complete pair
-        with pytest.raises(CheckpointError, match="incomplete checkpoint"):
+        # Passed by name, the partial file is refused before any model loads.
+        with pytest.raises(ConfigurationError, match=f"load_checkpoint: {partial} is an incomplete checkpoint"):
             _trainer({**config, "model": {**config["model"], "load_checkpoint": str(partial)}})
 
     # Killed between the weights and the training state: stock had already deleted the previous weights, so no

@@ -220,3 +220,148 @@ def test_sweep_arm_names_keep_the_plain_name_at_scale_zero() -> None:
         guidance_scales([0.1234567, 0.1234568])
     with pytest.raises(ValueError, match=">= 0"):
         guidance_scales([-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Faults around training start: `check` names each, with its fix, and writes nothing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"optimization__steps": 0}, "config optimization.steps: expected an integer >= 1; found 0. Set it to"),
+        ({"optimization__batch_size": 0}, "config optimization.batch_size: expected an integer >= 1; found 0."),
+        (
+            {"model__text_encoder_path": None},
+            "config model.text_encoder_path: required; found nothing. Set it to the Gemma-3 folder",
+        ),
+        ({"output_dir": "/proc/ltx_run"}, "config output_dir: /proc/ltx_run cannot be created in /proc ("),
+        (
+            {"model__load_checkpoint": "/nonexistent/checkpoints"},
+            "config model.load_checkpoint: /nonexistent/checkpoints does not exist. Point it at a checkpoints folder",
+        ),
+    ],
+    ids=["steps-0", "batch-0", "no-text-encoder", "output-under-proc", "missing-checkpoint"],
+)
+def test_check_names_run_settings_that_cannot_train(
+    demo_dir: Path, fresh_pm: pluggy.PluginManager, changes: dict, expected: str
+) -> None:
+    config = _edit_config(demo_dir, **changes)
+    if changes.get("model__text_encoder_path", "") is None:
+        data = yaml.safe_load(config.read_text())
+        del data["model"]["text_encoder_path"]
+        config.write_text(yaml.safe_dump(data))
+    before = _snapshot(demo_dir)
+    code, out = _invoke("check", str(config))
+    assert code == 1, out
+    assert expected in out
+    assert "1 problem(s)" in out
+    assert _snapshot(demo_dir) == before
+
+
+def test_check_names_an_output_dir_that_is_a_file(demo_dir: Path, fresh_pm: pluggy.PluginManager) -> None:
+    (demo_dir / "outputs").write_text("not a folder")
+    code, out = _invoke("check", str(demo_dir / "config.yaml"))
+    assert code == 1
+    assert f"config output_dir: expected a folder; found the file {demo_dir / 'outputs'}. Point output_dir at" in out
+
+
+def test_check_refuses_references_equal_to_their_targets(demo_dir: Path, fresh_pm: pluggy.PluginManager) -> None:
+    data = demo_dir / "data"
+    for path in (data / "audio_latents").glob("*.pt"):
+        path.write_bytes(path.read_bytes())
+        (data / "reference_audio_latents" / path.name).write_bytes(path.read_bytes())
+    before = _snapshot(demo_dir)
+    code, out = _invoke("check", str(demo_dir / "config.yaml"))
+    assert code == 1
+    assert "reference_audio_latents/: expected references that differ from their target in audio_latents/" in out
+    assert "found 3 of 3 equal to their target" in out
+    assert "make each reference from another clip than its target" in out
+    assert _snapshot(demo_dir) == before
+
+
+def test_check_refuses_a_video_file_in_the_audio_folder(demo_dir: Path, fresh_pm: pluggy.PluginManager) -> None:
+    data = demo_dir / "data"
+    (data / "audio_latents" / "sample_001.pt").write_bytes((data / "latents" / "sample_001.pt").read_bytes())
+    code, out = _invoke("check", str(demo_dir / "config.yaml"))
+    assert code == 1
+    assert "audio_latents/sample_001.pt: expected audio data (latents [8, T, 16]) as in every file of" in out
+    assert "found video data (latents [128, F, H, W]); this file belongs in another folder" in out
+
+
+def test_check_refuses_unequal_targets_and_too_few_samples_for_the_batch(
+    demo_dir: Path, fresh_pm: pluggy.PluginManager
+) -> None:
+    path = demo_dir / "data" / "audio_latents" / "sample_001.pt"
+    data = torch.load(path, weights_only=True)
+    data["latents"] = torch.randn(8, 11, 16)
+    data["num_time_steps"] = 11
+    torch.save(data, path)
+    code, out = _invoke("check", str(_edit_config(demo_dir, optimization__batch_size=4)))
+    assert code == 1
+    assert "audio_latents/: expected one length in every sample for batch_size 4" in out
+    assert "11 time steps (0.44 s) in sample_001.pt; trim or pad them to one length, or set" in out
+    assert "expected at least 4 complete samples for batch_size 4" in out
+    assert "found 3; add samples or set optimization.batch_size: 3" in out
+
+
+def test_check_notes_long_references_in_seconds_and_passes(demo_dir: Path, fresh_pm: pluggy.PluginManager) -> None:
+    config = _edit_config(demo_dir, optimization__batch_size=1)
+    path = demo_dir / "data" / "reference_audio_latents" / "sample_002.pt"
+    data = torch.load(path, weights_only=True)
+    data["latents"] = torch.randn(8, 600, 16)
+    data["num_time_steps"] = 600
+    torch.save(data, path)
+    code, out = _invoke("check", str(config))
+    assert code == 0, out
+    assert "are longer than their target (most: sample_002.pt, 24.00 s of reference for 0.32 s of target)" in out
+    assert "sample_002.pt (24.00 s) starts 24.04 s before the target (with the 0.04 s gap), more than the 20 s" in out
+    assert "Trim references to at most 19.96 s" in out
+
+
+def test_stop_signals_raise_a_stop_and_leave_ignored_signals_ignored() -> None:
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from ltx_audio_reference.cli.interrupt import TrainingStopped, stop_signals  # noqa: PLC0415
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped) as raised, stop_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert (raised.value.name, raised.value.exit_code) == ("SIGTERM", 143)
+    assert signal.getsignal(signal.SIGTERM) is before
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_signals():
+            os.kill(os.getpid(), signal.SIGINT)  # ignored, as the caller (nohup, a background job) asked
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_the_stop_message_names_the_newest_complete_pair_and_the_resume_line(tmp_path: Path) -> None:
+    import signal  # noqa: PLC0415
+
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    from ltx_audio_reference.cli.interrupt import TrainingStopped, stopped_message  # noqa: PLC0415
+
+    folder = tmp_path / "out" / "checkpoints"
+    folder.mkdir(parents=True)
+    stop = TrainingStopped(signal.SIGINT)
+    assert stopped_message(stop, tmp_path / "out", "c.yaml") == [
+        "Training stopped by SIGINT.",
+        f"No complete checkpoint was saved under {folder}: running again starts at step 0.",
+    ]
+    for step in (2, 4):
+        save_file({"w": torch.zeros(1)}, str(folder / f"lora_weights_step_{step:05d}.safetensors"))
+    torch.save({"step": 2}, folder / "training_state_step_00002.pt")  # step 4's state never made it
+    assert stopped_message(stop, tmp_path / "out", "c.yaml") == [
+        "Training stopped by SIGINT.",
+        f"The last complete checkpoint is {folder / 'lora_weights_step_00002.safetensors'} (with its training state).",
+        "To resume from it, set in c.yaml:",
+        "  model:",
+        f"    load_checkpoint: {folder}",
+        "and run `ltx-trainer train c.yaml` again.",
+    ]

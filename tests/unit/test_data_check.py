@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from ltx_audio_reference.data.check import check_dataset, classify, load_sample_file
+from ltx_audio_reference.data.check import (
+    check_dataset,
+    check_sources,
+    check_strategy_data,
+    classify,
+    folder_kinds,
+    load_sample_file,
+)
+from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig
 from ltx_audio_reference.testing import tiny_model
 
 DIRS = dict.fromkeys(tiny_model.DATASET_FOLDERS)
@@ -116,7 +125,11 @@ def test_unequal_reference_lengths_matter_only_for_batches(tmp_path: Path) -> No
     assert _lines(root, batch_size=1) == []
     lines = _lines(root, batch_size=2)
     assert len(lines) == 1
-    assert "lengths [5, 7] time steps; trim the references or set batch_size: 1" in lines[0]
+    assert lines[0] == (
+        f"{root}/reference_audio_latents/: expected one length in every sample for batch_size 2 (the loader stacks "
+        "the samples of a batch into one tensor); found 2 lengths: 5 time steps (0.20 s) in sample_000.pt, 7 time "
+        "steps (0.28 s) in sample_001.pt; trim or pad them to one length, or set optimization.batch_size: 1"
+    )
 
 
 def test_geometry_fields_must_match_the_latents(dataset: Path) -> None:
@@ -183,3 +196,134 @@ def test_apple_double_files_in_every_folder_are_one_problem_since_stock_would_lo
     assert len(lines) == 1, lines
     assert "expected no macOS AppleDouble (._*) file in every folder" in lines[0]
     assert f"found 1, e.g. ._sample_000.pt; delete them: find {dataset} -name '._*' -delete" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# check_sources: each folder as its strategy's batch key says, references against their targets
+# ---------------------------------------------------------------------------------------------------------------
+
+SOURCES = AudioReferenceConfig().get_data_sources()
+
+
+def _report(root: Path, **kwargs: object) -> tuple[list[str], list[str]]:
+    report = check_sources(root, SOURCES, **kwargs)
+    return [str(p) for p in report.problems], report.notes
+
+
+def _rewrite(path: Path, **changes: object) -> None:
+    data = torch.load(path, weights_only=True)
+    data.update(changes)
+    torch.save(data, path)
+
+
+def test_the_strategy_sources_name_each_folder_kind() -> None:
+    assert folder_kinds(SOURCES) == {
+        "latents": "video",
+        "conditions": "conditions",
+        "audio_latents": "audio",
+        "reference_audio_latents": "audio",
+    }
+
+
+@pytest.mark.parametrize(
+    ("intruder", "found"),
+    [("latents", "video data (latents [128, F, H, W])"), ("conditions", "conditions data (prompt embeddings)")],
+)
+def test_a_video_or_conditions_file_in_an_audio_folder_is_refused(dataset: Path, intruder: str, found: str) -> None:
+    target = dataset / "audio_latents" / "sample_001.pt"
+    shutil.copy(dataset / intruder / "sample_001.pt", target)
+    assert check_dataset(dataset, DIRS) == []  # by content alone, a video file is a fine video file
+    problems, _ = _report(dataset)
+    assert problems == [
+        f"{target}: expected audio data (latents [8, T, 16]) as in every file of audio_latents/; found {found}; this "
+        "file belongs in another folder: re-run the preprocessing for this sample or remove it from every folder"
+    ]
+
+
+def test_an_audio_file_without_its_latents_key_is_refused(dataset: Path) -> None:
+    path = dataset / "reference_audio_latents" / "sample_002.pt"
+    torch.save({"audio": torch.randn(8, 5, 16)}, path)
+    assert check_dataset(dataset, DIRS) == []  # unknown content is skipped when the kind is not known
+    problems, _ = _report(dataset)
+    assert problems == [
+        f"{path}: expected a tensor under key 'latents' (audio latents [8, T, 16], as ltx-trainer's "
+        "process_dataset.py and `ltx-trainer audio-reference precompute` write them); found keys ['audio']"
+    ]
+
+
+def test_video_latents_without_their_geometry_are_refused(dataset: Path) -> None:
+    path = dataset / "latents" / "sample_000.pt"
+    data = torch.load(path, weights_only=True)
+    del data["num_frames"], data["width"]
+    torch.save(data, path)
+    assert _report(dataset)[0] == [
+        f"{path}: expected num_frames, height and width next to the latents; found missing ['num_frames', 'width']"
+    ]
+
+
+@pytest.mark.parametrize("folder", ["audio_latents", "latents"])
+def test_targets_of_unequal_length_are_refused_for_batches_only(dataset: Path, folder: str) -> None:
+    path = dataset / folder / "sample_001.pt"
+    if folder == "audio_latents":
+        _rewrite(path, latents=torch.randn(8, 11, 16), num_time_steps=11)
+        found = "found 2 lengths: 8 time steps (0.32 s) in sample_000.pt, 11 time steps (0.44 s) in sample_001.pt"
+        what = "one length"
+    else:
+        _rewrite(path, latents=torch.randn(128, 3, 2, 2, dtype=torch.bfloat16), num_frames=3)
+        found = "found 2 shapes: shape [128, 2, 2, 2] in sample_000.pt, shape [128, 3, 2, 2] in sample_001.pt"
+        what = "one shape of 'latents'"
+    assert _report(dataset, batch_size=1)[0] == []
+    assert _report(dataset, batch_size=2)[0] == [
+        f"{dataset / folder}/: expected {what} in every sample for batch_size 2 (the loader stacks the samples of a "
+        f"batch into one tensor); {found}; trim or pad them to one {what.split()[1]}, or set optimization.batch_size: 1"
+    ]
+
+
+def test_fewer_complete_samples_than_one_batch_are_refused(tmp_path: Path) -> None:
+    root = tiny_model.write_synthetic_dataset(tmp_path / "one", num_samples=1)
+    assert _report(root, batch_size=1)[0] == []
+    assert _report(root, batch_size=2)[0] == [
+        f"{root}: expected at least 2 complete samples for batch_size 2 (the loader drops an incomplete last batch, so "
+        "fewer samples give no batch at all); found 1; add samples or set optimization.batch_size: 1"
+    ]
+    root = tiny_model.write_synthetic_dataset(tmp_path / "three", num_samples=3)
+    (problem,) = _report(root, batch_size=2, num_processes=2)[0]
+    assert "at least 4 complete samples for batch_size 2 x 2 processes" in problem
+
+
+def test_a_reference_identical_to_its_target_is_refused(dataset: Path) -> None:
+    target = dataset / "audio_latents" / "sample_001.pt"
+    shutil.copy(target, dataset / "reference_audio_latents" / "sample_001.pt")
+    problems, _ = _report(dataset)
+    assert problems == [
+        f"{dataset / 'reference_audio_latents'}/: expected references that differ from their target in audio_latents/ "
+        "(a reference equal to its target gives the answer away: the LoRA learns to copy it); found 1 of 3 equal to "
+        "their target (sample_001.pt); make each reference from another clip than its target (e.g. `ltx-trainer "
+        "audio-reference precompute` with a reference_audio column), or remove those samples"
+    ]
+    # The same audio through another front end or dtype is still the target; a different clip of that length is not.
+    latents = torch.load(target, weights_only=True)["latents"]
+    _rewrite(dataset / "reference_audio_latents" / "sample_001.pt", latents=latents * (1 + 1e-4))
+    assert len(_report(dataset)[0]) == 1
+    _rewrite(dataset / "reference_audio_latents" / "sample_001.pt", latents=torch.randn_like(latents))
+    assert _report(dataset)[0] == []
+
+
+def test_long_references_are_noted_in_seconds_and_past_the_rope_range(tmp_path: Path) -> None:
+    root = tiny_model.write_synthetic_dataset(tmp_path / "d", num_samples=2, audio_steps=8, reference_steps=5)
+    assert _report(root) == ([], [])
+    _rewrite(root / "reference_audio_latents" / "sample_001.pt", latents=torch.randn(8, 12, 16), num_time_steps=12)
+    problems, notes = _report(root, batch_size=1)
+    assert problems == []
+    assert notes == [
+        f"1 of 2 references in {root / 'reference_audio_latents'}/ are longer than their target (most: sample_001.pt, "
+        "0.48 s of reference for 0.32 s of target). That trains; each reference costs one token per 0.04 s every step"
+    ]
+    _rewrite(root / "reference_audio_latents" / "sample_000.pt", latents=torch.randn(8, 500, 16), num_time_steps=500)
+    _, notes = _report(root, batch_size=1)
+    assert notes[1] == (
+        f"1 of 2 references in {root / 'reference_audio_latents'}/ reach past the audio RoPE range: sample_000.pt "
+        "(20.00 s) starts 20.04 s before the target (with the 0.04 s gap), more than the 20 s that ltx-core scales "
+        "audio positions by (audio_positional_embedding_max_pos). Trim references to at most 19.96 s"
+    )
+    assert check_strategy_data(root, AudioReferenceConfig(reference_positions="overlap")).notes == notes[:1]

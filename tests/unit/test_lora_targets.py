@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from ltx_audio_reference.reliability.checkpoints import safetensors_shapes
 from ltx_audio_reference.strategies.audio_reference import inputs as ar_inputs
 from ltx_audio_reference.strategies.audio_reference import loss as ar_loss
 from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig
@@ -16,10 +18,13 @@ from ltx_audio_reference.strategies.audio_reference.lora_targets import (
     BRIDGE_MODULES,
     TrainableParameterError,
     assert_only_allowed_trainable,
+    checkpoint_modules,
+    custom_target_problems,
     expand_lora_targets,
+    preset_target_problem,
 )
 from ltx_audio_reference.testing import tiny_ltx25
-from ltx_audio_reference.testing.tiny_model import build_tiny_model
+from ltx_audio_reference.testing.tiny_model import build_tiny_model, write_tiny_checkpoint
 from ltx_core.model.transformer.model import LTXModel, LTXModelType
 
 STOCK_DEFAULT_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -202,3 +207,59 @@ def test_ltx25_blocks_have_the_23_module_set_whose_gates_the_presets_leave_out()
     wrapped = _wrap(model, [*expand_lora_targets(model, "audio"), "transformer_blocks.1.audio_attn1.to_gate_logits"])
     with pytest.raises(TrainableParameterError, match=r"transformer_blocks\.1\.audio_attn1\.to_gate_logits\.lora_A"):
         assert_only_allowed_trainable(wrapped, "audio")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Targets checked before the model loads
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_preset_refuses_a_written_list_it_would_replace() -> None:
+    assert preset_target_problem("audio", list(reversed(AUDIO_MODULES))) is None  # the preset's own list agrees
+    problem = preset_target_problem("audio", [*AUDIO_MODULES, "audio_to_video_attn.to_q"])
+    assert problem == (
+        "lora.target_modules names audio_to_video_attn.to_q, which lora_preset 'audio' does not adapt; the preset "
+        "sets the LoRA targets itself, so they would be dropped. To fix: set lora_preset: audio+bridges and remove "
+        "lora.target_modules (that preset adapts them); or set lora_preset: custom to adapt exactly "
+        "lora.target_modules; or remove lora.target_modules"
+    )
+    assert "audio+bridges" not in preset_target_problem("audio+bridges", ["audio_attn1.to_z"]).split("To fix:")[1]
+    assert preset_target_problem("audio", ["audio_attn1.to_q"]) == (
+        "lora.target_modules names 1 of the 10 modules per block that lora_preset 'audio' adapts; the preset sets the "
+        "LoRA targets itself, so all 10 would be adapted. Set lora_preset: custom to adapt only lora.target_modules, "
+        "or remove lora.target_modules"
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint_module_names(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
+    path = write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", num_layers=2)
+    return checkpoint_modules(safetensors_shapes(Path(path)))
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [["audio_attn1.to_q", "audio_ff.net.2"], ["transformer_blocks.1.audio_attn2.to_out.0"], ["to_v"]],
+)
+def test_targets_the_header_accepts_are_found_by_peft(checkpoint_module_names: dict[str, int], targets: list) -> None:
+    assert custom_target_problems(targets, checkpoint_module_names, "tiny.safetensors") == []
+    _wrap(build_tiny_model(num_layers=2), targets)  # peft finds them in the real model
+
+
+def test_targets_the_header_refuses_are_the_ones_peft_rejects(checkpoint_module_names: dict[str, int]) -> None:
+    problems = custom_target_problems(
+        ["audio_attn1.to_z", "audio_attn1.q_norm", "audio_ff.net.2"], checkpoint_module_names, "tiny.safetensors"
+    )
+    assert problems == [
+        "lora.target_modules: 'audio_attn1.to_z' matches no module of the transformer in tiny.safetensors (peft takes "
+        "a module's name or a '.'-suffix of it, e.g. audio_attn1.to_q). Did you mean audio_attn1.to_v, "
+        "audio_attn1.to_q, audio_attn1.to_k? Fix the name, or use lora_preset: audio",
+        "lora.target_modules: 'audio_attn1.q_norm' matches only transformer_blocks.0.audio_attn1.q_norm, "
+        "transformer_blocks.1.audio_attn1.q_norm, whose weight has one dimension (a norm layer), which peft's LoRA "
+        "cannot adapt. Name Linear layers (to_q, to_k, to_v, to_out.0, net.0.proj, net.2)",
+    ]
+    for bad in (["audio_attn1.to_z"], ["audio_attn1.q_norm"]):
+        with pytest.raises(ValueError):  # noqa: PT011 - peft's own message differs by case
+            _wrap(build_tiny_model(num_layers=2), bad)
+    # The text connectors live in the checkpoint but not in the transformer peft wraps.
+    assert not any("embeddings_connector" in name for name in checkpoint_module_names)

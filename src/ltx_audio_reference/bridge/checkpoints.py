@@ -195,6 +195,12 @@ def install_resume() -> None:
             return stock_find(checkpoint_path)
         choice = checkpoints.select_checkpoint(path)
         if choice is None:
+            # The stock runner then starts a new run; say why at the default level, not only at -v.
+            logger.warning(
+                "Not resuming from %s: %s. Training starts at step 0 with new LoRA weights",
+                path,
+                checkpoints.no_checkpoint_reason(path),
+            )
             return None
         for skipped, why in choice.skipped:
             logger.warning("Not resuming from %s: %s", skipped, why)

@@ -41,6 +41,7 @@ class Stock:
     factory: Any
     save_file: Any
     get_peft_model_state_dict: Any
+    get_gpu_memory_gb: Any
     trainer_methods: dict[str, Any]
     apply_audio_conditionings: Any
     run_denoising: Any
@@ -79,6 +80,7 @@ def stock() -> Stock:
             factory=trainer_module.get_training_strategy,
             save_file=trainer_module.save_file,
             get_peft_model_state_dict=trainer_module.get_peft_model_state_dict,
+            get_gpu_memory_gb=trainer_module.get_gpu_memory_gb,
             trainer_methods={name: trainer_module.LtxvTrainer.__dict__[name] for name in TRAINER_METHODS},
             apply_audio_conditionings=validation_module.ValidationRunner.__dict__["_apply_audio_conditionings"],
             run_denoising=validation_module.ValidationRunner.__dict__["_run_denoising"],

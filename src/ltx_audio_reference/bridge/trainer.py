@@ -8,14 +8,15 @@ import contextlib
 import functools
 import logging
 import math
+import os
 from typing import Any
 
 from ltx_audio_reference.bridge import state
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
-from ltx_audio_reference.data.check import check_dataset
+from ltx_audio_reference.data.check import check_strategy_data
 from ltx_audio_reference.errors import ConfigurationError, NonFiniteError
 from ltx_audio_reference.registry import LoraContext, ModelContext, TrainStepContext
-from ltx_audio_reference.reliability import determinism, guards
+from ltx_audio_reference.reliability import determinism, guards, preflight
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,29 @@ def install_factory(installation: Installation) -> None:
     strategies_module.get_training_strategy = get_training_strategy
 
 
+def install_gpu_memory_probe() -> None:
+    """Rebind the ``get_gpu_memory_gb`` that ``ltx_trainer.trainer`` calls: 0.0 for a CPU device, stock otherwise.
+
+    The stock probe runs ``nvidia-smi`` whatever the device and logs ``ERROR Failed to get GPU memory from
+    nvidia-smi`` three times per CPU run, which reads as a failure. On a CUDA device the stock probe runs unchanged,
+    so a real nvidia-smi failure there is still logged.
+    """
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+
+    stock_probe = state.stock().get_gpu_memory_gb
+
+    @functools.wraps(stock_probe)
+    def get_gpu_memory_gb(device: Any) -> float:  # noqa: ANN401 - a torch.device
+        if getattr(device, "type", None) != "cuda":
+            return 0.0  # what the stock fallback (torch.cuda.memory_allocated) reports for a CPU device
+        return stock_probe(device)
+
+    trainer_module.get_gpu_memory_gb = get_gpu_memory_gb
+
+
 def install_trainer_hooks(installation: Installation) -> None:
-    """Run ``validate_config`` and the data check before the model loads, ``configure_lora`` and ``configure_model``."""
+    """Run ``validate_config``, the run-settings and data checks before the model loads, ``configure_lora`` and
+    ``configure_model``."""
     import torch  # noqa: PLC0415
 
     trainer_cls, stock = trainer_parts()
@@ -60,7 +82,7 @@ def install_trainer_hooks(installation: Installation) -> None:
             hook.validate_config(config=trainer_config)
         except ValueError as e:
             raise ConfigurationError(str(e)) from e
-        check_training_data(trainer_config)
+        check_before_loading(trainer_config)
         stock["__init__"](self, trainer_config)
 
     @functools.wraps(stock["_setup_lora"])
@@ -165,23 +187,39 @@ def _gradient_guard(trainer: Any, optimizer: Any, args: Any, kwargs: Any) -> Non
     raise NonFiniteError(guards.describe_nonfinite_step("gradient norm", norm, step, batches))
 
 
-def check_training_data(config: Any) -> None:  # noqa: ANN401 - the stock LtxTrainerConfig
-    """Check the strategy's data folders before the model loads (the stock dataset silently skips bad pairs).
+def check_before_loading(config: Any) -> None:  # noqa: ANN401 - the stock LtxTrainerConfig
+    """The run settings (counts, text encoder, output folders, resume) and the data, before any model loads.
+
+    The stock dataset silently skips bad pairs, and the stock runner finds most of these only after the model
+    loaded, or at the first checkpoint save.
 
     Raises:
-        ConfigurationError: Listing each problem as ``file: expected ...; found ...``.
+        ConfigurationError: Listing each problem on its own line (``config <key>: ...`` or ``file: expected ...;
+            found ...``).
     """
-    root = config.data.preprocessed_data_root
-    sources = config.training_strategy.get_data_sources()
-    problems = check_dataset(
-        root, dict.fromkeys(sources), batch_size=config.optimization.batch_size, scan_limit=STARTUP_SCAN_LIMIT
+    run = preflight.check_run(preflight.RunSettings.from_config(config))
+    lines = list(run.problems)
+    report = check_strategy_data(
+        config.data.preprocessed_data_root,
+        config.training_strategy,
+        batch_size=config.optimization.batch_size,
+        # accelerate launch sets WORLD_SIZE; each process draws its own batches from its share of the samples.
+        num_processes=max(1, int(os.environ.get("WORLD_SIZE", "1"))),
+        scan_limit=STARTUP_SCAN_LIMIT,
+        model_path=config.model.model_path,
     )
-    if not problems:
+    problems = [str(p) for p in report.problems]
+    for note in report.notes:
+        logger.info("Data: %s", note)
+    if not lines and not problems:
         return
-    lines = [str(p) for p in problems[:MAX_LISTED_PROBLEMS]]
+    lines += problems[:MAX_LISTED_PROBLEMS]
     if len(problems) > MAX_LISTED_PROBLEMS:
         lines.append(f"... and {len(problems) - MAX_LISTED_PROBLEMS} more (`ltx-trainer check CONFIG` lists all)")
-    raise ConfigurationError(f"{len(problems)} problem(s) in the training data under {root}:\n" + "\n".join(lines))
+    count = len(run.problems) + len(problems)
+    raise ConfigurationError(
+        f"{count} problem(s) before training could start (nothing was loaded or written):\n" + "\n".join(lines)
+    )
 
 
 def install_data_order() -> None:

@@ -8,6 +8,7 @@ Also runs as a module, which is how ``accelerate launch`` starts it::
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,7 +98,27 @@ StrategyOpt = Annotated[
 ]
 
 
+def _print_lines(text: str) -> None:
+    for line in text.splitlines() or [""]:
+        console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(error: BaseException, verbose: bool) -> typer.Exit:
+    """Print an error as one clear message (its traceback only with ``-v``); returns the exit to raise."""
+    if isinstance(error, ConfigurationError | NonFiniteError):
+        _print_lines(str(error))  # written for the user: what is wrong and how to fix it
+        return typer.Exit(1)
+    if verbose:
+        logger.exception("Training failed")
+    else:
+        # ltx-trainer's own ValueErrors and the OSErrors of a full disk or a vanished folder: the message is the news.
+        _print_lines(f"Training failed: {type(error).__name__}: {error}")
+        console.print("Run `ltx-trainer -v train ...` for the traceback.", highlight=False)
+    return typer.Exit(1)
+
+
 def train_command(
+    ctx: typer.Context,
     config: ConfigArg,
     strategy: StrategyOpt = None,
     disable_progress_bars: Annotated[
@@ -110,7 +131,9 @@ def train_command(
 
     from ltx_audio_reference import bridge  # noqa: PLC0415
     from ltx_audio_reference.cli.check import validation_lines  # noqa: PLC0415
+    from ltx_audio_reference.cli.interrupt import TrainingStopped, stop_signals, stopped_message  # noqa: PLC0415
 
+    verbose = bool((ctx.obj or {}).get("verbose"))
     try:
         installation = bridge.install()
     except ModuleNotFoundError as e:
@@ -126,18 +149,17 @@ def train_command(
         for line in validation_lines(e):
             console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from e
-    try:
-        trainer = LtxvTrainer(trainer_config)
-    except ConfigurationError as e:
-        for line in str(e).splitlines():
-            console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from e
-    try:
-        saved_path, stats = trainer.train(disable_progress_bars=disable_progress_bars)
-    except NonFiniteError as e:
-        for line in str(e).splitlines():
-            console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from e
+    with stop_signals():
+        try:
+            trainer = LtxvTrainer(trainer_config)
+            saved_path, stats = trainer.train(disable_progress_bars=disable_progress_bars)
+        except TrainingStopped as e:
+            if os.environ.get("RANK", "0") == "0":
+                for line in stopped_message(e, trainer_config.output_dir, config):
+                    console.print(line, markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from e
+        except (ValueError, OSError, NonFiniteError) as e:
+            raise _fail(e, verbose) from e
     if saved_path is not None:
         logger.info("Saved %s (%.2f steps/s)", saved_path, stats.steps_per_second)
 
@@ -193,13 +215,15 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def _main(
-        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+        ctx: typer.Context,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and full tracebacks.")] = False,
         version: Annotated[  # noqa: ARG001 - handled by the callback
             bool,
             typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
         ] = False,
     ) -> None:
         _setup_logging(verbose)
+        ctx.obj = {"verbose": verbose}
 
     # Named *_command: the ``check`` and ``demo`` submodules of this package would shadow same-named functions.
     app.command("train")(train_command)

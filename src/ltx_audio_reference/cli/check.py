@@ -1,9 +1,11 @@
 """``ltx-trainer check``: validate a raw config and its data without loading a model.
 
 With ltx-trainer importable the whole config goes through the stock ``LtxTrainerConfig`` (after the bridge is
-installed) and the plugins' ``validate_config`` hooks. Without it, the strategy section goes through the registered
-strategy's own config class and the data is still checked; stock sections are then left unvalidated, and a note
-says so.
+installed), the plugins' ``validate_config`` hooks and the run-settings checks training start runs
+(:mod:`~ltx_audio_reference.reliability.preflight`). Without it, the strategy section goes through the registered
+strategy's own config class, the run settings are read from the raw YAML, and the data is still checked; the other
+stock sections are then left unvalidated, and a note says so. Nothing is written (writability is probed with a
+hidden folder that is removed at once).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import pluggy
 from pydantic import ValidationError
 
 from ltx_audio_reference import bridge
-from ltx_audio_reference.data.check import Problem, check_dataset
+from ltx_audio_reference.data.check import Problem, check_dataset, check_strategy_data
 from ltx_audio_reference.registry import StrategyRegistry
+from ltx_audio_reference.reliability import preflight
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def _strategy_section(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckReport) -> Any:  # noqa: ANN401
-    """Validate through the stock config model; returns the parsed strategy config or None."""
+    """Validate through the stock config model and the run-settings checks; returns the strategy config or None."""
     from pydantic import TypeAdapter  # noqa: PLC0415
 
     bridge.install(pm)
@@ -74,6 +77,7 @@ def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckR
             pm.hook.validate_config(config=parsed)
         except ValueError as e:
             report.problems.append(f"config: {e}")
+        _add(report, preflight.check_run(preflight.RunSettings.from_config(parsed)))
         return parsed.training_strategy
     annotation = LtxTrainerConfig.model_fields["training_strategy"].rebuild_annotation()
     try:
@@ -82,12 +86,18 @@ def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckR
         return None  # already reported above
 
 
+def _add(report: CheckReport, result: preflight.Preflight) -> None:
+    report.problems.extend(result.problems)
+    report.notes.extend(result.notes)
+
+
 def _without_trainer(data: dict[str, Any], registry: StrategyRegistry, report: CheckReport) -> Any:  # noqa: ANN401
     name = _strategy_section(data).get("name", "text_to_video")
     report.notes.append(
-        "ltx-trainer is not importable here: only the strategy section and the data are checked "
+        "ltx-trainer is not importable here: only the strategy section, the run settings and the data are checked "
         "(install ltx-trainer for a full check of every section)"
     )
+    _add(report, preflight.check_run(preflight.RunSettings.from_dict(data)))
     if name not in registry:
         if name not in registry.available():
             report.problems.append(
@@ -136,11 +146,19 @@ def check_config(
         report.notes.append("data folders unknown (the strategy section is invalid): only the data root is checked")
         problems: list[Problem] = check_dataset(Path(root).expanduser(), {}, max_files=max_files)
     else:
-        batch_size = (data.get("optimization") or {}).get("batch_size", 2)
-        sources = strategy_config.get_data_sources()
-        problems = check_dataset(
-            Path(root).expanduser(), dict.fromkeys(sources), batch_size=int(batch_size), max_files=max_files
+        optimization = data.get("optimization") or {}
+        batch_size = optimization.get("batch_size", 2) if isinstance(optimization, dict) else 2
+        model = data.get("model") or {}
+        dataset = check_strategy_data(
+            Path(root),
+            strategy_config,
+            batch_size=batch_size if isinstance(batch_size, int) else 1,
+            max_files=max_files,
+            model_path=model.get("model_path") if isinstance(model, dict) else None,
         )
-        report.summary = f"strategy {strategy_config.name}, data folders {', '.join(sources)}"
+        problems = dataset.problems
+        report.notes.extend(dataset.notes)
+        folders = ", ".join(strategy_config.get_data_sources())
+        report.summary = f"strategy {strategy_config.name}, {dataset.samples} samples, data folders {folders}"
     report.problems.extend(str(p) for p in problems)
     return report

@@ -2,13 +2,17 @@
 
 Each problem is one :class:`Problem` (file, expected, found), so the CLI prints one clear line per problem.
 Files are read with ``torch.load(weights_only=True)``, so a pickled object is reported, never executed.
+
+:func:`check_sources` is what training start and ``ltx-trainer check`` call: it takes a strategy's
+``get_data_sources()`` (folder -> batch key), so each folder is checked as the kind of data its batch key holds, and
+each reference is compared with its target.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +20,40 @@ import torch
 
 from ltx_audio_reference.layout import (
     AUDIO_LATENT_CHANNELS,
+    AUDIO_LATENT_SECONDS,
     AUDIO_MEL_BINS,
+    AUDIO_ROPE_MAX_POS_S,
+    DEFAULT_REFERENCE_GAP_S,
     PRECOMPUTED_DIR_NAME,
     VIDEO_LATENT_CHANNELS,
 )
+from ltx_audio_reference.reliability import checkpoints
 
 logger = logging.getLogger(__name__)
 
 #: macOS writes a resource fork ``._NAME`` next to files copied to a non-HFS disk; it is not a sample.
 APPLE_DOUBLE_PREFIX = "._"
+#: What each batch key of the stock strategies (and ``audio_reference``, which reuses their names) holds. Other keys
+#: (the ``flexible`` strategy's reference and mask folders, named by folder) are classified by content.
+KIND_OF_BATCH_KEY: dict[str, str] = {
+    "latents": "video",
+    "video_latents": "video",
+    "ref_latents": "video",
+    "conditions": "conditions",
+    "audio_latents": "audio",
+    "ref_audio_latents": "audio",
+}
+#: Reference batch keys and the target batch key each reference stands beside.
+TARGET_OF_REFERENCE: dict[str, str] = {"ref_audio_latents": "audio_latents"}
+#: A reference whose latents differ from its target's by at most this relative (Frobenius) norm is the target itself
+#: (0.1 %: the same audio through another mel front end or dtype still counts).
+IDENTICAL_RTOL = 1e-3
+
+_KIND_DESCRIPTION = {
+    "video": f"latents [{VIDEO_LATENT_CHANNELS}, F, H, W]",
+    "audio": f"latents [{AUDIO_LATENT_CHANNELS}, T, {AUDIO_MEL_BINS}]",
+    "conditions": "prompt embeddings",
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +116,10 @@ def check_video_latents(path: str, data: Mapping[str, Any], scan_limit: int | No
         if lat.shape[0] != VIDEO_LATENT_CHANNELS:
             yield Problem(f"{path} [latents]", f"[{VIDEO_LATENT_CHANNELS}, F, H, W] video latents", _describe(lat))
         geometry = {"num_frames": lat.shape[1], "height": lat.shape[2], "width": lat.shape[3]}
+        missing = [name for name in geometry if name not in data]
+        if missing:
+            # Every strategy reads them to place the video tokens; ltx-trainer's process_dataset.py writes them.
+            yield Problem(path, "num_frames, height and width next to the latents", f"missing {missing}")
         for name, size in geometry.items():
             if name in data and int(data[name]) != size:
                 yield Problem(f"{path} [{name}]", f"{size} (from the latents' shape)", str(int(data[name])))
@@ -105,7 +138,12 @@ def check_audio_latents(path: str, data: Mapping[str, Any], scan_limit: int | No
     """An ``audio_latents/`` or ``reference_audio_latents/`` file: ``latents [8, T, 16]``."""
     lat = _tensor(data, "latents")
     if lat is None:
-        yield Problem(path, "a tensor under key 'latents'", f"keys {sorted(data)}")
+        yield Problem(
+            path,
+            f"a tensor under key 'latents' (audio latents [{AUDIO_LATENT_CHANNELS}, T, {AUDIO_MEL_BINS}], as "
+            "ltx-trainer's process_dataset.py and `ltx-trainer audio-reference precompute` write them)",
+            f"keys {sorted(data)}",
+        )
         return
     expected = f"[{AUDIO_LATENT_CHANNELS}, T, {AUDIO_MEL_BINS}] audio latents"
     if not lat.is_floating_point():
@@ -179,10 +217,36 @@ def load_sample_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     return data
 
 
+def folder_kinds(sources: Mapping[str, str]) -> dict[str, str | None]:
+    """Folder -> the kind of data it must hold, from a strategy's ``get_data_sources()`` (folder -> batch key).
+
+    Folders whose batch key is not in :data:`KIND_OF_BATCH_KEY` map to None: their kind is read from each file.
+    """
+    return {folder: KIND_OF_BATCH_KEY.get(key) for folder, key in sources.items()}
+
+
+def reference_folders(sources: Mapping[str, str]) -> dict[str, str]:
+    """Reference folder -> the folder of the targets it pairs with, from ``get_data_sources()``."""
+    folder_of = {key: folder for folder, key in sources.items()}
+    return {
+        folder_of[ref]: folder_of[target]
+        for ref, target in TARGET_OF_REFERENCE.items()
+        if ref in folder_of and target in folder_of
+    }
+
+
+def _reference_gap_of(strategy_config: Any) -> float | None:  # noqa: ANN401 - any strategy config
+    """Seconds between a reference's end and its target's start, for strategies that place references before the
+    target (``reference_positions: negative`` and ``reference_gap_s``, as ``audio_reference`` does); else None."""
+    if getattr(strategy_config, "reference_positions", None) != "negative":
+        return None
+    return float(getattr(strategy_config, "reference_gap_s", DEFAULT_REFERENCE_GAP_S))
+
+
 def _check_file(
     path: Path, dir_name: str, kind: str | None, scan_limit: int | None
-) -> tuple[list[Problem], int | None]:
-    """Check one file; returns its problems and, for audio, its length in time steps."""
+) -> tuple[list[Problem], Mapping[str, Any] | None]:
+    """Check one file; returns its problems and, when it holds the folder's kind of data, its content."""
     try:
         data = load_sample_file(path, mmap=scan_limit is not None)
     except ValueError as e:
@@ -191,13 +255,19 @@ def _check_file(
     if kind is None and found_kind == "unknown":
         return [], None  # e.g. a stock strategy's mask folder: loadable is all we can say
     if kind is not None and found_kind not in (kind, "unknown"):
-        return [Problem(str(path), f"{kind} data for folder {dir_name}/", f"{found_kind} data")], None
+        return [
+            Problem(
+                str(path),
+                f"{kind} data ({_KIND_DESCRIPTION[kind]}) as in every file of {dir_name}/",
+                f"{found_kind} data ({_KIND_DESCRIPTION[found_kind]}); this file belongs in another folder: "
+                "re-run the preprocessing for this sample or remove it from every folder",
+            )
+        ], None
     check = CHECKS.get(kind or found_kind)
     if check is None:
         return [Problem(str(path), "video latents, audio latents or text conditions", f"keys {sorted(data)}")], None
-    lat = data.get("latents")
-    length = int(lat.shape[1]) if (kind or found_kind) == "audio" and isinstance(lat, torch.Tensor) else None
-    return list(check(str(path), data, scan_limit)), length
+    problems = list(check(str(path), data, scan_limit))
+    return problems, (None if problems else data)
 
 
 def _pairing_problems(data_root: Path, present: Mapping[str, set[Path]]) -> list[Problem]:
@@ -216,6 +286,204 @@ def _pairing_problems(data_root: Path, present: Mapping[str, set[Path]]) -> list
     return problems
 
 
+@dataclass
+class DatasetReport:
+    """What a dataset check found: problems (training cannot start) and notes (it trains, but read this)."""
+
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    samples: int = 0
+
+
+@dataclass
+class _SampleRecord:
+    """What the cross-sample checks need of one checked sample."""
+
+    name: Path
+    shapes: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)  # folder -> tensor key -> shape
+    kinds: dict[str, str] = field(default_factory=dict)  # folder -> kind of this sample's file
+    # Reference folder -> whether its file equals the target's (only where both were compared).
+    equal_to_target: dict[str, bool] = field(default_factory=dict)
+
+    def audio_length_s(self, dir_name: str) -> float | None:
+        """Seconds of this sample's audio latents in ``dir_name``, or None."""
+        shape = self.shapes.get(dir_name, {}).get("latents")
+        if self.kinds.get(dir_name) != "audio" or shape is None or len(shape) != 3:
+            return None
+        return shape[1] * AUDIO_LATENT_SECONDS
+
+
+def _same_audio(ref: torch.Tensor, target: torch.Tensor) -> bool:
+    if ref.shape != target.shape:
+        return False
+    ref64, target64 = ref.double(), target.double()
+    return float((ref64 - target64).norm()) <= IDENTICAL_RTOL * max(float(target64.norm()), 1e-12)
+
+
+def _describe_shape(kind: str | None, shape: tuple[int, ...]) -> str:
+    if kind == "audio" and len(shape) == 3:
+        return f"{shape[1]} time steps ({shape[1] * AUDIO_LATENT_SECONDS:.2f} s)"
+    return f"shape {list(shape)}"
+
+
+def _batch_shape_problems(
+    data_root: Path, records: list[_SampleRecord], folders: Iterable[str], batch_size: int
+) -> list[Problem]:
+    """One problem per folder and tensor key whose shape differs between samples (a batch stacks them)."""
+    problems = []
+    for dir_name in folders:
+        kind = next((r.kinds[dir_name] for r in records if dir_name in r.kinds), None)
+        keys = sorted({k for r in records for k in r.shapes.get(dir_name, {})})
+        for key in keys:
+            first_of: dict[tuple[int, ...], Path] = {}
+            for r in records:
+                shape = r.shapes.get(dir_name, {}).get(key)
+                if shape is not None:
+                    first_of.setdefault(shape, r.name)
+            if len(first_of) < 2:
+                continue
+            shown = ", ".join(
+                f"{_describe_shape(kind, shape)} in {name}" for shape, name in sorted(first_of.items())[:4]
+            )
+            more = f" and {len(first_of) - 4} more" if len(first_of) > 4 else ""
+            length = kind == "audio" and key == "latents"
+            what, unit = ("length", "length") if length else (f"shape of '{key}'", "shape")
+            problems.append(
+                Problem(
+                    f"{data_root / dir_name}/",
+                    f"one {what} in every sample for batch_size {batch_size} (the loader stacks the samples of a "
+                    "batch into one tensor)",
+                    f"{len(first_of)} {unit}s: {shown}{more}; trim or pad them to one {unit}, or set "
+                    "optimization.batch_size: 1",
+                )
+            )
+    return problems
+
+
+def _identical_reference_problems(
+    data_root: Path, records: list[_SampleRecord], references: Mapping[str, str]
+) -> list[Problem]:
+    problems = []
+    for ref_dir, target_dir in references.items():
+        compared = [r for r in records if ref_dir in r.equal_to_target]
+        same = [r.name for r in compared if r.equal_to_target[ref_dir]]
+        if same:
+            shown = ", ".join(str(name) for name in same[:3]) + (f" and {len(same) - 3} more" if len(same) > 3 else "")
+            problems.append(
+                Problem(
+                    f"{data_root / ref_dir}/",
+                    f"references that differ from their target in {target_dir}/ (a reference equal to its target "
+                    "gives the answer away: the LoRA learns to copy it)",
+                    f"{len(same)} of {len(compared)} equal to their target ({shown}); make each reference from another "
+                    "clip than its target (e.g. `ltx-trainer audio-reference precompute` with a reference_audio "
+                    "column), or remove those samples",
+                )
+            )
+    return problems
+
+
+def _reference_length_notes(
+    data_root: Path,
+    records: list[_SampleRecord],
+    references: Mapping[str, str],
+    reference_gap_s: float | None,
+    rope_max_pos_s: float,
+) -> list[str]:
+    notes = []
+    for ref_dir, target_dir in references.items():
+        lengths = [(r.name, r.audio_length_s(ref_dir), r.audio_length_s(target_dir)) for r in records]
+        pairs = [(name, ref, target) for name, ref, target in lengths if ref is not None and target is not None]
+        longer = [(name, ref, target) for name, ref, target in pairs if ref > target + 1e-9]
+        if longer:
+            name, ref, target = max(longer, key=lambda item: item[1] - item[2])
+            notes.append(
+                f"{len(longer)} of {len(pairs)} references in {data_root / ref_dir}/ are longer than their target "
+                f"(most: {name}, {ref:.2f} s of reference for {target:.2f} s of target). That trains; each reference "
+                "costs one token per 0.04 s every step"
+            )
+        if reference_gap_s is None:
+            continue
+        past = [(name, ref) for name, ref, _ in pairs if ref + reference_gap_s > rope_max_pos_s + 1e-9]
+        if past:
+            name, ref = max(past, key=lambda item: item[1])
+            notes.append(
+                f"{len(past)} of {len(pairs)} references in {data_root / ref_dir}/ reach past the audio RoPE range: "
+                f"{name} ({ref:.2f} s) starts {ref + reference_gap_s:.2f} s before the target (with the "
+                f"{reference_gap_s:g} s gap), more than the {rope_max_pos_s:g} s that ltx-core scales audio "
+                f"positions by (audio_positional_embedding_max_pos). Trim references to at most "
+                f"{rope_max_pos_s - reference_gap_s:.2f} s"
+            )
+    return notes
+
+
+def check_sources(
+    root: Path,
+    sources: Mapping[str, str],
+    *,
+    batch_size: int = 1,
+    num_processes: int = 1,
+    max_files: int | None = None,
+    scan_limit: int | None = None,
+    reference_gap_s: float | None = DEFAULT_REFERENCE_GAP_S,
+    rope_max_pos_s: float = AUDIO_ROPE_MAX_POS_S,
+) -> DatasetReport:
+    """Check the data a strategy reads: every folder of ``get_data_sources()``, as the kind its batch key holds.
+
+    Args:
+        root: ``data.preprocessed_data_root``.
+        sources: The strategy's ``get_data_sources()``: folder (relative to the root) -> batch key.
+        batch_size: The training batch size per process.
+        num_processes: Training processes; each takes its own batches, so the dataset needs
+            ``batch_size * num_processes`` samples.
+        max_files: Check at most this many samples' contents (pairing is always checked for all).
+        scan_limit: Look for NaN/Inf only in tensors of at most this many elements, and memory-map files.
+        reference_gap_s: Seconds between a reference's end and its target's start, for the RoPE-range note; None
+            where references do not sit before the target (no such note).
+        rope_max_pos_s: The model's ``audio_positional_embedding_max_pos`` in seconds.
+
+    Returns:
+        Problems (training would fail or learn nothing useful) and notes (it trains; worth knowing).
+    """
+    return _scan(
+        Path(root),
+        folder_kinds(sources),
+        references=reference_folders(sources),
+        batch_size=batch_size,
+        num_processes=num_processes,
+        max_files=max_files,
+        scan_limit=scan_limit,
+        reference_gap_s=reference_gap_s,
+        rope_max_pos_s=rope_max_pos_s,
+    )
+
+
+def check_strategy_data(
+    root: Path,
+    strategy_config: Any,  # noqa: ANN401 - any registered or stock strategy config
+    *,
+    batch_size: int = 1,
+    num_processes: int = 1,
+    max_files: int | None = None,
+    scan_limit: int | None = None,
+    model_path: Path | str | None = None,
+) -> DatasetReport:
+    """:func:`check_sources` for a strategy config: its ``get_data_sources()``, its reference gap, and the RoPE range
+    of the checkpoint at ``model_path`` (ltx-core's default without one). Training start and ``check`` call this."""
+    rope = AUDIO_ROPE_MAX_POS_S
+    if model_path is not None:
+        rope = checkpoints.audio_rope_max_pos_s(model_path, AUDIO_ROPE_MAX_POS_S)
+    return check_sources(
+        Path(root).expanduser(),
+        strategy_config.get_data_sources(),
+        batch_size=batch_size,
+        num_processes=num_processes,
+        max_files=max_files,
+        scan_limit=scan_limit,
+        reference_gap_s=_reference_gap_of(strategy_config),
+        rope_max_pos_s=rope,
+    )
+
+
 def check_dataset(
     root: Path,
     dirs: Mapping[str, str | None],
@@ -230,7 +498,8 @@ def check_dataset(
         root: ``data.preprocessed_data_root``.
         dirs: Folder name (relative to the root) -> expected kind (``video``, ``audio``, ``conditions``), or None to
             infer the kind from each file's content.
-        batch_size: The training batch size; with more than one, references of unequal length are a problem.
+        batch_size: The training batch size; with more than one, tensors of unequal shape in a folder are a
+            problem, and so are fewer complete samples than one batch.
         max_files: Check at most this many samples' contents (pairing is always checked for all).
         scan_limit: Look for NaN/Inf only in tensors of at most this many elements, and memory-map files (None: scan
             everything). Shapes, dtypes and file integrity are always checked.
@@ -238,11 +507,11 @@ def check_dataset(
     Returns:
         Every problem found, in a stable order. Empty when the data is fine.
     """
-    data_root = resolve_data_root(Path(root))
-    if not data_root.is_dir():
-        return [Problem(str(root), "an existing folder (data.preprocessed_data_root)", "no such folder")]
+    return _scan(Path(root), dirs, batch_size=batch_size, max_files=max_files, scan_limit=scan_limit).problems
 
-    problems: list[Problem] = []
+
+def _present_samples(data_root: Path, dirs: Mapping[str, str | None], problems: list[Problem]) -> dict[str, set[Path]]:
+    """Each folder's samples (AppleDouble resource forks left out), with the folder, pairing and fork problems."""
     present: dict[str, set[Path]] = {}
     apple_double: dict[str, set[Path]] = {}
     for dir_name in dirs:
@@ -270,25 +539,69 @@ def check_dataset(
                 f"{len(loaded_forks)}, e.g. {loaded_forks[0]}; delete them: find {data_root} -name '._*' -delete",
             )
         )
+    return present
+
+
+def _scan(
+    root: Path,
+    dirs: Mapping[str, str | None],
+    *,
+    references: Mapping[str, str] | None = None,
+    batch_size: int = 1,
+    num_processes: int = 1,
+    max_files: int | None = None,
+    scan_limit: int | None = None,
+    reference_gap_s: float | None = DEFAULT_REFERENCE_GAP_S,
+    rope_max_pos_s: float = AUDIO_ROPE_MAX_POS_S,
+) -> DatasetReport:
+    report = DatasetReport()
+    data_root = resolve_data_root(root)
+    if not data_root.is_dir():
+        report.problems.append(Problem(str(root), "an existing folder (data.preprocessed_data_root)", "no such folder"))
+        return report
+
+    problems = report.problems
+    present = _present_samples(data_root, dirs, problems)
 
     complete = sorted(set.intersection(*present.values())) if present else []
-    audio_lengths: dict[str, set[int]] = {}
+    report.samples = len(complete)
+    needed = batch_size * num_processes
+    if 0 < len(complete) < needed:
+        per = f"batch_size {batch_size}" + (f" x {num_processes} processes" if num_processes > 1 else "")
+        fits = max(1, len(complete) // num_processes)
+        problems.append(
+            Problem(
+                str(data_root),
+                f"at least {needed} complete samples for {per} (the loader drops an incomplete last batch, so fewer "
+                "samples give no batch at all)",
+                f"{len(complete)}; add samples or set optimization.batch_size: {fits}",
+            )
+        )
+
+    references = {ref: target for ref, target in (references or {}).items() if ref in present and target in present}
+    records: list[_SampleRecord] = []
     for sample in complete[:max_files]:
+        record = _SampleRecord(sample)
+        audio: dict[str, torch.Tensor] = {}  # this sample's audio latents, for the reference comparison only
         for dir_name in present:
             path = data_root / dir_name / _paired_name(dir_name, sample)
-            file_problems, length = _check_file(path, dir_name, dirs[dir_name], scan_limit)
+            file_problems, data = _check_file(path, dir_name, dirs[dir_name], scan_limit)
             problems.extend(file_problems)
-            if length is not None:
-                audio_lengths.setdefault(dir_name, set()).add(length)
+            if data is None:
+                continue
+            record.shapes[dir_name] = {k: tuple(v.shape) for k, v in data.items() if isinstance(v, torch.Tensor)}
+            record.kinds[dir_name] = dirs[dir_name] or classify(data)
+            lat = data.get("latents")
+            small = scan_limit is None or (isinstance(lat, torch.Tensor) and lat.numel() <= scan_limit)
+            if record.kinds[dir_name] == "audio" and isinstance(lat, torch.Tensor) and small:
+                audio[dir_name] = lat
+        for ref_dir, target_dir in references.items():
+            if ref_dir in audio and target_dir in audio:
+                record.equal_to_target[ref_dir] = _same_audio(audio[ref_dir], audio[target_dir])
+        records.append(record)
 
     if batch_size > 1:
-        for dir_name, lengths in audio_lengths.items():
-            if "reference" in dir_name and len(lengths) > 1:
-                problems.append(
-                    Problem(
-                        f"{data_root / dir_name}/",
-                        f"one reference length for batch_size {batch_size} (references in a batch are stacked)",
-                        f"lengths {sorted(lengths)} time steps; trim the references or set batch_size: 1",
-                    )
-                )
-    return problems
+        problems.extend(_batch_shape_problems(data_root, records, present, batch_size))
+    problems.extend(_identical_reference_problems(data_root, records, references))
+    report.notes.extend(_reference_length_notes(data_root, records, references, reference_gap_s, rope_max_pos_s))
+    return report

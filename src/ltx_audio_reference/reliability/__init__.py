@@ -4,5 +4,6 @@
 - :mod:`.checkpoints`: complete checkpoint pairs, resume choice, untrusted training states, LoRA key matching;
 - :mod:`.guards`: non-finite losses, gradient norms and weights;
 - :mod:`.determinism`: the data order and per-sample draws as functions of the seed, epoch and sample index;
-- :mod:`.export`: the complete LoRA export (also under FSDP).
+- :mod:`.export`: the complete LoRA export (also under FSDP);
+- :mod:`.preflight`: a run's settings checked before any model loads (counts, text encoder, output folders, resume).
 """

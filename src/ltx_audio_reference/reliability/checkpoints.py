@@ -151,6 +151,29 @@ def select_checkpoint(folder: Path) -> CheckpointChoice | None:
     return None
 
 
+def no_checkpoint_reason(folder: Path) -> str:
+    """Why :func:`select_checkpoint` found nothing under ``folder``, for the user."""
+    candidates = _candidates(Path(folder))
+    if not candidates:
+        return "it holds no lora_weights_step_N.safetensors (or model_weights_...) file"
+    shown = "; ".join(f"{path.name}: {safetensors_problem(path)}" for _, path in candidates[:3])
+    more = f"; and {len(candidates) - 3} more" if len(candidates) > 3 else ""
+    return f"no weights file there is complete ({shown}{more})"
+
+
+def audio_rope_max_pos_s(model_path: Path | str, default: float) -> float:
+    """``audio_positional_embedding_max_pos`` (seconds) from a checkpoint's ``config`` metadata, or ``default``.
+
+    Only the safetensors header is read.
+    """
+    try:
+        metadata = read_safetensors_header(Path(model_path)).get("__metadata__") or {}
+        transformer = json.loads(metadata.get("config", "{}")).get("transformer", {})
+        return float(transformer.get("audio_positional_embedding_max_pos", [default])[0])
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return default
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 

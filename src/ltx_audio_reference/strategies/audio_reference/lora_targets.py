@@ -10,8 +10,9 @@ entry against a module name by equality or by a ``"." + entry`` suffix, and full
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # torch loads only where LoRA is applied; the config imports the presets without it
@@ -61,6 +62,92 @@ def preset_block_modules(preset: LoraPreset) -> tuple[str, ...]:
         raise ValueError(
             f"LoRA preset {preset!r} has no fixed module list; presets with one: {', '.join(PRESETS)}"
         ) from None
+
+
+def _peft_matches(name: str, target: str) -> bool:
+    """peft's rule for one entry of a ``target_modules`` list: the module's name, or a ``.``-suffix of it."""
+    return name == target or name.endswith(f".{target}")
+
+
+def preset_target_problem(preset: LoraPreset, targets: Sequence[str]) -> str | None:
+    """Why a ``lora.target_modules`` list the user wrote contradicts a preset with a fixed module list, or None.
+
+    Such a preset sets the LoRA targets itself, so the list would be replaced: its entries outside the preset dropped,
+    and a partial list widened to the whole preset. Only the preset's own list (in any order) agrees with it.
+    """
+    modules = preset_block_modules(preset)
+    outside = [t for t in targets if not any(_peft_matches(m, t) for m in modules)]
+    if outside:
+        fixes = []
+        wider = [
+            name
+            for name, mods in PRESETS.items()
+            if name != preset and all(any(_peft_matches(m, t) for m in mods) for t in targets)
+        ]
+        if wider:
+            fixes.append(f"set lora_preset: {wider[0]} and remove lora.target_modules (that preset adapts them)")
+        fixes += ["set lora_preset: custom to adapt exactly lora.target_modules", "remove lora.target_modules"]
+        return (
+            f"lora.target_modules names {', '.join(outside)}, which lora_preset {preset!r} does not adapt; the preset "
+            f"sets the LoRA targets itself, so they would be dropped. To fix: {'; or '.join(fixes)}"
+        )
+    covered = {m for m in modules if any(_peft_matches(m, t) for t in targets)}
+    if len(covered) < len(modules):
+        return (
+            f"lora.target_modules names {len(covered)} of the {len(modules)} modules per block that lora_preset "
+            f"{preset!r} adapts; the preset sets the LoRA targets itself, so all {len(modules)} would be adapted. "
+            "Set lora_preset: custom to adapt only lora.target_modules, or remove lora.target_modules"
+        )
+    return None
+
+
+#: Where ltx-core's transformer loader takes its weights from in a checkpoint.
+CHECKPOINT_TRANSFORMER_PREFIX = "model.diffusion_model."
+
+
+def checkpoint_modules(shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+    """Transformer module name -> number of dimensions of its weight, from a checkpoint's tensor shapes.
+
+    Names are those of the transformer peft wraps (``transformer_blocks.0.audio_attn1.to_q``): the loader's prefix
+    is stripped, and the text connectors (loaded by the embeddings processor, not the transformer) are left out.
+    """
+    keys = [k for k in shapes if k.startswith(CHECKPOINT_TRANSFORMER_PREFIX)] or list(shapes)
+    modules = {}
+    for key in keys:
+        if not key.endswith(".weight") or "embeddings_connector" in key:
+            continue
+        modules[key.removeprefix(CHECKPOINT_TRANSFORMER_PREFIX).removesuffix(".weight")] = len(shapes[key])
+    return modules
+
+
+def custom_target_problems(targets: Sequence[str], modules: Mapping[str, int], source: str) -> list[str]:
+    """Why entries of a ``custom`` preset's ``lora.target_modules`` would fail in peft, one line each.
+
+    Args:
+        targets: ``lora.target_modules``.
+        modules: :func:`checkpoint_modules` of the checkpoint.
+        source: The checkpoint, for the message.
+    """
+    block_inner = sorted({m.split(".", 2)[2] for m in modules if _BLOCK_MODULE.match(m) and modules[m] >= 2})
+    problems = []
+    for target in targets:
+        matched = [m for m in modules if _peft_matches(m, target)]
+        if not matched:
+            inner = re.sub(r"^(?:.*\.)?transformer_blocks\.\d+\.", "", target)
+            close = difflib.get_close_matches(inner, block_inner, 3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            problems.append(
+                f"lora.target_modules: {target!r} matches no module of the transformer in {source} (peft takes a "
+                f"module's name or a '.'-suffix of it, e.g. audio_attn1.to_q).{hint} Fix the name, or use "
+                "lora_preset: audio"
+            )
+        elif all(modules[m] < 2 for m in matched):
+            problems.append(
+                f"lora.target_modules: {target!r} matches only {', '.join(matched[:3])}, whose weight has one "
+                "dimension (a norm layer), which peft's LoRA cannot adapt. Name Linear layers (to_q, to_k, to_v, "
+                "to_out.0, net.0.proj, net.2)"
+            )
+    return problems
 
 
 def expand_lora_targets(

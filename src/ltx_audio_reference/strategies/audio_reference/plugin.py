@@ -6,6 +6,7 @@ check, the validation conditioner (negative reference positions) and checkpoint 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ltx_audio_reference.hookspecs import hookimpl
@@ -58,13 +59,14 @@ def register_reference_conditioners(register: ConditionerRegistry) -> None:
 
 @hookimpl
 def validate_config(config: Any) -> None:  # noqa: ANN401
-    """LoRA mode with alpha equal to rank; reference guidance only with a reference in every validation sample."""
+    """LoRA mode with alpha equal to rank, LoRA targets that peft will find and the preset will not replace, and
+    reference guidance only with a reference in every validation sample."""
     strategy = _audio_reference_config(config)
     if strategy is None:
         return
     if config.model.training_mode != "lora" or config.lora is None:
         raise ValueError("The audio_reference strategy trains a LoRA: set model.training_mode: lora and a lora section")
-    _validate_lora_targets(strategy.lora_preset, config.lora)
+    _validate_lora_targets(strategy.lora_preset, config.lora, config.model.model_path)
     if config.lora.alpha != config.lora.rank:
         raise ValueError(
             f"lora.alpha ({config.lora.alpha}) must equal lora.rank ({config.lora.rank}): exported LoRAs carry no "
@@ -100,7 +102,20 @@ def _validate_reference_guidance(scale: float, validation: Any) -> None:  # noqa
         )
 
 
-def _validate_lora_targets(preset: str, lora: Any) -> None:  # noqa: ANN401 - the stock LoraConfig
+def _validate_lora_targets(preset: str, lora: Any, model_path: Any = None) -> None:  # noqa: ANN401 - stock LoraConfig
+    """Refuse targets that peft would not find (``custom``) or that a fixed preset would silently replace.
+
+    Args:
+        preset: The strategy's ``lora_preset``.
+        lora: The stock ``LoraConfig`` (``target_modules``, and ``model_fields_set`` to tell a written list from the
+            stock default).
+        model_path: The checkpoint; with ``custom``, its header names the modules peft can wrap.
+
+    Raises:
+        ValueError: Saying which entries are wrong and how to fix them.
+    """
+    from ltx_audio_reference.strategies.audio_reference import lora_targets  # noqa: PLC0415 - torch-free
+
     targets = list(lora.target_modules)
     if preset == "custom":
         if not any("audio" in t for t in targets):
@@ -108,6 +123,13 @@ def _validate_lora_targets(preset: str, lora: Any) -> None:  # noqa: ANN401 - th
                 f"lora_preset 'custom' with lora.target_modules {targets} names no audio module, so the LoRA cannot "
                 "adapt the audio stack. Add audio modules (e.g. audio_attn1.to_q) or use lora_preset: audio"
             )
+        if model_path is not None and Path(model_path).is_file():
+            from ltx_audio_reference.reliability.checkpoints import safetensors_shapes  # noqa: PLC0415
+
+            modules = lora_targets.checkpoint_modules(safetensors_shapes(Path(model_path)))
+            problems = lora_targets.custom_target_problems(targets, modules, str(model_path))
+            if problems:
+                raise ValueError("\n".join(problems))
         return
     # Only a list the user wrote is a conflict; the stock default (to_q/to_k/to_v/to_out.0) is replaced silently.
     if "target_modules" in lora.model_fields_set:
@@ -117,6 +139,9 @@ def _validate_lora_targets(preset: str, lora: Any) -> None:  # noqa: ANN401 - th
                 f"lora.target_modules names modules outside the audio stack ({', '.join(video)}) but lora_preset is "
                 f"{preset!r}, which sets the targets itself. Remove lora.target_modules, or set lora_preset: custom"
             )
+        problem = lora_targets.preset_target_problem(preset, targets)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 @hookimpl

@@ -1,0 +1,268 @@
+"""Checks of a run's settings that need no model: step and batch counts, the text encoder, writable output folders
+and the checkpoint to resume from.
+
+Training start (the bridge, before any model loads) and ``ltx-trainer check`` run the same checks, so both say the
+same thing. Each problem is one line naming the config key, what it holds and how to fix it; notes say what will
+happen when it is not what the user may expect. Nothing is left on disk: writability is probed with a hidden folder
+that is removed at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ltx_audio_reference.reliability import checkpoints
+from ltx_audio_reference.reliability.files import is_temp_name
+
+logger = logging.getLogger(__name__)
+
+#: The folder under ``output_dir`` where the stock runner saves its checkpoints.
+CHECKPOINTS_DIR_NAME = "checkpoints"
+_PROBE_PREFIX = ".ltx-write-probe-"
+
+_COUNT_FIXES = {
+    "steps": "Set it to the number of optimizer steps to train",
+    "batch_size": "Set it to the samples per step and process (1 or more)",
+    "gradient_accumulation_steps": "Set it to 1 (no accumulation) or more",
+}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The values these checks read, from a parsed ``LtxTrainerConfig`` or a raw YAML dict.
+
+    None means "not given": that check is skipped (the stock default applies), except ``text_encoder_path``, which
+    training always needs.
+    """
+
+    steps: Any = None
+    batch_size: Any = None
+    gradient_accumulation_steps: Any = None
+    output_dir: str | Path | None = None
+    text_encoder_path: str | Path | None = None
+    load_checkpoint: str | Path | None = None
+    no_resume: bool = False
+
+    @classmethod
+    def from_config(cls, config: Any) -> RunSettings:  # noqa: ANN401 - ltx-trainer's LtxTrainerConfig
+        """Read a parsed ``LtxTrainerConfig``."""
+        return cls(
+            steps=config.optimization.steps,
+            batch_size=config.optimization.batch_size,
+            gradient_accumulation_steps=config.optimization.gradient_accumulation_steps,
+            output_dir=config.output_dir,
+            text_encoder_path=config.model.text_encoder_path,
+            load_checkpoint=config.model.load_checkpoint,
+            no_resume=bool(config.checkpoints.no_resume),
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSettings:
+        """Read a raw YAML config (where ltx-trainer is not importable to parse it)."""
+
+        def section(name: str) -> Mapping[str, Any]:
+            value = data.get(name)
+            return value if isinstance(value, Mapping) else {}
+
+        optimization, model = section("optimization"), section("model")
+        return cls(
+            steps=optimization.get("steps"),
+            batch_size=optimization.get("batch_size"),
+            gradient_accumulation_steps=optimization.get("gradient_accumulation_steps"),
+            output_dir=data.get("output_dir"),
+            text_encoder_path=model.get("text_encoder_path"),
+            load_checkpoint=model.get("load_checkpoint"),
+            no_resume=bool(section("checkpoints").get("no_resume", False)),
+        )
+
+
+@dataclass
+class Preflight:
+    """Problems (training cannot start, or would fail later) and notes (it starts; worth knowing)."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def count_problems(settings: RunSettings) -> list[str]:
+    """``optimization.steps``, ``batch_size`` and ``gradient_accumulation_steps`` must be integers of at least 1."""
+    problems = []
+    for key, fix in _COUNT_FIXES.items():
+        value = getattr(settings, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"config optimization.{key}: expected an integer >= 1; found {value!r}. {fix}")
+    return problems
+
+
+def text_encoder_problem(path: str | Path | None) -> str | None:
+    """Why ``model.text_encoder_path`` cannot load, or None.
+
+    The trainer builds its text-embedding connectors from the Gemma config even when every prompt is precomputed and
+    validation is off, so the path is always needed: a Gemma folder with ``config.json`` and ``tokenizer.json``, or
+    the packed text-encoder ``.safetensors`` of a split pack.
+    """
+    key = "config model.text_encoder_path"
+    fix = (
+        "Set it to the Gemma-3 folder (with config.json and tokenizer.json), or to the packed text-encoder "
+        ".safetensors of a split pack; training reads it even with precomputed prompts and validation off"
+    )
+    if path is None or str(path).strip() == "":
+        return f"{key}: required; found nothing. {fix}"
+    p = Path(path).expanduser()
+    if not p.exists():
+        return f"{key}: expected an existing folder or file; found {str(path)!r} (no such file or folder). {fix}"
+    if p.is_dir():
+        missing = [name for name in ("config.json", "tokenizer.json") if next(p.rglob(name), None) is None]
+        if missing:
+            return f"{key}: expected a Gemma folder; found {p} without {' and '.join(missing)}. {fix}"
+        return None
+    if p.suffix != ".safetensors":
+        return f"{key}: expected a Gemma folder or a .safetensors file; found the file {p}. {fix}"
+    return None
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def write_problem(folder: Path) -> str | None:
+    """Why nothing can be created in ``folder`` (an existing folder), or None.
+
+    Probed by creating and removing a hidden folder: permission bits alone miss read-only mounts, immutable folders
+    and pseudo filesystems such as ``/proc`` (where even root cannot create anything).
+    """
+    try:
+        probe = tempfile.mkdtemp(prefix=_PROBE_PREFIX, dir=folder)
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    Path(probe).rmdir()
+    return None
+
+
+def output_problem(output_dir: str | Path | None) -> str | None:
+    """Why ``output_dir`` (or its ``checkpoints/``) is not a folder this process can create files in, or None.
+
+    The stock runner writes ``training_config.yaml`` into ``output_dir`` before step 1 and every checkpoint into
+    ``output_dir/checkpoints``; a folder it cannot write fails there, after the model loaded, or at the first save.
+    """
+    if output_dir is None:
+        return None
+    out = Path(output_dir).expanduser()
+    key = "config output_dir"
+    fix = "Point output_dir at a folder this user can write (it is created if missing)"
+    elsewhere = "or point output_dir at another folder"
+    ckpt = out / CHECKPOINTS_DIR_NAME
+    if out.exists() and not out.is_dir():
+        problem = f"{key}: expected a folder; found the file {out}. {fix}"
+    elif ckpt.exists() and not ckpt.is_dir():
+        problem = f"{key}: {ckpt} is a file, where the trainer saves its checkpoints folder. Move it away, {elsewhere}"
+    elif ckpt.is_dir() and (why := write_problem(ckpt)) is not None:
+        problem = (
+            f"{key}: {ckpt} is not writable ({why}): every checkpoint save would fail, the first one after "
+            f"checkpoints.interval steps of training. Make it writable (chmod u+w, chattr -i, a read-write mount), "
+            f"{elsewhere}"
+        )
+    elif not (base := _nearest_existing(out)).is_dir():
+        problem = f"{key}: {out} cannot be created: {base} is a file. {fix}"
+    elif (why := write_problem(base)) is not None:
+        where = f"{out} is not writable" if base == out else f"{out} cannot be created in {base}"
+        problem = f"{key}: {where} ({why}). {fix}"
+    else:
+        problem = None
+    return problem
+
+
+def _step(weights: Path) -> int | None:
+    match = checkpoints.WEIGHTS_NAME.match(weights.name)
+    return int(match["step"]) if match else None
+
+
+def _finished(weights: Path, steps: Any, no_resume: bool) -> str | None:  # noqa: ANN401
+    """A problem when resuming from ``weights`` leaves no step to train."""
+    step = _step(weights)
+    state = checkpoints.state_path_for(weights)
+    if no_resume or step is None or state is None or not state.is_file() or not isinstance(steps, int):
+        return None
+    if step < steps:
+        return None
+    return (
+        f"config model.load_checkpoint: the run is finished: {weights.name} with its training state is step {step}, "
+        f"and optimization.steps is {steps}. Raise optimization.steps to train on from step {step}, or set "
+        "checkpoints.no_resume: true to start a new schedule from these weights"
+    )
+
+
+def resume_check(load_checkpoint: str | Path | None, steps: Any, no_resume: bool) -> Preflight:  # noqa: ANN401
+    """What ``model.load_checkpoint`` will do: refuse what cannot load, note what starts from step 0.
+
+    Args:
+        load_checkpoint: The config's ``model.load_checkpoint``.
+        steps: ``optimization.steps``.
+        no_resume: ``checkpoints.no_resume`` (load the weights, restart the schedule).
+    """
+    result = Preflight()
+    if load_checkpoint is None or str(load_checkpoint).strip() == "":
+        return result
+    key = "config model.load_checkpoint"
+    path = Path(load_checkpoint).expanduser()
+    if not path.exists():
+        result.problems.append(
+            f"{key}: {path} does not exist. Point it at a checkpoints folder (training resumes from its newest "
+            "complete checkpoint) or at a .safetensors LoRA file, or remove model.load_checkpoint to start a new run"
+        )
+        return result
+    if path.is_file():
+        if is_temp_name(path.name):
+            result.problems.append(
+                f"{key}: {path} is the temporary file of an interrupted save, not a checkpoint. Set "
+                f"model.load_checkpoint: {path.parent} to resume from the newest complete checkpoint there"
+            )
+        elif path.suffix != ".safetensors":
+            result.problems.append(
+                f"{key}: expected a .safetensors weights file or a checkpoints folder; found {path}. Set "
+                f"model.load_checkpoint: {path.parent} to resume from the newest complete checkpoint there"
+            )
+        elif (problem := checkpoints.safetensors_problem(path)) is not None:
+            result.problems.append(
+                f"{key}: {path} is an incomplete checkpoint ({problem}). Set model.load_checkpoint: {path.parent} "
+                "to resume from the newest complete checkpoint there"
+            )
+        elif (problem := _finished(path, steps, no_resume)) is not None:
+            result.problems.append(problem)
+        return result
+    choice = checkpoints.select_checkpoint(path)
+    if choice is None:
+        result.notes.append(
+            f"model.load_checkpoint: nothing to resume under {path} ({checkpoints.no_checkpoint_reason(path)}): "
+            "training starts at step 0 with new LoRA weights"
+        )
+        return result
+    if (problem := _finished(choice.weights, steps, no_resume)) is not None:
+        result.problems.append(problem)
+    elif choice.note:
+        result.notes.append(
+            f"model.load_checkpoint: {path}: {choice.note}; {choice.weights.name} is loaded without a training state, "
+            "so the schedule restarts at step 0"
+        )
+    return result
+
+
+def check_run(settings: RunSettings) -> Preflight:
+    """Every check of this module on one run's settings."""
+    result = Preflight(problems=count_problems(settings))
+    for problem in (text_encoder_problem(settings.text_encoder_path), output_problem(settings.output_dir)):
+        if problem is not None:
+            result.problems.append(problem)
+    resume = resume_check(settings.load_checkpoint, settings.steps, settings.no_resume)
+    result.problems.extend(resume.problems)
+    result.notes.extend(resume.notes)
+    return result

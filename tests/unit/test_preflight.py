@@ -1,0 +1,210 @@
+"""Run-settings checks before any model loads: counts, text encoder, writable output folders, the checkpoint to
+resume from. Real folders and files; each check is broken one way at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from fault_helpers import unwritable
+from safetensors.torch import save_file
+
+from ltx_audio_reference.reliability import preflight
+from ltx_audio_reference.reliability.files import temp_path_for
+from ltx_audio_reference.testing import tiny_model
+
+GEMMA_FIX = "Set it to the Gemma-3 folder (with config.json and tokenizer.json)"
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def _weights(path: Path, step_state: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"diffusion_model.x.lora_A.weight": torch.zeros(2, 2)}, str(path))
+    if step_state:
+        torch.save(
+            {"global_step": 1}, path.with_name(path.name.replace("lora_weights", "training_state")).with_suffix(".pt")
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# counts and text encoder
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("steps", 0), ("batch_size", 0), ("batch_size", -2), ("gradient_accumulation_steps", 0)]
+)
+def test_counts_below_one_are_named_with_their_key_and_fix(key: str, value: int) -> None:
+    problems = preflight.count_problems(preflight.RunSettings(**{key: value}))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"config optimization.{key}: expected an integer >= 1; found {value}. Set it to")
+
+
+def test_counts_of_one_or_more_and_absent_counts_pass() -> None:
+    assert preflight.count_problems(preflight.RunSettings(steps=1, batch_size=4, gradient_accumulation_steps=2)) == []
+    assert preflight.count_problems(preflight.RunSettings()) == []
+    assert preflight.count_problems(preflight.RunSettings(steps=True)) != []  # a YAML `yes` is not a count
+
+
+def test_text_encoder_must_be_given_and_be_a_gemma_folder_or_a_safetensors(tmp_path: Path) -> None:
+    assert preflight.text_encoder_problem(None) == (
+        f"config model.text_encoder_path: required; found nothing. {GEMMA_FIX}, or to the packed text-encoder "
+        ".safetensors of a split pack; training reads it even with precomputed prompts and validation off"
+    )
+    missing = preflight.text_encoder_problem(tmp_path / "gemma")
+    assert f"found '{tmp_path / 'gemma'}' (no such file or folder). {GEMMA_FIX}" in missing
+    (tmp_path / "empty").mkdir()
+    assert f"found {tmp_path / 'empty'} without config.json and tokenizer.json" in preflight.text_encoder_problem(
+        tmp_path / "empty"
+    )
+    (tmp_path / "model.bin").write_bytes(b"x")
+    assert "expected a Gemma folder or a .safetensors file" in preflight.text_encoder_problem(tmp_path / "model.bin")
+    assert preflight.text_encoder_problem(tiny_model.write_text_encoder_dir(tmp_path / "te")) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# output folders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_missing_output_dir_in_a_writable_folder_passes_and_nothing_is_left(tmp_path: Path) -> None:
+    before = _snapshot(tmp_path)
+    assert preflight.output_problem(tmp_path / "runs" / "a") is None
+    assert preflight.output_problem(tmp_path) is None
+    assert _snapshot(tmp_path) == before  # the probe folder is gone
+
+
+def test_an_output_dir_that_is_a_file_or_lies_under_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("x")
+    assert preflight.output_problem(tmp_path / "out") == (
+        f"config output_dir: expected a folder; found the file {tmp_path / 'out'}. Point output_dir at a folder this "
+        "user can write (it is created if missing)"
+    )
+    assert preflight.output_problem(tmp_path / "out" / "run") == (
+        f"config output_dir: {tmp_path / 'out' / 'run'} cannot be created: {tmp_path / 'out'} is a file. Point "
+        "output_dir at a folder this user can write (it is created if missing)"
+    )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("x")
+    assert "checkpoints is a file, where the trainer saves its checkpoints folder" in preflight.output_problem(
+        tmp_path / "run"
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_output_dir_under_proc_is_refused_even_for_root() -> None:
+    problem = preflight.output_problem("/proc/ltx_run/outputs")
+    assert problem is not None
+    assert problem.startswith("config output_dir: /proc/ltx_run/outputs cannot be created in /proc (")
+    assert problem.endswith("Point output_dir at a folder this user can write (it is created if missing)")
+
+
+def test_an_unwritable_output_dir_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with unwritable(out):
+        problem = preflight.output_problem(out)
+        assert problem is not None
+        assert problem.startswith(f"config output_dir: {out} is not writable (PermissionError: ")
+        with unwritable(tmp_path):
+            assert f"{tmp_path / 'new'} cannot be created in {tmp_path}" in preflight.output_problem(tmp_path / "new")
+
+
+def test_a_read_only_checkpoints_folder_is_refused_before_the_first_save(tmp_path: Path) -> None:
+    ckpt = tmp_path / "out" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    with unwritable(ckpt):
+        problem = preflight.output_problem(tmp_path / "out")
+    assert problem.startswith(f"config output_dir: {ckpt} is not writable (PermissionError: ")
+    assert "every checkpoint save would fail, the first one after checkpoints.interval steps" in problem
+    assert "Make it writable (chmod u+w, chattr -i, a read-write mount)" in problem
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the checkpoint to resume from
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_checkpoint_path_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    result = preflight.resume_check(tmp_path / "checkpoints", 10, False)
+    assert result.problems == [
+        f"config model.load_checkpoint: {tmp_path / 'checkpoints'} does not exist. Point it at a checkpoints folder "
+        "(training resumes from its newest complete checkpoint) or at a .safetensors LoRA file, or remove "
+        "model.load_checkpoint to start a new run"
+    ]
+
+
+def test_a_temporary_or_partial_or_non_safetensors_file_is_refused_naming_its_folder(tmp_path: Path) -> None:
+    weights = _weights(tmp_path / "checkpoints" / "lora_weights_step_00002.safetensors")
+    tmp = temp_path_for(weights, pid=1234)
+    tmp.write_bytes(weights.read_bytes()[:40])
+    (problem,) = preflight.resume_check(tmp, 10, False).problems
+    assert problem == (
+        f"config model.load_checkpoint: {tmp} is the temporary file of an interrupted save, not a checkpoint. Set "
+        f"model.load_checkpoint: {weights.parent} to resume from the newest complete checkpoint there"
+    )
+    partial = weights.with_name("lora_weights_step_00004.safetensors")
+    partial.write_bytes(weights.read_bytes()[:-3])
+    (problem,) = preflight.resume_check(partial, 10, False).problems
+    assert problem.startswith(f"config model.load_checkpoint: {partial} is an incomplete checkpoint (truncated: ")
+    assert problem.endswith(
+        f"Set model.load_checkpoint: {weights.parent} to resume from the newest complete checkpoint there"
+    )
+    state = weights.with_name("training_state_step_00002.pt")
+    (problem,) = preflight.resume_check(state, 10, False).problems
+    assert f"expected a .safetensors weights file or a checkpoints folder; found {state}" in problem
+
+
+def test_a_finished_run_is_refused_unless_no_resume(tmp_path: Path) -> None:
+    weights = _weights(tmp_path / "checkpoints" / "lora_weights_step_00004.safetensors")
+    for path in (weights, weights.parent):
+        (problem,) = preflight.resume_check(path, 4, False).problems
+        assert problem == (
+            "config model.load_checkpoint: the run is finished: lora_weights_step_00004.safetensors with its training "
+            "state is step 4, and optimization.steps is 4. Raise optimization.steps to train on from step 4, or set "
+            "checkpoints.no_resume: true to start a new schedule from these weights"
+        )
+        assert preflight.resume_check(path, 6, False).problems == []
+        assert preflight.resume_check(path, 4, True).problems == []  # no_resume: weights only, step 0
+
+
+def test_weights_without_a_training_state_are_no_finished_run(tmp_path: Path) -> None:
+    weights = _weights(tmp_path / "c" / "lora_weights_step_00004.safetensors", step_state=False)
+    assert preflight.resume_check(weights, 4, False).problems == []  # the stock runner starts at step 0
+
+
+def test_a_folder_with_nothing_complete_is_a_note_saying_why(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    result = preflight.resume_check(folder, 4, False)
+    assert result.problems == []
+    assert result.notes == [
+        f"model.load_checkpoint: nothing to resume under {folder} (it holds no lora_weights_step_N.safetensors (or "
+        "model_weights_...) file): training starts at step 0 with new LoRA weights"
+    ]
+    (folder / "lora_weights_step_00002.safetensors").write_bytes(b"\x10" + b"\0" * 7 + b"{}")
+    (note,) = preflight.resume_check(folder, 4, False).notes
+    assert "no weights file there is complete (lora_weights_step_00002.safetensors: truncated" in note
+
+
+def test_check_run_collects_every_problem_and_reads_raw_yaml(tmp_path: Path) -> None:
+    data = {
+        "optimization": {"steps": 0, "batch_size": 0},
+        "model": {"load_checkpoint": str(tmp_path / "nope")},
+        "output_dir": str(tmp_path / "out"),
+    }
+    result = preflight.check_run(preflight.RunSettings.from_dict(data))
+    keys = [p.split(":")[0] for p in result.problems]
+    assert keys == [
+        "config optimization.steps",
+        "config optimization.batch_size",
+        "config model.text_encoder_path",
+        "config model.load_checkpoint",
+    ]
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []
