@@ -75,9 +75,9 @@ def _run(config: dict[str, Any]) -> dict[str, Any]:
 @functools.cache
 def _block_weights(model_path: Path, lora: Path | None) -> dict[str, torch.Tensor]:
     """Transformer-block weights as ltx-core builds them, with ``lora`` fused at strength 1 (ComfyUI key map)."""
-    from ltx_audio_reference.evaluation.sweep import _load_transformer  # noqa: PLC0415
+    from ltx_audio_reference.evaluation.sweep import load_transformer  # noqa: PLC0415
 
-    model = _load_transformer(model_path, lora, torch.device("cuda"))
+    model = load_transformer(model_path, lora, torch.device("cuda"))
     weights = {n: p.detach().cpu() for n, p in model.named_parameters() if "transformer_blocks" in n}
     del model
     torch.cuda.empty_cache()

@@ -32,21 +32,20 @@ import os
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
+import functools
 import gc
 import importlib.util
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from cuda_swap import Run, assert_bitwise, deterministic_kernels, finish_build, pin_math_attention, train
 
 from ltx_audio_reference import hookimpl
-from ltx_audio_reference.blockswap.config import spread_blocks
-from ltx_audio_reference.blockswap.engine import BlockSwapEngine
 from ltx_audio_reference.testing import swap_workload as workload
 from ltx_audio_reference.testing import tiny_ltx25
 
@@ -69,39 +68,11 @@ AUDIO_TENSORS_PER_BLOCK = 20  # 10 Linear layers (audio_attn1/2 q, k, v, out; au
 @pytest.fixture(autouse=True)
 def deterministic() -> Iterator[None]:
     """Deterministic kernels, so that two resident runs agree bit for bit and swap can be compared with them."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: PLC0415
-
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    with sdpa_kernel([SDPBackend.MATH]):
+    with deterministic_kernels():
         yield
-    torch.use_deterministic_algorithms(previous)
-    gc.collect()
-    torch.cuda.empty_cache()
-
-
-def _pin_math_attention(model: torch.nn.Module) -> None:
-    """Make every ltx-core attention module call SDPA's math backend (ltx-core 1.2.0 sets its own priority inside)."""
-    from torch.nn.attention import SDPBackend  # noqa: PLC0415
-
-    from ltx_core.model.transformer import attention  # noqa: PLC0415
-
-    math = attention.PytorchAttention(priority=[SDPBackend.MATH])
-    for module in model.modules():
-        if isinstance(module, attention.Attention):
-            module.attention_function = math
-            module.masked_attention_function = math
 
 
 # ----- 1. the engine on full-width LTX-2.5 blocks ---------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    losses: list[torch.Tensor] = field(default_factory=list)
-    grads: list[dict[str, torch.Tensor]] = field(default_factory=list)
-    export: dict[str, torch.Tensor] = field(default_factory=dict)
-    base_grads: int = 0
 
 
 def _build_ltx25(dtype: str) -> torch.nn.Module:
@@ -117,87 +88,23 @@ def _build_ltx25(dtype: str) -> torch.nn.Module:
     assert block.ff.net[0].proj.bias is None  # what makes it 2.5: no video feed-forward biases ...
     assert block.audio_ff.net[0].proj.bias is not None  # ... the audio feed-forward keeps them
     assert model.keyframes_abs_pos_embedding.shape == (1, 4096)
-    _pin_math_attention(model)
-    if dtype == "int8":
-        workload.quantize_int8(model)
-    model.requires_grad_(False)
-    peft_model = workload.add_audio_lora(model, rank=32, seed=0)
-    model.set_gradient_checkpointing(True)
-    peft_model.to("cpu")
-    torch.cuda.synchronize()
-    gc.collect()
-    torch.cuda.empty_cache()
-    return peft_model
-
-
-def _export(peft_model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainer's LoRA export: peft adapter weights, ``base_model.model.`` -> ``diffusion_model.``, bf16."""
-    from peft import get_peft_model_state_dict  # noqa: PLC0415
-
-    state = get_peft_model_state_dict(peft_model)
-    return {
-        "diffusion_model." + k.replace("base_model.model.", "", 1): v.detach().to(torch.bfloat16).cpu()
-        for k, v in state.items()
-    }
+    return finish_build(model, dtype)
 
 
 def _train(dtype: str, blocks_to_swap: int, prefetch: int = 1) -> Run:
-    peft_model = _build_ltx25(dtype)
-    run = Run()
-    engine = None
-    if blocks_to_swap:
-        engine = BlockSwapEngine(
-            peft_model, spread_blocks(NUM_LAYERS, blocks_to_swap), device="cuda", prefetch=prefetch
-        )
-        engine.place(peft_model)
-    else:
-        peft_model.to("cuda")
-    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([p for _, p in named], lr=1e-4)
-    video, audio, video_target, audio_target = workload.make_batch("full", device="cuda", seed=1)
-    for _ in range(STEPS):
-        video_pred, audio_pred = peft_model(video=video, audio=audio, perturbations=None)
-        loss = workload.loss_fn(video_pred, audio_pred, video_target, audio_target)
-        loss.backward()
-        run.losses.append(loss.detach().cpu())
-        run.grads.append({n: p.grad.detach().cpu().clone() for n, p in named})
-        run.base_grads += sum(
-            1 for n, p in peft_model.named_parameters() if "lora_" not in n and getattr(p, "grad", None) is not None
-        )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    run.export = _export(peft_model)
-    if engine is not None:
-        engine.close(device="cpu")
-    del optimizer, peft_model
-    gc.collect()
-    torch.cuda.empty_cache()
-    return run
-
-
-def _assert_bitwise(reference: Run, other: Run, what: str) -> None:
-    for step, (a, b) in enumerate(zip(reference.losses, other.losses, strict=True)):
-        assert torch.equal(a, b), f"{what}: loss differs at step {step}: {a.item()!r} vs {b.item()!r}"
-    for step, (ga, gb) in enumerate(zip(reference.grads, other.grads, strict=True)):
-        assert ga.keys() == gb.keys()
-        differing = [n for n in ga if not torch.equal(ga[n], gb[n])]
-        assert not differing, f"{what}: {len(differing)} LoRA grads differ at step {step}, e.g. {differing[0]}"
-    assert list(reference.export) == list(other.export), f"{what}: exported keys differ"
-    differing = [k for k in reference.export if not torch.equal(reference.export[k], other.export[k])]
-    assert not differing, f"{what}: {len(differing)} exported LoRA tensors differ, e.g. {differing[0]}"
+    return train(functools.partial(_build_ltx25, dtype), NUM_LAYERS, blocks_to_swap, steps=STEPS, prefetch=prefetch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_ltx25_swap_is_bitwise_equal_to_resident(dtype: str) -> None:
     resident = _train(dtype, 0)
-    _assert_bitwise(resident, _train(dtype, 0), f"{dtype} resident vs resident (kernel determinism)")
+    assert_bitwise(resident, _train(dtype, 0), f"{dtype} resident vs resident (kernel determinism)")
     assert len(resident.export) == AUDIO_TENSORS_PER_BLOCK * NUM_LAYERS
     assert all(EXPORT_KEY.match(k) for k in resident.export), list(resident.export)[:3]
     assert all(bool(torch.isfinite(t).all()) for t in resident.export.values())
     for blocks_to_swap, prefetch in ((NUM_LAYERS - 1, 1), (NUM_LAYERS, 2), (NUM_LAYERS // 2, 1)):
         swapped = _train(dtype, blocks_to_swap, prefetch)
-        _assert_bitwise(resident, swapped, f"{dtype} {blocks_to_swap}/{NUM_LAYERS} swapped, prefetch {prefetch}")
+        assert_bitwise(resident, swapped, f"{dtype} {blocks_to_swap}/{NUM_LAYERS} swapped, prefetch {prefetch}")
         assert swapped.base_grads == 0
 
 
@@ -209,7 +116,7 @@ class _MathAttentionPlugin:
 
     @hookimpl
     def configure_model(self, context: Any) -> None:  # noqa: ANN401
-        _pin_math_attention(context.model)
+        pin_math_attention(context.model)
 
 
 @pytest.fixture
@@ -251,20 +158,9 @@ def _train_stock(demo: Path, out: Path, swap: int) -> Path:
 
 def _block_weights(model_path: Path, lora: Path | None) -> dict[str, torch.Tensor]:
     """The 2.5 transformer's block weights as ltx-core builds them on the GPU (bf16), ``lora`` fused at strength 1."""
-    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps  # noqa: PLC0415
-    from ltx_core.loader.single_gpu_model_builder import SingleGPUModelBuilder  # noqa: PLC0415
-    from ltx_core.model.transformer.model_configurator import (  # noqa: PLC0415
-        LTXV_MODEL_COMFY_RENAMING_MAP,
-        LTXModelConfigurator,
-    )
+    from ltx_audio_reference.evaluation.sweep import load_transformer  # noqa: PLC0415
 
-    loras = () if lora is None else (LoraPathStrengthAndSDOps(str(lora), 1.0, LTXV_LORA_COMFY_RENAMING_MAP),)
-    model = SingleGPUModelBuilder(
-        model_path=str(model_path),
-        model_class_configurator=LTXModelConfigurator,
-        model_sd_ops=LTXV_MODEL_COMFY_RENAMING_MAP,
-        loras=loras,
-    ).build(device=torch.device("cuda"), dtype=torch.bfloat16)
+    model = load_transformer(model_path, lora, torch.device("cuda"))
     tiny_ltx25.assert_materialized(model, model_path)
     weights = {n: p.detach().cpu() for n, p in model.named_parameters() if "transformer_blocks" in n}
     del model

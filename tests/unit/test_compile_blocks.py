@@ -179,3 +179,26 @@ def test_compile_problem_names_a_missing_cpu_compiler(monkeypatch: pytest.Monkey
     assert "C++ compiler" in (compile_problem("cpu") or "")
     monkeypatch.setenv("PATH", os.defpath)
     assert compile_problem("cpu", backend="aot_eager") is None
+
+
+def test_compiled_and_swapped_blocks_under_ddp_train_like_eager(tmp_path: object) -> None:
+    """``accelerator.prepare`` wraps the model in DDP after the blocks are compiled (gloo, a world of one)."""
+    import torch.distributed as dist  # noqa: PLC0415
+
+    model = build()
+    engine = BlockSwapEngine(model, spread_blocks(NUM_LAYERS, 3), device="cpu", prefetch=1)
+    engine.place(model)
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, engine.swapped_tensor_names(model)
+    )
+    compile_blocks(find_transformer(model), backend="aot_eager")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        losses, grads = train(nn.parallel.DistributedDataParallel(model), steps=2)
+    finally:
+        dist.destroy_process_group()
+    expected_losses, expected_grads = eager_run(False)
+    assert losses == expected_losses[:2]
+    for step_expected, step_actual in zip(expected_grads[:2], grads, strict=True):
+        assert all(torch.equal(step_expected[n], step_actual[f"module.{n}"]) for n in step_expected)
+    assert _graphs() <= 2

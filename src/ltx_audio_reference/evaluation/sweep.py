@@ -149,7 +149,7 @@ def write_reference_tones(folder: Path, frequencies: Sequence[float], duration_s
     return tones
 
 
-def _load_transformer(model_path: Path, lora: Path | None, device: torch.device) -> torch.nn.Module:
+def load_transformer(model_path: Path, lora: Path | None, device: torch.device) -> torch.nn.Module:
     """The LTX-2 transformer in bf16, with ``lora`` fused at strength 1 as ltx-pipelines applies it."""
     from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps  # noqa: PLC0415
     from ltx_core.loader.single_gpu_model_builder import SingleGPUModelBuilder  # noqa: PLC0415
@@ -311,7 +311,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         arms_here = [arm for arm in settings.arms if ARM_SPECS[arm][0] == fuse]
         if not arms_here:
             continue
-        transformer = _load_transformer(Path(model.model_path), settings.lora if fuse else None, device)
+        transformer = load_transformer(Path(model.model_path), settings.lora if fuse else None, device)
         for arm in arms_here:
             placement = ARM_SPECS[arm][1]
             arm_config = strategy_config.model_copy(update={"reference_positions": placement})

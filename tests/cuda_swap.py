@@ -1,0 +1,180 @@
+"""Helpers the GPU block-swap tests share (``tests/gpu/test_block_swap_cuda.py``, ``test_ltx25_cuda.py``).
+
+Deterministic kernels so that two resident runs agree bit for bit; a training run of a LoRA-wrapped model, resident
+or swapped (optionally compiled, under DDP, with varying lengths); the trainer's LoRA export; and the bit-for-bit
+comparison of two runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from ltx_audio_reference.blockswap.config import spread_blocks
+from ltx_audio_reference.blockswap.engine import BlockSwapEngine
+from ltx_audio_reference.testing import swap_workload as workload
+
+#: Per-step lengths for the varying-length runs: references and targets change length between batches.
+LENGTHS = [
+    workload.SEED_WORKLOAD,
+    workload.Workload(video_tokens=768, target_audio_tokens=100, reference_audio_tokens=40),
+    workload.Workload(video_tokens=896, target_audio_tokens=150, reference_audio_tokens=60),
+]
+
+
+@contextlib.contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """Deterministic kernels and SDPA's math backend (cuDNN's and flash attention's backwards accumulate in a varying
+    order; ltx-core 1.2.0 sets its own backend priority inside, see :func:`pin_math_attention`)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: PLC0415
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def pin_math_attention(model: torch.nn.Module) -> None:
+    """Make every attention module use SDPA's math backend.
+
+    ltx-core 1.0.0 calls SDPA bare, so :func:`deterministic_kernels`' context decides. ltx-core 1.2.0 wraps each call
+    in its own ``sdpa_kernel(priority, set_priority=True)`` (cuDNN first), which overrides any outer context; there
+    the module's callable is swapped for a math-only one.
+    """
+    from torch.nn.attention import SDPBackend  # noqa: PLC0415
+
+    from ltx_core.model.transformer import attention  # noqa: PLC0415
+
+    try:
+        math = attention.PytorchAttention(priority=[SDPBackend.MATH])
+    except TypeError:  # ltx-core 1.0.0: no priority, no inner context
+        return
+    for module in model.modules():
+        if isinstance(module, attention.Attention):
+            module.attention_function = math
+            module.masked_attention_function = math
+
+
+def finish_build(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
+    """The model as the stock trainer holds it before ``accelerator.prepare``: quantized, frozen, LoRA r32, on CPU."""
+    pin_math_attention(model)
+    if dtype == "int8":
+        workload.quantize_int8(model)
+    model.requires_grad_(False)
+    peft_model = workload.add_audio_lora(model, rank=32, seed=0)
+    model.set_gradient_checkpointing(True)
+    peft_model.to("cpu")
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.empty_cache()
+    return peft_model
+
+
+@dataclass
+class Run:
+    """What one training run produced."""
+
+    losses: list[torch.Tensor] = field(default_factory=list)
+    grads: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    export: dict[str, torch.Tensor] = field(default_factory=dict)
+    startup_peak: int = 0
+    steady_peak: int = 0
+    base_grads: int = 0
+
+
+def export_lora(peft_model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainer's LoRA export: peft adapter weights, ``base_model.model.`` -> ``diffusion_model.``, bf16."""
+    from peft import get_peft_model_state_dict  # noqa: PLC0415
+
+    state = get_peft_model_state_dict(peft_model)
+    return {
+        "diffusion_model." + k.replace("base_model.model.", "", 1): v.detach().to(torch.bfloat16).cpu()
+        for k, v in state.items()
+    }
+
+
+def train(
+    build: Callable[[], torch.nn.Module],
+    num_layers: int,
+    blocks_to_swap: int,
+    *,
+    steps: int,
+    prefetch: int = 1,
+    ddp: bool = False,
+    compiled: bool = False,
+    varying: bool = False,
+) -> Run:
+    """Build, place (resident or ``blocks_to_swap`` swapped), optionally compile and wrap in DDP, train ``steps``."""
+    peft_model = build()
+    run = Run()
+    torch.cuda.reset_peak_memory_stats()
+    engine = None
+    if blocks_to_swap:
+        engine = BlockSwapEngine(
+            peft_model, spread_blocks(num_layers, blocks_to_swap), device="cuda", prefetch=prefetch
+        )
+        engine.place(peft_model)
+    else:
+        peft_model.to("cuda")
+    torch.cuda.synchronize()
+    run.startup_peak = torch.cuda.max_memory_allocated()
+    if compiled:
+        from ltx_audio_reference.blockswap.compile import compile_blocks  # noqa: PLC0415
+        from ltx_audio_reference.blockswap.tensors import find_transformer  # noqa: PLC0415
+
+        compile_blocks(find_transformer(peft_model), backend="inductor")
+    model = peft_model
+    if ddp:
+        if engine is not None:
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                peft_model, engine.swapped_tensor_names(peft_model)
+            )
+        model = torch.nn.parallel.DistributedDataParallel(peft_model, device_ids=[torch.cuda.current_device()])
+
+    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=1e-4)
+    torch.cuda.reset_peak_memory_stats()
+    for step in range(steps):
+        shape = LENGTHS[step % len(LENGTHS)] if varying else workload.SEED_WORKLOAD
+        video, audio, video_target, audio_target = workload.make_batch("full", shape, device="cuda", seed=1)
+        video_pred, audio_pred = model(video=video, audio=audio, perturbations=None)
+        loss = workload.loss_fn(video_pred, audio_pred, video_target, audio_target)
+        loss.backward()
+        run.losses.append(loss.detach().cpu())
+        run.grads.append({n: p.grad.detach().cpu().clone() for n, p in named})
+        run.base_grads += sum(
+            1 for n, p in peft_model.named_parameters() if "lora_" not in n and getattr(p, "grad", None) is not None
+        )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    run.steady_peak = torch.cuda.max_memory_allocated()
+    run.export = export_lora(peft_model)
+    if engine is not None:
+        engine.close(device="cpu")
+    del model, optimizer, peft_model
+    gc.collect()  # peft and checkpointing leave reference cycles; free the model now, not at some later collection
+    torch.cuda.empty_cache()
+    return run
+
+
+def assert_bitwise(reference: Run, other: Run, what: str) -> None:
+    """Losses, LoRA gradients and exports of two runs are equal bit for bit."""
+    for step, (a, b) in enumerate(zip(reference.losses, other.losses, strict=True)):
+        assert torch.equal(a, b), f"{what}: loss differs at step {step}: {a.item()!r} vs {b.item()!r}"
+    for step, (ga, gb) in enumerate(zip(reference.grads, other.grads, strict=True)):
+        assert ga.keys() == gb.keys()
+        differing = [n for n in ga if not torch.equal(ga[n], gb[n])]
+        assert not differing, f"{what}: {len(differing)} LoRA grads differ at step {step}, e.g. {differing[0]}"
+    assert list(reference.export) == list(other.export), f"{what}: exported keys differ"
+    differing = [k for k in reference.export if not torch.equal(reference.export[k], other.export[k])]
+    assert not differing, f"{what}: {len(differing)} exported LoRA tensors differ, e.g. {differing[0]}"
