@@ -44,7 +44,7 @@ _TRAINABLE_OVERHEAD = 4
 
 @hookimpl
 def register_config_fields(register: ConfigFieldRegistry) -> None:
-    """Add ``acceleration.block_swap_blocks`` and the ``block_swap`` section."""
+    """Add ``acceleration.block_swap_blocks``, ``acceleration.compile_blocks`` and the ``block_swap`` section."""
     register(
         "acceleration",
         "block_swap_blocks",

@@ -139,18 +139,13 @@ def after_restore_training_state(trainer: Any, stock_restore: Any, training_stat
 
 
 def install_schedule() -> None:
-    """Wrap the stock ``_init_optimizer`` (around the step guard's wrapper) and ``_restore_training_state``."""
+    """Wrap the stock ``_restore_training_state`` (the step guard's ``_init_optimizer`` calls
+    :func:`after_init_optimizer`)."""
     trainer_cls, stock = trainer_parts()
-    guarded_init = trainer_cls._init_optimizer  # the step guard's wrapper, installed before this
     stock_restore = stock["_restore_training_state"]
-
-    @functools.wraps(guarded_init)
-    def _init_optimizer(self: Any) -> None:  # noqa: ANN401
-        after_init_optimizer(self, guarded_init)
 
     @functools.wraps(stock_restore)
     def _restore_training_state(self: Any, training_state: Any) -> bool:  # noqa: ANN401
         return after_restore_training_state(self, stock_restore, training_state)
 
-    trainer_cls._init_optimizer = _init_optimizer
     trainer_cls._restore_training_state = _restore_training_state

@@ -11,7 +11,7 @@ import math
 import os
 from typing import Any
 
-from ltx_audio_reference.bridge import state
+from ltx_audio_reference.bridge import schedule, state
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
 from ltx_audio_reference.data.check import check_strategy_data
 from ltx_audio_reference.errors import ConfigurationError, NonFiniteError
@@ -169,7 +169,8 @@ def install_step_guard(installation: Installation) -> None:
 
     @functools.wraps(stock["_init_optimizer"])
     def _init_optimizer(self: Any) -> None:  # noqa: ANN401
-        stock["_init_optimizer"](self)
+        # The schedule then advances once per optimizer step on any number of processes (bridge/schedule.py).
+        schedule.after_init_optimizer(self, stock["_init_optimizer"])
         # A pre-step hook runs only when accelerate really steps (after the last micro-batch, gradients synced, and
         # with fp16 only once the scaler found them finite), right before the weights change.
         optimizer = getattr(self._optimizer, "optimizer", self._optimizer)
