@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -310,3 +311,48 @@ def test_two_process_validation_with_stg_and_fewer_samples_than_ranks_completes(
     _launch(demo_config(demo, out, edits), tmp_path, "validation", 2)
     samples = sorted(p.name for p in out.rglob("*") if p.suffix in (".mp4", ".wav"))
     assert samples, f"no validation output under {out}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Several machines: only the run's first process writes the config and the training states (stock: one per machine)
+# ---------------------------------------------------------------------------------------------------------------
+
+TORCHRUN = shutil.which("torchrun", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed next to this Python or on PATH")
+def test_on_two_machines_only_the_first_process_writes_the_config_and_training_state(tmp_path: Path) -> None:
+    """Two "machines" of one process each (torchrun, gloo): both have ``LOCAL_RANK`` 0, which stock ltx-trainer reads
+    as "main process". Each machine gets its own output folder, so whatever a machine writes shows there: the second
+    one must write nothing (stock writes ``training_config.yaml`` and the training state there too)."""
+    demo = write_demo(tmp_path / "demo", steps=2, num_samples=2).parent
+    edits = {"optimization.batch_size": 1, "checkpoints.interval": 2, "checkpoints.save_training_state": "minimal"}
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        config_path = tmp_path / f"node{node}.yaml"
+        config_path.write_text(yaml.safe_dump(demo_config(demo, tmp_path / f"node{node}", edits)))
+        log = open(tmp_path / f"node{node}.log", "w")  # noqa: SIM115 - closed below, after the process ends
+        command = [str(TORCHRUN), "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1"]
+        command += ["--master_addr=127.0.0.1", f"--master_port={port}", str(DRIVER), str(config_path)]
+        command += ["--loss-log", str(tmp_path / f"node{node}.rank{{rank}}.losses")]
+        env = {**os.environ, "ACCELERATE_USE_CPU": "1", "COLUMNS": "400"}
+        procs.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+    for proc, log in procs:
+        proc.wait(timeout=600)
+        log.close()
+    logs = [(tmp_path / f"node{node}.log").read_text() for node in (0, 1)]
+    assert [proc.returncode for proc, _ in procs] == [0, 0], "\n\n".join(text[-4000:] for text in logs)
+
+    first, second = tmp_path / "node0", tmp_path / "node1"
+    assert (first / "training_config.yaml").is_file()
+    assert (first / "checkpoints" / "training_state_step_00002.pt").is_file()
+    assert (first / "checkpoints" / "lora_weights_step_00002.safetensors").is_file()
+    written = sorted(str(p.relative_to(second)) for p in second.rglob("*") if p.is_file()) if second.exists() else []
+    assert written == [], written

@@ -138,6 +138,26 @@ def test_uninstall_restores_every_wrapped_method_and_save_file(fresh_pm: pluggy.
         assert trainer_module.LtxvTrainer.__dict__[name] is method, name
 
 
+def test_the_main_process_flag_is_the_global_rank_while_installed(
+    fresh_pm: pluggy.PluginManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second machine's first process (``RANK`` 1, ``LOCAL_RANK`` 0) is not the main one; uninstall restores
+    stock's flag. ``RANK`` wins over ``LOCAL_RANK``, and without either (one plain process) it is the main one."""
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+    from ltx_audio_reference.bridge.trainer import is_global_main_process  # noqa: PLC0415
+
+    bridge.uninstall()
+    stock_flag = trainer_module.IS_MAIN_PROCESS
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with _ours(fresh_pm):
+        assert trainer_module.IS_MAIN_PROCESS is False
+    assert trainer_module.IS_MAIN_PROCESS is stock_flag
+    assert is_global_main_process({"RANK": "0", "LOCAL_RANK": "1"})
+    assert not is_global_main_process({"LOCAL_RANK": "1"})
+    assert is_global_main_process({})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Non-finite guard
 # ---------------------------------------------------------------------------------------------------------------

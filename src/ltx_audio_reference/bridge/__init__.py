@@ -95,6 +95,7 @@ def install(pm: pluggy.PluginManager | None = None) -> Installation:
     trainer.install_step_guard(installation)
     trainer.install_data_order()
     trainer.install_gpu_memory_probe()
+    trainer.install_main_process_flag()
     schedule.install_schedule()
     checkpoints.install_checkpoint_hooks(installation)
     checkpoints.install_atomic_checkpoints()
@@ -121,6 +122,7 @@ def uninstall() -> None:
     trainer_module.save_file = stock.save_file
     trainer_module.get_peft_model_state_dict = stock.get_peft_model_state_dict
     trainer_module.get_gpu_memory_gb = stock.get_gpu_memory_gb
+    trainer_module.IS_MAIN_PROCESS = stock.is_main_process
     for name, method in stock.trainer_methods.items():
         setattr(trainer_module.LtxvTrainer, name, method)
     validation.restore_validation_conditioning()

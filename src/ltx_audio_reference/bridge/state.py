@@ -42,6 +42,7 @@ class Stock:
     save_file: Any
     get_peft_model_state_dict: Any
     get_gpu_memory_gb: Any
+    is_main_process: bool
     trainer_methods: dict[str, Any]
     apply_audio_conditionings: Any
     run_denoising: Any
@@ -81,6 +82,7 @@ def stock() -> Stock:
             save_file=trainer_module.save_file,
             get_peft_model_state_dict=trainer_module.get_peft_model_state_dict,
             get_gpu_memory_gb=trainer_module.get_gpu_memory_gb,
+            is_main_process=trainer_module.IS_MAIN_PROCESS,
             trainer_methods={name: trainer_module.LtxvTrainer.__dict__[name] for name in TRAINER_METHODS},
             apply_audio_conditionings=validation_module.ValidationRunner.__dict__["_apply_audio_conditionings"],
             run_denoising=validation_module.ValidationRunner.__dict__["_run_denoising"],

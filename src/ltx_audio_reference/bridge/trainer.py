@@ -9,6 +9,7 @@ import functools
 import logging
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from ltx_audio_reference.bridge import schedule, state
@@ -65,6 +66,26 @@ def install_gpu_memory_probe() -> None:
         return stock_probe(device)
 
     trainer_module.get_gpu_memory_gb = get_gpu_memory_gb
+
+
+def is_global_main_process(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is the run's first one over all machines: ``RANK`` 0 (``LOCAL_RANK`` 0 without it)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("RANK", environ.get("LOCAL_RANK", "0")) == "0"
+
+
+def install_main_process_flag() -> None:
+    """Make the ``IS_MAIN_PROCESS`` that ``ltx_trainer.trainer`` reads mean the global rank 0.
+
+    Stock sets it from ``LOCAL_RANK``, which is 0 on the first process of every machine. On several machines each of
+    them then prints the config, writes ``training_config.yaml`` and every training state into the shared output
+    folder (the same names, each with its own RNG state), and starts its own W&B run. Only the run's first process
+    (``RANK`` 0) does that now, as for the weights, which stock already saves on ``accelerator.is_main_process``.
+    On one machine the flag is unchanged.
+    """
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+
+    trainer_module.IS_MAIN_PROCESS = is_global_main_process()
 
 
 def install_trainer_hooks(installation: Installation) -> None:
