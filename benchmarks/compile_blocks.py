@@ -85,6 +85,31 @@ def _gpu_busy_ms(step: object, steps: int = 2) -> tuple[float, float]:
     return total_us / 1e3 / steps, kernels / steps
 
 
+def _host_ops(step: object, top: int = 10) -> list[dict]:
+    """Where one step's host time goes: the ops and runtime calls with the most self CPU time (profiled, so slower).
+
+    Each entry: name, calls, self CPU ms and its share of all self CPU time in the step. This names what bounds a
+    step that the GPU does not fill (kernel launches, ops left outside the compiled graph, guard checks).
+    """
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    averages = [a for a in prof.key_averages() if a.self_cpu_time_total > 0]
+    total_us = sum(a.self_cpu_time_total for a in averages) or 1.0
+    averages.sort(key=lambda a: a.self_cpu_time_total, reverse=True)
+    return [
+        {
+            "name": a.key[:120],
+            "calls": a.count,
+            "self_cpu_ms": a.self_cpu_time_total / 1e3,
+            "share": a.self_cpu_time_total / total_us,
+        }
+        for a in averages[:top]
+    ]
+
+
 def _tear_down(
     peft_model: torch.nn.Module, transformer: torch.nn.Module, optimizer: object, engine: object, mode: str
 ) -> None:
@@ -143,6 +168,8 @@ def run_setting(peft_model: torch.nn.Module, layers: int, swapped: int, batch: t
         row["step_ms"] = statistics.median(times) * 1e3
         row["steady_peak_gb"] = torch.cuda.max_memory_allocated() / GB
         row["gpu_busy_ms"], row["kernels_per_step"] = _gpu_busy_ms(step)
+        if args.host_profile:
+            row["host_ops"] = _host_ops(step)
     except Exception as e:
         row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
         logger.warning("%s L=%d swapped=%d: %s", mode, layers, swapped, row["error"])
@@ -167,20 +194,20 @@ def _key(r: dict) -> tuple:
 
 
 def fits_to_48(rows: list[dict]) -> list[dict]:
-    """Fit step and GPU-busy ms over L per (dtype, workload, share, mode); their values at 48 blocks."""
+    """Fit step and GPU-busy ms over L per (run, dtype, workload, share, mode); their values at 48 blocks.
+
+    Each fit uses one run's rows only, so both sides of every speed-up at 48 blocks come from one run.
+    """
     out = []
-    groups = sorted({(r["dtype"], r["workload"], r["share"], r["mode"]) for r in rows if r["step_ms"] is not None})
-    for dtype, name, share, mode in groups:
-        chosen = [
-            r
-            for r in rows
-            if (r["dtype"], r["workload"], r["share"], r["mode"]) == (dtype, name, share, mode) and r["step_ms"]
-        ]
-        by_layers = {r["layers"]: r for r in chosen}  # the latest run's row per L
+    group_of = lambda r: (r.get("run", ""), r["dtype"], r["workload"], r["share"], r["mode"])  # noqa: E731
+    groups = sorted({group_of(r) for r in rows if r["step_ms"] is not None})
+    for run, dtype, name, share, mode in groups:
+        chosen = [r for r in rows if group_of(r) == (run, dtype, name, share, mode) and r["step_ms"]]
+        by_layers = {r["layers"]: r for r in chosen}
         if len(by_layers) < 2:
             continue
         xs = sorted(by_layers)
-        entry: dict = {"dtype": dtype, "workload": name, "share": share, "mode": mode, "fit_layers": xs}
+        entry: dict = {"run": run, "dtype": dtype, "workload": name, "share": share, "mode": mode, "fit_layers": xs}
         fraction = FRACTIONS[share]
         entry["swapped_at_48"] = TARGET_LAYERS - 1 if fraction is None else _half_up(fraction * TARGET_LAYERS)
         for metric in ("step_ms", "gpu_busy_ms", "kernels_per_step"):
@@ -192,9 +219,9 @@ def fits_to_48(rows: list[dict]) -> list[dict]:
         if "gpu_busy_ms" in entry:
             entry["gpu_busy_fraction_at_48"] = entry["gpu_busy_ms"]["at_48"] / entry["step_ms"]["at_48"]
         out.append(entry)
-    eager = {(e["dtype"], e["workload"], e["share"]): e for e in out if e["mode"] == "eager"}
+    eager = {(e["run"], e["dtype"], e["workload"], e["share"]): e for e in out if e["mode"] == "eager"}
     for e in out:
-        base = eager.get((e["dtype"], e["workload"], e["share"]))
+        base = eager.get((e["run"], e["dtype"], e["workload"], e["share"]))
         e["speedup_vs_eager_at_48"] = base["step_ms"]["at_48"] / e["step_ms"]["at_48"] if base else None
     return out
 
@@ -237,6 +264,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=MODES)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument(
+        "--host-profile", action="store_true", help="also record each setting's top host ops (one profiled step)"
+    )
     parser.add_argument("--run", default="run", help="a name for this run, stored in its rows")
     parser.add_argument("--merge", type=Path, default=None, help="an earlier result file whose rows are kept")
     parser.add_argument("--out", type=Path, default=None)

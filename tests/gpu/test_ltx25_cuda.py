@@ -187,7 +187,8 @@ def test_ltx25_pack_trains_through_the_stock_runner_with_block_swap_like_residen
     assert len(resident) == AUDIO_TENSORS_PER_BLOCK * NUM_LAYERS
     assert all(EXPORT_KEY.match(k) for k in resident)
     # Saved in float32 (checkpoints.precision above), so that bit-for-bit equality is not hidden by bf16 rounding;
-    # the default bf16 export is tier 2's test_ltx25_pack_checks_trains_exports_and_fuses.
+    # the default bf16 export is tier 2's
+    # test_strategy_flag_trains_the_25_pack_and_exports_the_comfy_lora.
     assert all(t.dtype == torch.float32 for t in resident.values())
     assert all(torch.equal(resident[k], resident_again[k]) for k in resident), "resident vs resident (determinism)"
     differing = [k for k in resident if not torch.equal(resident[k], swapped[k])]

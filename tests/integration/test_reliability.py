@@ -144,7 +144,7 @@ def test_the_main_process_flag_is_the_global_rank_while_installed(
     """The second machine's first process (``RANK`` 1, ``LOCAL_RANK`` 0) is not the main one; uninstall restores
     stock's flag. ``RANK`` wins over ``LOCAL_RANK``, and without either (one plain process) it is the main one."""
     import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
-    from ltx_audio_reference.bridge.trainer import is_global_main_process  # noqa: PLC0415
+    from ltx_audio_reference.bridge import is_global_main_process  # noqa: PLC0415
 
     bridge.uninstall()
     stock_flag = trainer_module.IS_MAIN_PROCESS

@@ -15,7 +15,8 @@ and ``MultiModalGuider`` names that ``ltx_trainer.validation_runner`` calls, and
 - :mod:`.checkpoints`: checkpoint hooks and metadata, atomic saves, resume;
 - :mod:`.validation`: reference placement in validation (:func:`reference_placement`, public);
 - :mod:`.guidance`: reference guidance in validation's denoising loop (its scale is set by
-  :func:`reference_placement`).
+  :func:`reference_placement`);
+- :mod:`.ranks`: which process is the run's main one (:func:`is_global_main_process`, public).
 
 ``install()`` is idempotent: every call rebuilds from the stock objects it saved on the first call, so installing
 with another plugin manager (tests) replaces the previous installation instead of stacking on it.
@@ -28,6 +29,7 @@ import logging
 import pluggy
 
 from ltx_audio_reference.bridge import state
+from ltx_audio_reference.bridge.ranks import is_global_main_process
 from ltx_audio_reference.bridge.state import Installation
 from ltx_audio_reference.bridge.validation import current_placement, current_reference_guidance, reference_placement
 from ltx_audio_reference.plugins import collect, collect_strategies, get_plugin_manager
@@ -143,6 +145,7 @@ __all__ = [
     "current_placement",
     "current_reference_guidance",
     "install",
+    "is_global_main_process",
     "ltx_trainer_available",
     "reference_placement",
     "require_ltx_trainer",

@@ -9,10 +9,10 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from ltx_audio_reference.bridge import schedule, state
+from ltx_audio_reference.bridge.ranks import is_global_main_process
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
 from ltx_audio_reference.data.check import check_strategy_data
 from ltx_audio_reference.errors import ConfigurationError, NonFiniteError
@@ -66,12 +66,6 @@ def install_gpu_memory_probe() -> None:
         return stock_probe(device)
 
     trainer_module.get_gpu_memory_gb = get_gpu_memory_gb
-
-
-def is_global_main_process(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether this process is the run's first one over all machines: ``RANK`` 0 (``LOCAL_RANK`` 0 without it)."""
-    environ = os.environ if environ is None else environ
-    return environ.get("RANK", environ.get("LOCAL_RANK", "0")) == "0"
 
 
 def install_main_process_flag() -> None:

@@ -8,7 +8,6 @@ Also runs as a module, which is how ``accelerate launch`` starts it::
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,7 +153,7 @@ def train_command(
             trainer = LtxvTrainer(trainer_config)
             saved_path, stats = trainer.train(disable_progress_bars=disable_progress_bars)
         except TrainingStopped as e:
-            if os.environ.get("RANK", "0") == "0":
+            if bridge.is_global_main_process():
                 for line in stopped_message(e, trainer_config.output_dir, config):
                     console.print(line, markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from e
