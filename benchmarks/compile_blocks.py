@@ -199,11 +199,12 @@ def fits_to_48(rows: list[dict]) -> list[dict]:
     Each fit uses one run's rows only, so both sides of every speed-up at 48 blocks come from one run.
     """
     out = []
-    group_of = lambda r: (r.get("run", ""), r["dtype"], r["workload"], r["share"], r["mode"])  # noqa: E731
-    groups = sorted({group_of(r) for r in rows if r["step_ms"] is not None})
-    for run, dtype, name, share, mode in groups:
-        chosen = [r for r in rows if group_of(r) == (run, dtype, name, share, mode) and r["step_ms"]]
-        by_layers = {r["layers"]: r for r in chosen}
+    groups: dict[tuple, dict[int, dict]] = {}  # (run, dtype, workload, share, mode) -> L -> the latest row
+    for r in rows:
+        if r["step_ms"] is not None:
+            groups.setdefault((r.get("run", ""), r["dtype"], r["workload"], r["share"], r["mode"]), {})[r["layers"]] = r
+    for run, dtype, name, share, mode in sorted(groups):
+        by_layers = groups[(run, dtype, name, share, mode)]
         if len(by_layers) < 2:
             continue
         xs = sorted(by_layers)
