@@ -10,9 +10,14 @@ swap share (resident, 25 %, 50 %, all but one) it trains in this one process:
   inductor, hooks eager; one graph for every block, the sequence dims dynamic);
 - ``stock_compile``: what stock ltx-trainer offers, a whole-model ``torch.compile(model, dynamic=True)``
   (accelerate's ``dynamo_config`` with ``dynamo_use_dynamic: true``), where it runs at all;
-- ``cudagraphs``: the compiled blocks with ``mode="reduce-overhead"`` (inductor's CUDA-graph trees), where it runs.
+- ``cudagraphs``: the compiled blocks with ``mode="reduce-overhead"`` and the eager checkpoint around them (fails:
+  the checkpoint's recompute frees the graphs' inputs);
+- ``graphs``: ``compile_blocks(cuda_graphs=True)``: the checkpoint inside each block's graph, one forward and one
+  backward CUDA graph per block, swapped blocks in fixed slots.
 
-``--modes`` picks them (default ``eager compiled``).
+``--modes`` picks them (default ``eager compiled``). ``--dtypes`` names ``bf16`` or quantization backends
+(``int8-quanto``, ``int8``, ``int8-dynamic``) and ``torchao-int8``: torchao's ``Int8WeightOnlyConfig`` on the same
+Linear layers, measured beside ours (not a shipped backend).
 
 Per setting: median step time over --steps after --warmup, GPU-busy time per step (the sum of the kernels' device
 time on the compute work, from the profiler, copies excluded), steady peak VRAM, and the compile warm-up (the first
@@ -46,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from block_swap import _half_up, _time_steps, build, linear_fit
 
-from ltx_audio_reference.blockswap.compile import compile_blocks, uncompile_blocks
+from ltx_audio_reference.blockswap.compile import compile_blocks, graph_stats, uncompile_blocks
 from ltx_audio_reference.blockswap.config import spread_blocks
 from ltx_audio_reference.blockswap.engine import BlockSwapEngine
 from ltx_audio_reference.reliability.files import atomic_write_json
@@ -63,7 +68,7 @@ WORKLOADS = {
 SHARES = {"resident": lambda _: 0, "25%": lambda n: _half_up(n / 4), "50%": lambda n: _half_up(n / 2)}
 SHARES["all-but-one"] = lambda n: n - 1
 FRACTIONS = {"resident": 0.0, "25%": 0.25, "50%": 0.5, "all-but-one": None}
-MODES = ("eager", "compiled", "stock_compile", "cudagraphs")
+MODES = ("eager", "compiled", "stock_compile", "cudagraphs", "graphs")
 TARGET_LAYERS = 48
 
 
@@ -116,8 +121,10 @@ def _tear_down(
     """Undo one setting: optimizer state, compiled forwards, the engine's placement; the model back on the CPU."""
     optimizer.zero_grad(set_to_none=True)
     optimizer.state.clear()
-    if mode in ("compiled", "cudagraphs"):
+    if mode in ("compiled", "cudagraphs", "graphs"):
         uncompile_blocks(transformer)
+    if mode == "graphs":
+        torch._dynamo.reset()  # the CUDA-graph trees hold this setting's static inputs
     if mode == "stock_compile":
         torch._dynamo.reset()  # the whole-model graphs hold the model; later settings must not reuse them
     if engine is not None:
@@ -138,9 +145,9 @@ def run_setting(peft_model: torch.nn.Module, layers: int, swapped: int, batch: t
         peft_model.to("cuda")
     transformer = peft_model.get_base_model()
     model = peft_model
-    if mode in ("compiled", "cudagraphs"):
+    if mode in ("compiled", "cudagraphs", "graphs"):
         extra = {"mode": "reduce-overhead"} if mode == "cudagraphs" else {}
-        compile_blocks(transformer, backend="inductor", **extra)
+        compile_blocks(transformer, backend="inductor", cuda_graphs=mode == "graphs", **extra)
     elif mode == "stock_compile":
         model = torch.compile(peft_model, dynamic=True)
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -168,6 +175,8 @@ def run_setting(peft_model: torch.nn.Module, layers: int, swapped: int, batch: t
         row["step_ms"] = statistics.median(times) * 1e3
         row["steady_peak_gb"] = torch.cuda.max_memory_allocated() / GB
         row["gpu_busy_ms"], row["kernels_per_step"] = _gpu_busy_ms(step)
+        if mode == "graphs":
+            row["graph_stats"] = graph_stats()
         if args.host_profile:
             row["host_ops"] = _host_ops(step)
     except Exception as e:
@@ -259,7 +268,7 @@ def print_report(rows: list[dict], fits: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[4])
-    parser.add_argument("--dtypes", nargs="+", default=["bf16", "int8"])
+    parser.add_argument("--dtypes", nargs="+", default=["bf16", "int8-quanto", "int8"])
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
     parser.add_argument("--shares", nargs="+", default=list(SHARES))
     parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=MODES)

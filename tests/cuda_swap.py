@@ -65,10 +65,13 @@ def pin_math_attention(model: torch.nn.Module) -> None:
 
 
 def finish_build(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
-    """The model as the stock trainer holds it before ``accelerator.prepare``: quantized, frozen, LoRA r32, on CPU."""
+    """The model as the stock trainer holds it before ``accelerator.prepare``: quantized, frozen, LoRA r32, on CPU.
+
+    ``dtype`` is ``bf16`` or a quantization backend (``int8-quanto``, ``int8``, ``int8-dynamic``).
+    """
     pin_math_attention(model)
-    if dtype == "int8":
-        workload.quantize_int8(model)
+    if dtype != "bf16":
+        workload.quantize_blocks(model, dtype)
     model.requires_grad_(False)
     peft_model = workload.add_audio_lora(model, rank=32, seed=0)
     model.set_gradient_checkpointing(True)
@@ -89,6 +92,7 @@ class Run:
     startup_peak: int = 0
     steady_peak: int = 0
     base_grads: int = 0
+    graph_stats: dict[str, int] = field(default_factory=dict)
 
 
 def export_lora(peft_model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -111,9 +115,11 @@ def train(
     prefetch: int = 1,
     ddp: bool = False,
     compiled: bool = False,
+    graphs: bool = False,
     varying: bool = False,
 ) -> Run:
-    """Build, place (resident or ``blocks_to_swap`` swapped), optionally compile and wrap in DDP, train ``steps``."""
+    """Build, place (resident or ``blocks_to_swap`` swapped), optionally compile (``graphs``: with CUDA graphs and the
+    checkpoint inside them) and wrap in DDP, train ``steps``."""
     peft_model = build()
     run = Run()
     torch.cuda.reset_peak_memory_stats()
@@ -127,11 +133,11 @@ def train(
         peft_model.to("cuda")
     torch.cuda.synchronize()
     run.startup_peak = torch.cuda.max_memory_allocated()
-    if compiled:
+    if compiled or graphs:
         from ltx_audio_reference.blockswap.compile import compile_blocks  # noqa: PLC0415
         from ltx_audio_reference.blockswap.tensors import find_transformer  # noqa: PLC0415
 
-        compile_blocks(find_transformer(peft_model), backend="inductor")
+        compile_blocks(find_transformer(peft_model), backend="inductor", cuda_graphs=graphs)
     model = peft_model
     if ddp:
         if engine is not None:
@@ -159,6 +165,10 @@ def train(
     torch.cuda.synchronize()
     run.steady_peak = torch.cuda.max_memory_allocated()
     run.export = export_lora(peft_model)
+    if graphs:
+        from ltx_audio_reference.blockswap.compile import graph_stats  # noqa: PLC0415
+
+        run.graph_stats = graph_stats()
     if engine is not None:
         engine.close(device="cpu")
     del model, optimizer, peft_model

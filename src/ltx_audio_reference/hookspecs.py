@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         ConfigFieldRegistry,
         LoraContext,
         ModelContext,
+        QuantizationRegistry,
         StrategyRegistry,
         TrainStepContext,
     )
@@ -57,6 +58,16 @@ def register_config_fields(register: ConfigFieldRegistry) -> None:
     """Add fields to the stock trainer config (for example a ``block_swap`` section).
 
     :param register: call ``register(owner, name, annotation, field)`` with owner ``"root"`` or ``"acceleration"``.
+    """
+
+
+@hookspec
+def register_quantization_backends(register: QuantizationRegistry) -> None:
+    """Register weight-quantization backends, the values ``acceleration.quantization`` accepts.
+
+    :param register: call ``register(backend)`` with a
+        :class:`~ltx_audio_reference.quantization.QuantizationBackend`; its ``name`` becomes a config value, and the
+        registration order is the order ``ltx-trainer quantization`` and the config's error messages list them in.
     """
 
 

@@ -163,6 +163,50 @@ class StrategyRegistry(Registry[str, StrategyEntry]):
         return None
 
 
+class QuantizationRegistry(Registry[str, Any]):
+    """Name -> weight-quantization backend, filled by the ``register_quantization_backends`` hook, in registration
+    order (the built-in backends first)."""
+
+    hook = "register_quantization_backends"
+
+    def __call__(self, backend: Any) -> None:  # noqa: ANN401 - a quantization.QuantizationBackend
+        """Register ``backend`` under ``backend.name``.
+
+        Raises:
+            DuplicateNameError: If the name is taken.
+            ValueError: If the name is not lowercase letters, digits and dashes.
+        """
+        name = getattr(backend, "name", None)
+        if not isinstance(name, str) or not name or name.lower() != name or not name.replace("-", "").isalnum():
+            raise ValueError(f"Quantization backend name {name!r} must be lowercase letters, digits and dashes")
+        self._add(
+            name,
+            backend,
+            lambda old: (
+                f"Quantization backend {name!r} is registered twice: by {old.plugin!r} and by {self.current_plugin!r}"
+            ),
+        )
+        backend.plugin = self.current_plugin
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        """Registered backend names, in registration order."""
+        return list(self._entries)
+
+    def get(self, name: str) -> Any:  # noqa: ANN401
+        """The backend registered as ``name``.
+
+        Raises:
+            UnknownNameError: If nobody registered it; the message lists every available name.
+        """
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(f"Unknown quantization {name!r}. Available: {', '.join(self.names())}") from None
+
+
 @dataclass(frozen=True)
 class ConfigFieldEntry:
     """An extra field for the stock trainer config."""

@@ -60,7 +60,7 @@ NUM_LAYERS = 4
 STEPS = 3
 HAS_QUANTO = importlib.util.find_spec("optimum.quanto") is not None
 HAS_TRAINER = importlib.util.find_spec("ltx_trainer") is not None
-DTYPES = ["bf16", pytest.param("int8", marks=pytest.mark.skipif(not HAS_QUANTO, reason="needs optimum-quanto"))]
+DTYPES = ["bf16", pytest.param("int8-quanto", marks=pytest.mark.skipif(not HAS_QUANTO, reason="needs optimum-quanto"))]
 EXPORT_KEY = re.compile(r"^diffusion_model\.transformer_blocks\.\d+\.audio_(attn1|attn2|ff)\..*lora_[AB]\.weight$")
 AUDIO_TENSORS_PER_BLOCK = 20  # 10 Linear layers (audio_attn1/2 q, k, v, out; audio_ff in, out), lora_A + lora_B
 

@@ -87,6 +87,7 @@ def test_registered_fields_parse_the_seed_key_and_the_section() -> None:
     assert set(fields) == {
         ("acceleration", "block_swap_blocks"),
         ("acceleration", "compile_blocks"),
+        ("acceleration", "cuda_graphs"),
         ("root", "block_swap"),
     }
     compile_field = fields[("acceleration", "compile_blocks")]
@@ -96,6 +97,12 @@ def test_registered_fields_parse_the_seed_key_and_the_section() -> None:
     assert compiled.model_validate({"compile_blocks": "auto"}).compile_blocks == "auto"
     with pytest.raises(ValidationError):
         compiled.model_validate({"compile_blocks": "sometimes"})
+    graphs_field = fields[("acceleration", "cuda_graphs")]
+    graphs = create_model("Acceleration", cuda_graphs=(graphs_field.annotation, graphs_field.field))
+    assert graphs.model_validate({}).cuda_graphs is False
+    assert graphs.model_validate({"cuda_graphs": "auto"}).cuda_graphs == "auto"
+    with pytest.raises(ValidationError):
+        graphs.model_validate({"cuda_graphs": "always"})
 
     seed_field = fields[("acceleration", "block_swap_blocks")]
     acceleration = create_model("Acceleration", block_swap_blocks=(seed_field.annotation, seed_field.field))

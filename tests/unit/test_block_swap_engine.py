@@ -55,7 +55,7 @@ def build(quantized: bool = False) -> nn.Module:
     if not quantized:
         return copy.deepcopy(_float_model())
     model = workload.build_model(NUM_LAYERS, "tiny", seed=0, dtype=torch.float32)
-    workload.quantize_int8(model)
+    workload.quantize_blocks(model, "int8-quanto")
     model.requires_grad_(False)
     peft_model = workload.add_audio_lora(model, rank=4, seed=0)
     model.set_gradient_checkpointing(True)

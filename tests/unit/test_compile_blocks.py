@@ -51,7 +51,7 @@ def _float_model() -> nn.Module:
 def build(*, quantized: bool = False, swapped: list[int] | None = None) -> nn.Module:
     if quantized:  # quanto tensors cannot be deep-copied: the stock trainer's order, quantize, freeze, LoRA
         model = workload.build_model(NUM_LAYERS, "tiny", seed=0, dtype=torch.float32)
-        workload.quantize_int8(model)
+        workload.quantize_blocks(model, "int8-quanto")
         model.requires_grad_(False)
         peft_model = workload.add_audio_lora(model, rank=4, seed=0)
         model.set_gradient_checkpointing(True)

@@ -19,10 +19,21 @@ block's *forward* becomes a compiled function and ``nn.Module.__call__`` stays e
 
 Works with optimum-quanto int8 weights, peft LoRA, gradient checkpointing and DDP (``accelerator.prepare`` wraps
 the model after this).
+
+**CUDA graphs** (``cuda_graphs=True``, ``mode="reduce-overhead"``): an eager ``torch.utils.checkpoint`` around a
+compiled region breaks graph recording (its recompute frees the graph's inputs: pytorch #154306), so the checkpoint
+moves *inside* the compiled region. The model's own checkpoint is turned off (its ``set_gradient_checkpointing``
+records the request instead), and each block's graph is partitioned with ``activation_memory_budget=0``: autograd
+saves only the graph's inputs and the backward graph recomputes the block, which is what activation checkpointing of
+the whole region does. Each block then runs as one forward and one backward graph replay. Block swap keeps every
+swapped block in a fixed GPU slot, so each block's weights have the same addresses at every replay, and loads a
+block for its backward from a hook on its outputs (no forward pre-hook fires there any more). CUDA-graph trees record
+one graph per block position and shape; :func:`graph_stats` counts the recordings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -42,6 +53,22 @@ logger = logging.getLogger(__name__)
 CompileSetting = bool | Literal["auto"]
 
 _MARK = "_ltx_audio_reference_compiled"
+#: Set on the transformer while its compiled blocks recompute inside their graphs (the block-swap engine reads it).
+RECOMPUTE_IN_GRAPH = "_ltx_audio_reference_recompute_in_graph"
+
+
+def blocks_owner(model: nn.Module) -> nn.Module:
+    """The module that holds ``transformer_blocks`` itself (the ltx-core model inside a peft or DDP wrapper).
+
+    A peft model answers ``model.transformer_blocks`` through attribute forwarding, so the owner is looked up by its
+    registered children, not by attribute.
+    """
+    return next((m for m in model.modules() if "transformer_blocks" in m._modules), model)
+
+
+def recomputes_in_graph(model: nn.Module) -> bool:
+    """Whether ``model``'s compiled blocks checkpoint inside their graphs (see the module docstring)."""
+    return bool(blocks_owner(model).__dict__.get(RECOMPUTE_IN_GRAPH, False))
 
 
 class CompileUnavailableError(RuntimeError):
@@ -101,7 +128,11 @@ class CompiledBlocks:
     eager_calls: int = 0
     failed: str | None = None
     first_call_s: float | None = None
+    cuda_graphs: bool = False
+    graphs_failed: str | None = None
     _started: float | None = field(default=None, repr=False)
+    _skips_at_start: int = field(default=0, repr=False)
+    _hooks: list[Any] = field(default_factory=list, repr=False)
 
 
 def compile_blocks(
@@ -110,6 +141,9 @@ def compile_blocks(
     backend: str | Callable[..., Any] = "inductor",
     fallback: bool = False,
     mark_dynamic: bool = True,
+    cuda_graphs: bool = False,
+    graphs_fallback: bool | None = None,
+    recompute_in_graph: bool | None = None,
     **compile_kwargs: Any,  # noqa: ANN401 - torch.compile's own arguments
 ) -> CompiledBlocks:
     """Compile every ``transformer.transformer_blocks[i].forward`` in place (see the module docstring).
@@ -119,6 +153,11 @@ def compile_blocks(
         backend: ``torch.compile`` backend.
         fallback: On a compile error, log a warning and run the blocks eagerly from then on, instead of raising.
         mark_dynamic: Mark the sequence dims dynamic (one graph for every length).
+        cuda_graphs: Record each block's forward and backward as CUDA graphs (``mode="reduce-overhead"``);
+            implies ``recompute_in_graph``.
+        graphs_fallback: Where a block's graph cannot be recorded, warn and run it compiled without a graph,
+            instead of raising :class:`CompileUnavailableError` (default: ``fallback``).
+        recompute_in_graph: Move gradient checkpointing inside the compiled region (default: ``cuda_graphs``).
         **compile_kwargs: More ``torch.compile`` arguments (``mode``, ``options``).
 
     Returns:
@@ -143,11 +182,57 @@ def compile_blocks(
         PytorchAttention()
     except (ImportError, TypeError):  # older ltx-core layouts: nothing to warm
         pass
+    if recompute_in_graph is None:
+        recompute_in_graph = cuda_graphs
+    graphs_fallback = fallback if graphs_fallback is None else graphs_fallback
+    if cuda_graphs:
+        compile_kwargs.setdefault("mode", "reduce-overhead")
+        if not graphs_fallback:  # a graph that cannot be recorded raises instead of running without one
+            compile_kwargs["options"] = {"triton.cudagraph_or_error": True, **(compile_kwargs.get("options") or {})}
     eager_forward = cls.forward
     compiled = torch.compile(eager_forward, backend=backend, **compile_kwargs)
     record = CompiledBlocks(
-        num_blocks=len(blocks), backend=getattr(backend, "__name__", str(backend)), fallback=fallback
+        num_blocks=len(blocks),
+        backend=getattr(backend, "__name__", str(backend)),
+        fallback=fallback,
+        cuda_graphs=cuda_graphs,
+        _skips_at_start=_cudagraph_skips(),
     )
+    if recompute_in_graph:
+        _checkpoint_inside(transformer)
+    if cuda_graphs:
+        # One generation of CUDA-graph trees per training forward: the previous step's outputs are dead by then.
+        record._hooks.append(transformer.register_forward_pre_hook(_mark_step_begin))
+
+    forward = _compiled_forward(
+        transformer, record, eager_forward, compiled, mark_dynamic=mark_dynamic, graphs_fallback=graphs_fallback
+    )
+    for block in blocks:
+        block.__dict__[_MARK] = record
+        # An instance attribute: nn.Module.__call__ runs the (eager) hooks, then calls it. A bound method, so that
+        # copy.deepcopy(model) rebinds it to the copied block.
+        block.forward = types.MethodType(forward, block)
+    return record
+
+
+def _compiled_forward(
+    transformer: nn.Module,
+    record: CompiledBlocks,
+    eager_forward: Callable[..., Any],
+    compiled: Callable[..., Any],
+    *,
+    mark_dynamic: bool,
+    graphs_fallback: bool,
+) -> Callable[..., Any]:
+    """The ``forward`` every compiled block runs: the compiled graph under grad, eager otherwise (see the module
+    docstring), with its fallbacks and CUDA-graph checks."""
+    fallback, cuda_graphs, num_blocks, backend = record.fallback, record.cuda_graphs, record.num_blocks, record.backend
+
+    def graphs_error(reason: str) -> CompileUnavailableError:
+        return CompileUnavailableError(
+            f"CUDA graphs cannot be recorded for the transformer blocks ({reason}). Set acceleration.cuda_graphs: "
+            "auto to run them compiled without graphs, or false"
+        )
 
     def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
         if record.failed is not None or not torch.is_grad_enabled():
@@ -158,16 +243,27 @@ def compile_blocks(
             mark_sequence_dynamic(kwargs["audio"] if "audio" in kwargs else (args[1] if len(args) > 1 else None))
         first = record.compiled_calls == 0
         if first:
-            logger.info("Compiling the transformer blocks (one graph for all %d, backend %s)...", len(blocks), backend)
+            logger.info(
+                "Compiling the transformer blocks (one graph for all %d, backend %s%s)...",
+                num_blocks,
+                backend,
+                ", CUDA graphs" if cuda_graphs else "",
+            )
             record._started = time.perf_counter()
         try:
-            out = compiled(self, *args, **kwargs)
+            with _activation_budget(0.0 if recomputes_in_graph(transformer) else None):
+                out = compiled(self, *args, **kwargs)
         # Only compile failures: checkpoint's recompute stops itself early with an exception of its own.
-        except torch._dynamo.exc.TorchDynamoException as e:
+        except (torch._dynamo.exc.TorchDynamoException, RuntimeError) as e:
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            if cuda_graphs and "cudagraph" in str(e).lower():
+                raise graphs_error(reason) from e
+            if not isinstance(e, torch._dynamo.exc.TorchDynamoException):
+                raise
             if not fallback:
                 raise CompileUnavailableError(
-                    f"Compiling the transformer blocks failed ({type(e).__name__}: {str(e).splitlines()[0][:300]}). "
-                    "Set acceleration.compile_blocks: auto to fall back to eager, or false"
+                    f"Compiling the transformer blocks failed ({reason}). Set acceleration.compile_blocks: auto to "
+                    "fall back to eager, or false"
                 ) from e
             record.failed = f"{type(e).__name__}: {e}"
             logger.warning("Compiling the transformer blocks failed (%s); training them eagerly", record.failed[:300])
@@ -180,21 +276,88 @@ def compile_blocks(
                 "Transformer blocks compiled in %.1f s (the backward graph compiles in the first backward pass)",
                 record.first_call_s,
             )
+        if cuda_graphs and record.graphs_failed is None and _cudagraph_skips() > record._skips_at_start:
+            record.graphs_failed = "torch skipped the CUDA graph of a block (its warning above says why)"
+            if not graphs_fallback:
+                raise graphs_error(record.graphs_failed)
+            logger.warning("CUDA graphs: %s; the blocks run compiled without graphs", record.graphs_failed)
         return out
 
-    for block in blocks:
-        block.__dict__[_MARK] = record
-        # An instance attribute: nn.Module.__call__ runs the (eager) hooks, then calls it. A bound method, so that
-        # copy.deepcopy(model) rebinds it to the copied block.
-        block.forward = types.MethodType(forward, block)
-    return record
+    return forward
 
 
 def uncompile_blocks(transformer: nn.Module) -> None:
     """Undo :func:`compile_blocks`: every block runs its class's eager ``forward`` again."""
     for block in transformer.transformer_blocks:
-        if block.__dict__.pop(_MARK, None) is not None:
+        record = block.__dict__.pop(_MARK, None)
+        if record is not None:
             block.__dict__.pop("forward", None)
+            for hook in record._hooks:
+                hook.remove()
+            record._hooks.clear()
+    owner = blocks_owner(transformer)
+    if owner.__dict__.pop("set_gradient_checkpointing", None) is not None:
+        owner.set_gradient_checkpointing(owner.__dict__.pop(RECOMPUTE_IN_GRAPH, False))
+
+
+def _checkpoint_inside(transformer: nn.Module) -> None:
+    """Route the model's gradient checkpointing into the compiled blocks (see the module docstring).
+
+    ``set_gradient_checkpointing`` (the stock trainer calls it after the model hooks ran) records the request on
+    the instance and keeps the model's own eager checkpoint off.
+    """
+    owner = blocks_owner(transformer)
+    stock = type(owner).set_gradient_checkpointing
+
+    def set_gradient_checkpointing(enable: bool) -> None:
+        owner.__dict__[RECOMPUTE_IN_GRAPH] = bool(enable)
+        stock(owner, False)
+
+    requested = bool(getattr(owner, "_enable_gradient_checkpointing", False))
+    owner.__dict__["set_gradient_checkpointing"] = set_gradient_checkpointing
+    set_gradient_checkpointing(requested)
+
+
+def _activation_budget(budget: float | None) -> contextlib.AbstractContextManager:
+    """AOT autograd's partitioner saving only the graph's inputs (``0.0``: full recompute), or unchanged (None)."""
+    if budget is None:
+        return contextlib.nullcontext()
+    return torch._functorch.config.patch(activation_memory_budget=budget)
+
+
+def _mark_step_begin(module: nn.Module, args: Any) -> None:  # noqa: ANN401, ARG001
+    if torch.is_grad_enabled() and module.training:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def _cudagraph_skips() -> int:
+    return int(torch._dynamo.utils.counters["inductor"]["cudagraph_skips"])
+
+
+def graph_stats(device: torch.device | int | None = None) -> dict[str, int]:
+    """What CUDA-graph trees did on ``device``: graphs recorded, re-records, skips (zeros without CUDA graphs).
+
+    ``recorded`` counts every recording (one per block position, direction and shape in steady state);
+    ``rerecords`` counts the recordings torch made again for a node it had recorded before (unexpected address or
+    shape changes); ``skips`` counts graphs torch ran without a CUDA graph.
+    """
+    stats = {"recorded": 0, "rerecords": 0, "skips": _cudagraph_skips()}
+    if not torch.cuda.is_available():
+        return stats
+    from torch._inductor import cudagraph_trees  # noqa: PLC0415
+
+    index = torch.device(device if device is not None else "cuda").index
+    container = cudagraph_trees.get_container(index if index is not None else torch.cuda.current_device())
+    manager = container.tree_manager
+    if manager is None:
+        return stats
+    nodes = [n for roots in manager.roots.values() for n in roots]
+    while nodes:
+        node = nodes.pop()
+        stats["recorded"] += 1
+        nodes.extend(child for children in node.children.values() for child in children)
+    stats["rerecords"] = sum(sum(per_function.values()) for per_function in manager.num_rerecord.values())
+    return stats
 
 
 def compiled_record(transformer: nn.Module) -> CompiledBlocks | None:
@@ -204,12 +367,16 @@ def compiled_record(transformer: nn.Module) -> CompiledBlocks | None:
 
 
 __all__ = [
+    "RECOMPUTE_IN_GRAPH",
     "CompileSetting",
     "CompileUnavailableError",
     "CompiledBlocks",
+    "blocks_owner",
     "compile_blocks",
     "compile_problem",
     "compiled_record",
+    "graph_stats",
     "mark_sequence_dynamic",
+    "recomputes_in_graph",
     "uncompile_blocks",
 ]

@@ -30,6 +30,7 @@ module, so the quantized module always sees a consistent tensor on the right dev
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import weakref
@@ -40,6 +41,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ltx_audio_reference.blockswap.compile import recomputes_in_graph
 from ltx_audio_reference.blockswap.config import slot_count
 from ltx_audio_reference.blockswap.tensors import (
     Leaf,
@@ -158,6 +160,9 @@ class BlockSwapEngine:
 
         self._blocks: dict[int, _Block] = {}
         self._order: list[int] = indices
+        # Block i always lands in the same slot (its place in the swap order, modulo the slot count), so every
+        # swapped block's weights sit at the same GPU addresses on every visit: what a recorded CUDA graph needs.
+        self._slot_of: dict[int, int] = {b: i % slot_count(len(indices), prefetch) for i, b in enumerate(indices)}
         self._registered: list[int] = []
         self._slots: list[torch.Tensor] = []
         self._slot_block: list[int | None] = []
@@ -347,6 +352,7 @@ class BlockSwapEngine:
         self._hooks.append(root.register_forward_hook(self._on_model_output))
         for index, block in enumerate(root.transformer_blocks):
             self._hooks.append(block.register_forward_pre_hook(functools.partial(self._on_block, index)))
+            self._hooks.append(block.register_forward_hook(functools.partial(self._after_block, index)))
 
     # ------------------------------------------------------------------------------------------------------------
     # Hooks
@@ -379,7 +385,22 @@ class BlockSwapEngine:
 
     def _checkpointed(self) -> bool:
         root = self.transformer
-        return bool(getattr(root, "_enable_gradient_checkpointing", False) and root.training)
+        checkpointing = getattr(root, "_enable_gradient_checkpointing", False) or recomputes_in_graph(root)
+        return bool(checkpointing and root.training)
+
+    def _after_block(self, index: int, module: nn.Module, args: Any, output: Any) -> None:  # noqa: ANN401, ARG002
+        """When compiled blocks recompute inside their graphs, no pre-hook fires in the backward pass: a hook on the
+        block's outputs (it runs right before the block's backward) loads the block and prefetches the next ones."""
+        if self._closed or not torch.is_grad_enabled() or not recomputes_in_graph(self.transformer):
+            return
+        hook = functools.partial(self._before_backward, index)
+        for tensor in _tensors(output):
+            if tensor.requires_grad:
+                tensor.register_hook(hook)
+
+    def _before_backward(self, index: int, grad: torch.Tensor) -> None:  # noqa: ARG002
+        self._phase = _BACKWARD
+        self._on_block(index, self.transformer.transformer_blocks[index], ())
 
     def _on_block(self, index: int, module: nn.Module, args: Any) -> None:  # noqa: ANN401, ARG002
         if self._closed:
@@ -394,7 +415,7 @@ class BlockSwapEngine:
         want = self._wanted(index, backward_follows=grad)
         for block_index in want:
             if self._blocks[block_index].slot is None:
-                self._load(block_index, keep=want, miss=block_index == index)
+                self._load(block_index, miss=block_index == index)
         if index in self._blocks:
             self._activate(self._blocks[index])
 
@@ -408,25 +429,31 @@ class BlockSwapEngine:
         else:
             future = [b for b in order if b > index] + order
         want = [index] if index in self._blocks else []
+        claimed = {self._slot_of[b] for b in want}
         for b in future:
-            if len(want) >= self.num_slots:
+            if b in want:
+                continue
+            if len(want) >= self.num_slots or self._slot_of[b] in claimed:
                 break
-            if b not in want:
-                want.append(b)
+            want.append(b)
+            claimed.add(self._slot_of[b])
         return want
 
     # ------------------------------------------------------------------------------------------------------------
     # Copies
     # ------------------------------------------------------------------------------------------------------------
 
-    def _load(self, index: int, keep: list[int], miss: bool) -> None:
-        slot = next(s for s, b in enumerate(self._slot_block) if b is None or b not in keep)
+    def _load(self, index: int, miss: bool) -> None:
+        slot = self._slot_of[index]
         previous = self._slot_block[slot]
         if previous is not None:
             self._evict(self._blocks[previous])
         block = self._blocks[index]
         assert block.host is not None
-        target = self._slots[slot][: block.nbytes]
+        # Through ``.data``: the copy must not bump the version counter that the slot's views share. A block whose
+        # graph recomputes inside the compiled backward saved those views in its forward; its weights are back in
+        # place before that backward runs, and autograd's in-place check would otherwise refuse them.
+        target = self._slots[slot].data[: block.nbytes]
         source = block.host[: block.nbytes]
         if self._copy_stream is not None:
             compute = torch.cuda.current_stream(self.device)
@@ -575,6 +602,9 @@ class _Detached:
 def _tensors(output: Any) -> Iterator[torch.Tensor]:  # noqa: ANN401
     if isinstance(output, torch.Tensor):
         yield output
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):  # ltx-core's TransformerArgs
+        for item in dataclasses.fields(output):
+            yield from _tensors(getattr(output, item.name))
     elif isinstance(output, (list, tuple)):
         for item in output:
             yield from _tensors(item)

@@ -71,6 +71,20 @@ def register_config_fields(register: ConfigFieldRegistry) -> None:
         ),
     )
     register(
+        "acceleration",
+        "cuda_graphs",
+        bool | Literal["auto"],
+        Field(
+            default=False,
+            description=(
+                "Record each compiled block's forward and backward as CUDA graphs (needs compile_blocks; gradient "
+                "checkpointing then runs inside the graphs, and swapped blocks use fixed GPU slots). true: stop with "
+                "a clear error where a graph cannot be recorded; auto: run compiled without graphs, with a warning; "
+                "false: no graphs."
+            ),
+        ),
+    )
+    register(
         "root",
         "block_swap",
         BlockSwapConfig | None,
@@ -94,15 +108,52 @@ def _compile_setting(config: object) -> bool | str:
     return getattr(getattr(config, "acceleration", None), "compile_blocks", False)
 
 
+def _graphs_setting(config: object) -> bool | str:
+    return getattr(getattr(config, "acceleration", None), "cuda_graphs", False)
+
+
+def cuda_graphs_problem(config: object, cuda_available: bool) -> str | None:
+    """Why ``acceleration.cuda_graphs`` cannot record graphs for ``config`` here, or None when it can."""
+    if not cuda_available:
+        return "CUDA graphs need a CUDA GPU"
+    accumulation = getattr(getattr(config, "optimization", None), "gradient_accumulation_steps", 1)
+    if accumulation > 1:
+        return (
+            f"gradient_accumulation_steps is {accumulation}: gradients that accumulate across micro-batches would "
+            "live in CUDA-graph memory, which the next replay overwrites"
+        )
+    return None
+
+
+def _check_graphs(config: object, cuda_available: bool) -> None:
+    setting = _graphs_setting(config)
+    if not setting:
+        return
+    if not _compile_setting(config):
+        raise ValueError(
+            "acceleration.cuda_graphs records the compiled blocks' graphs: set acceleration.compile_blocks: auto "
+            "(or true) too, or cuda_graphs: false"
+        )
+    problem = cuda_graphs_problem(config, cuda_available)
+    if problem is None:
+        return
+    if setting is True:
+        raise ValueError(f"acceleration.cuda_graphs: true, but {problem}. Set acceleration.cuda_graphs: auto or false")
+    logger.warning("acceleration.cuda_graphs: auto: %s; the blocks run compiled without graphs", problem)
+
+
 def _check_compile(config: object) -> None:
-    """``compile_blocks: true`` where the backend cannot run stops here, before the model loads; ``auto`` warns."""
+    """``compile_blocks: true`` where the backend cannot run stops here, before the model loads; ``auto`` warns.
+    The same for ``cuda_graphs``."""
     setting = _compile_setting(config)
     if not setting:
+        _check_graphs(config, cuda_available=False)
         return
     import torch  # noqa: PLC0415
 
     from ltx_audio_reference.blockswap.compile import compile_problem  # noqa: PLC0415
 
+    _check_graphs(config, cuda_available=torch.cuda.is_available())
     problem = compile_problem("cuda" if torch.cuda.is_available() else "cpu")
     if problem is None:
         return
@@ -216,6 +267,8 @@ def configure_model(context: ModelContext) -> None:
     setting = _compile_setting(context.config)
     if not setting:
         return
+    import torch  # noqa: PLC0415
+
     from ltx_audio_reference.blockswap.compile import compile_blocks, compile_problem  # noqa: PLC0415
     from ltx_audio_reference.blockswap.tensors import find_transformer  # noqa: PLC0415
 
@@ -223,7 +276,15 @@ def configure_model(context: ModelContext) -> None:
     if problem is not None:  # compile_blocks: true with this problem was refused before the model loaded
         logger.warning("Transformer blocks not compiled: %s", problem)
         return
-    context.notes[COMPILE_NOTES_KEY] = compile_blocks(find_transformer(context.model), fallback=setting == "auto")
+    graphs = _graphs_setting(context.config)
+    if graphs and cuda_graphs_problem(context.config, torch.device(context.device).type == "cuda") is not None:
+        graphs = False  # cuda_graphs: true with this problem was refused before the model loaded; auto warned
+    context.notes[COMPILE_NOTES_KEY] = compile_blocks(
+        find_transformer(context.model),
+        fallback=setting == "auto",
+        cuda_graphs=bool(graphs),
+        graphs_fallback=graphs == "auto",
+    )
 
 
 def _setup_swap(context: ModelContext) -> None:
@@ -257,6 +318,7 @@ __all__ = [
     "NOTES_KEY",
     "PLUGIN_NAME",
     "configure_model",
+    "cuda_graphs_problem",
     "register_config_fields",
     "setup_block_swap",
     "validate_config",

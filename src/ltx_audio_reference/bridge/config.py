@@ -5,13 +5,13 @@ fields, and the YAML reader that every command shares.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import pluggy
 
 from ltx_audio_reference.errors import ConfigurationError
 from ltx_audio_reference.plugins import collect
-from ltx_audio_reference.registry import ConfigFieldRegistry, StrategyRegistry
+from ltx_audio_reference.registry import ConfigFieldRegistry, QuantizationRegistry, StrategyRegistry
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -56,8 +56,23 @@ def _rebuild(config_module: Any) -> None:  # noqa: ANN401
     config_module.LtxTrainerConfig.model_rebuild(force=True)
 
 
+def quantization_field(stock: Any, backends: QuantizationRegistry) -> Any:  # noqa: ANN401 - pydantic FieldInfo
+    """``acceleration.quantization`` widened from ltx-trainer's closed ``Literal`` to every registered backend."""
+    from pydantic import Field  # noqa: PLC0415
+    from pydantic.fields import FieldInfo  # noqa: PLC0415
+
+    names = tuple(backends.names())
+    listing = "; ".join(f"{b.name}: {b.summary}" for b in backends)
+    stock_field = stock.config_fields["acceleration"]["quantization"]
+    return FieldInfo.from_annotated_attribute(
+        Literal[names] | None,  # type: ignore[valid-type]
+        Field(default=stock_field.default, description=f"Weight quantization of the transformer blocks ({listing})"),
+    )
+
+
 def install_config(stock: Any, strategies: StrategyRegistry, pm: pluggy.PluginManager) -> None:  # noqa: ANN401
-    """Rebuild ``LtxTrainerConfig.training_strategy`` over every registered strategy and add plugin config fields.
+    """Rebuild ``LtxTrainerConfig.training_strategy`` over every registered strategy, add plugin config fields, and
+    open ``acceleration.quantization`` to the registered backends.
 
     Args:
         stock: The saved stock objects (:class:`~ltx_audio_reference.bridge.state.Stock`).
@@ -79,6 +94,7 @@ def install_config(stock: Any, strategies: StrategyRegistry, pm: pluggy.PluginMa
                 f"Plugin {entry.plugin!r} adds config field {entry.owner}.{entry.name}, which ltx-trainer already has"
             )
         extra[entry.owner][entry.name] = FieldInfo.from_annotated_attribute(entry.annotation, entry.field)
+    extra["acceleration"]["quantization"] = quantization_field(stock, collect(QuantizationRegistry, pm))
     _set_fields(config_module, stock.config_fields, extra)
 
     members = [*stock.strategy_union_args, *(Annotated[e.config_cls, Tag(e.name)] for e in strategies)]

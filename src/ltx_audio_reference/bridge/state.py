@@ -42,6 +42,7 @@ class Stock:
     save_file: Any
     get_peft_model_state_dict: Any
     get_gpu_memory_gb: Any
+    quantize_model: Any
     is_main_process: bool
     trainer_methods: dict[str, Any]
     apply_audio_conditionings: Any
@@ -82,6 +83,7 @@ def stock() -> Stock:
             save_file=trainer_module.save_file,
             get_peft_model_state_dict=trainer_module.get_peft_model_state_dict,
             get_gpu_memory_gb=trainer_module.get_gpu_memory_gb,
+            quantize_model=trainer_module.quantize_model,
             is_main_process=trainer_module.IS_MAIN_PROCESS,
             trainer_methods={name: trainer_module.LtxvTrainer.__dict__[name] for name in TRAINER_METHODS},
             apply_audio_conditionings=validation_module.ValidationRunner.__dict__["_apply_audio_conditionings"],

@@ -16,7 +16,8 @@ from ltx_audio_reference.bridge.ranks import is_global_main_process
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
 from ltx_audio_reference.data.check import check_strategy_data
 from ltx_audio_reference.errors import ConfigurationError, NonFiniteError
-from ltx_audio_reference.registry import LoraContext, ModelContext, TrainStepContext
+from ltx_audio_reference.plugins import collect
+from ltx_audio_reference.registry import LoraContext, ModelContext, QuantizationRegistry, TrainStepContext
 from ltx_audio_reference.reliability import determinism, guards, preflight
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,30 @@ def install_gpu_memory_probe() -> None:
         return stock_probe(device)
 
     trainer_module.get_gpu_memory_gb = get_gpu_memory_gb
+
+
+def install_quantization(installation: Installation) -> None:
+    """Rebind the ``quantize_model`` that ``ltx_trainer.trainer`` calls to the registered backends.
+
+    Every value of ``acceleration.quantization`` (the stock optimum-quanto ones included) then quantizes through
+    :func:`ltx_audio_reference.quantization.quantize_model`, block by block on the GPU as stock does.
+    """
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+    from ltx_audio_reference.quantization import model as quantization  # noqa: PLC0415
+
+    backends = collect(QuantizationRegistry, installation.pm)
+    stock_quantize = state.stock().quantize_model
+
+    @functools.wraps(stock_quantize)
+    def quantize_model(
+        model: Any,  # noqa: ANN401
+        precision: str,
+        quantize_activations: bool = False,
+        device: Any = None,  # noqa: ANN401
+    ) -> Any:  # noqa: ANN401
+        return quantization.quantize_model(model, precision, quantize_activations, device, backends=backends)
+
+    trainer_module.quantize_model = quantize_model
 
 
 def install_main_process_flag() -> None:

@@ -123,17 +123,18 @@ def build_model(
     return model.train()
 
 
-def quantize_int8(model: nn.Module) -> None:
-    """Quantize the transformer blocks' Linear layers to int8 with optimum-quanto, in place.
+def quantize_blocks(model: nn.Module, backend: str = "int8-quanto") -> None:
+    """Quantize the transformer blocks' Linear layers in place with a registered backend (``int8-quanto``, ``int8``,
+    ``int8-dynamic``, ...).
 
-    Follows the stock trainer's order: quantize, freeze (the weights become ``WeightQBytesTensor``), then the caller
-    freezes the model and adds LoRA. Normalization layers are left alone.
+    Follows the stock trainer's order: quantize and freeze, then the caller freezes the model and adds LoRA.
+    Normalization layers are left alone.
     """
-    from optimum.quanto import freeze, qint8, quantize  # noqa: PLC0415 - optional at import time
+    from ltx_audio_reference.quantization import get_backend  # noqa: PLC0415
 
+    quantizer = get_backend(backend)
     for block in model.transformer_blocks:
-        quantize(block, weights=qint8, exclude=["*norm*"])
-        freeze(block)
+        quantizer.quantize_block(block)
 
 
 def add_audio_lora(model: nn.Module, rank: int = 32, seed: int = 0) -> nn.Module:
@@ -243,5 +244,5 @@ __all__ = [
     "loss_fn",
     "make_batch",
     "model_kwargs",
-    "quantize_int8",
+    "quantize_blocks",
 ]

@@ -1,0 +1,45 @@
+"""Weight quantization: one module per backend, chosen by name from the registered backends.
+
+- :mod:`.base`: what a backend is (:class:`QuantizationBackend`) and which modules every backend quantizes;
+- :mod:`.quanto`: ltx-trainer's own optimum-quanto values (``int8-quanto``, ...), unchanged;
+- :mod:`.int8`: this package's traceable int8 runtime, ``int8`` (W8A16) and ``int8-dynamic`` (W8A8);
+- :mod:`.model`: :func:`quantize_model`, block by block with any backend (the bridge routes the stock trainer's
+  quantization call here);
+- :mod:`.plugin`: registers the built-in backends through the ``register_quantization_backends`` hook, the same hook
+  a plugin uses to add one (``register(MyBackend())``).
+"""
+
+from __future__ import annotations
+
+from ltx_audio_reference.quantization.base import (
+    EXCLUDE_PATTERNS,
+    QuantizationBackend,
+    excluded,
+    quantizable_linears,
+)
+from ltx_audio_reference.quantization.int8 import Int8Backend, Int8Linear
+from ltx_audio_reference.quantization.model import (
+    SKIP_ROOT_MODULES,
+    QuantizationReport,
+    get_backend,
+    quantization_report,
+    quantize_model,
+    registered_backends,
+)
+from ltx_audio_reference.quantization.quanto import QuantoBackend
+
+__all__ = [
+    "EXCLUDE_PATTERNS",
+    "SKIP_ROOT_MODULES",
+    "Int8Backend",
+    "Int8Linear",
+    "QuantizationBackend",
+    "QuantizationReport",
+    "QuantoBackend",
+    "excluded",
+    "get_backend",
+    "quantizable_linears",
+    "quantization_report",
+    "quantize_model",
+    "registered_backends",
+]
