@@ -60,6 +60,20 @@ RUNS.update(
         for name, (quant, settings, cap) in list(RUNS.items())
     }
 )
+# This package's traceable int8 runtime (``int8`` W8A16, ``int8-dynamic`` W8A8), compiled, with and without CUDA graphs.
+for _backend, _tag in (("int8", "int8w"), ("int8-dynamic", "int8d")):
+    for _swap, _settings in (("swap24", {"block_swap_blocks": 24}), ("auto22", RUNS["int8_auto22"][1])):
+        RUNS[f"{_tag}_{_swap}_compiled"] = (_backend, {**_settings, "compile_blocks": True}, 24.0)
+        RUNS[f"{_tag}_{_swap}_graphs"] = (_backend, {**_settings, "compile_blocks": True, "cuda_graphs": True}, 24.0)
+
+
+#: Row columns from the sampled /proc status peaks (GB).
+HOST_COLUMNS = {
+    "host_anon_gb": "RssAnon",
+    "host_shmem_gb": "RssShmem",
+    "host_file_gb": "RssFile",
+    "host_nonreclaimable_gb": "NonReclaimable",
+}
 
 
 def _rss_gb() -> float:
@@ -111,9 +125,13 @@ def _run_sampling_memory(command: list[str], timeout: float) -> tuple[subprocess
             fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
         except OSError:
             break
-        for key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-            if key in fields:
-                peaks[key] = max(peaks.get(key, 0.0), int(fields[key].split()[0]) * 1024 / GB)
+        now = {
+            k: int(fields[k].split()[0]) * 1024 / GB for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem") if k in fields
+        }
+        if "RssAnon" in now and "RssShmem" in now:  # what the kernel cannot drop: anonymous and shared pages
+            now["NonReclaimable"] = now["RssAnon"] + now["RssShmem"]
+        for key, value in now.items():
+            peaks[key] = max(peaks.get(key, 0.0), value)
         time.sleep(0.2)
     proc.wait()
     reader.join()
@@ -147,16 +165,23 @@ def child(args: argparse.Namespace) -> None:
     quantization, settings, cap = RUNS[args.child]
     if cap is not None:
         torch.cuda.set_per_process_memory_fraction(cap * GB / torch.cuda.get_device_properties(0).total_memory)
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
     from ltx_audio_reference import bridge, hookimpl  # noqa: PLC0415
     from ltx_audio_reference.plugins import get_plugin_manager  # noqa: PLC0415
 
+    profile_at = args.warmup + args.steps - 1  # the window between the last two hook calls: one whole step
+
     class Probe:
-        """Times every training step and resets the peak after the warm-up."""
+        """Times every training step, resets the peak after the warm-up, and profiles the kernels of one step."""
 
         def __init__(self) -> None:
             self.times: list[float] = []
             self.engine: Any = None
             self.compiled: Any = None
+            self.profiler: Any = None
+            self.kernel_ms: float | None = None
+            self.kernels: int | None = None
 
         @hookimpl(trylast=True)
         def configure_model(self, context: Any) -> None:  # noqa: ANN401
@@ -169,6 +194,19 @@ def child(args: argparse.Namespace) -> None:
             self.times.append(time.perf_counter())
             if len(self.times) == args.warmup:
                 torch.cuda.reset_peak_memory_stats()
+            if len(self.times) == profile_at:
+                self.profiler = profile(activities=[ProfilerActivity.CUDA])
+                self.profiler.__enter__()
+            elif len(self.times) == profile_at + 1 and self.profiler is not None:
+                self.profiler.__exit__(None, None, None)
+                kernels = [
+                    e
+                    for e in self.profiler.events()
+                    if e.device_type == torch.autograd.DeviceType.CUDA
+                    and not e.name.lower().startswith(("memcpy", "memset"))
+                ]
+                self.kernel_ms = sum(e.device_time_total for e in kernels) / 1e3
+                self.kernels = len(kernels)
 
     probe = Probe()
     pm = get_plugin_manager()
@@ -186,12 +224,27 @@ def child(args: argparse.Namespace) -> None:
     torch.cuda.reset_peak_memory_stats()
     saved, _ = trainer.train(disable_progress_bars=True)
     torch.cuda.synchronize()
-    durations = [b - a for a, b in zip(probe.times, probe.times[1:], strict=False)][args.warmup :]
+    durations = [b - a for a, b in zip(probe.times, probe.times[1:], strict=False)]
+    # Timed: after the warm-up, and not the profiled step.
+    timed = [d for i, d in enumerate(durations) if args.warmup <= i < profile_at - 1]
     engine = probe.engine
+    median = statistics.median(timed) if timed else None
+    from ltx_audio_reference.blockswap.compile import graph_stats  # noqa: PLC0415
+
+    graphs = graph_stats() if settings.get("cuda_graphs") else {"recorded": 0, "rerecords": 0, "skips": 0}
     result = {
         "name": args.child,
         "blocks": BLOCKS,
         "quantization": "int8" if quantization else "bf16",
+        "backend": quantization or "bf16",
+        "graphs": bool(settings.get("cuda_graphs")),
+        "gpu_busy_frac": probe.kernel_ms / 1e3 / median if probe.kernel_ms is not None and median else None,
+        "gpu_busy_ms": probe.kernel_ms,
+        "kernels_per_step": probe.kernels,
+        "rerecords": graphs["rerecords"],
+        "graphs_recorded": graphs["recorded"],
+        "graph_skips": graphs["skips"],
+        "warmup_s": sum(durations[: args.warmup]) - args.warmup * median if median else None,
         "swapped": len(engine.blocks) if engine is not None else 0,
         "swap_setting": settings.get("block_swap", settings.get("block_swap_blocks")),
         "cap_gb": cap,
@@ -203,8 +256,8 @@ def child(args: argparse.Namespace) -> None:
         "steady_reserved_gb": torch.cuda.max_memory_reserved() / GB,
         "host_rss_gb": _rss_gb(),
         "pinned_gb": engine.host_bytes / GB if engine is not None and engine.pin_memory else 0.0,
-        "s_per_step": statistics.median(durations) if durations else None,
-        "steps_timed": len(durations),
+        "s_per_step": median,
+        "steps_timed": len(timed),
         "time_to_first_step_s": probe.times[0] - START if probe.times else None,
         "export": str(saved),
     }
@@ -295,7 +348,10 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
             tail = (proc.stdout + proc.stderr)[-3000:]
             logger.error("%s failed (rc %d):\n%s", " ".join(extra), proc.returncode, tail)
             return {"error": tail.strip().splitlines()[-1] if tail.strip() else f"rc {proc.returncode}"}
-        return {**json.loads(lines[-1].removeprefix("RESULT ")), "host_memory_gb": memory}
+        row = {**json.loads(lines[-1].removeprefix("RESULT ")), "host_memory_gb": memory}
+        for column, key in HOST_COLUMNS.items():
+            row[column] = memory.get(f"peak_{key}")
+        return row
 
     meta: dict[str, Any] = {}
     if not (demo / "tiny_ltx2.safetensors").is_file():
@@ -330,7 +386,7 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
     )
     resident = next((r for r in rows if r.get("name") == "int8_resident" and r.get("s_per_step")), None)
     header = f"{'run':26} {'swap':>4} {'cap':>4} {'startup':>7} {'steady':>7} {'RSS':>6} {'pinned':>6} {'s/step':>7} "
-    lines = [header + f"{'x res':>6} {'first':>6} {'LoRA':>5} fused"]
+    lines = [header + f"{'x res':>6} {'busy%':>5} {'kernels':>7} {'rerec':>5} {'first':>6} {'LoRA':>5} fused"]
     for r in rows:
         ratio = r["s_per_step"] / resident["s_per_step"] if resident and r.get("s_per_step") else None
         r["step_vs_int8_resident"] = ratio
@@ -343,6 +399,8 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
             f"{r['name']:26} {f('swapped', '4d')} {f('cap_gb', '4.0f')} {f('startup_peak_gb', '7.2f')} "
             f"{f('steady_peak_gb', '7.2f')} {f('host_rss_gb', '6.1f')} {f('pinned_gb', '6.1f')} "
             f"{f('s_per_step', '7.3f')} {'-' if ratio is None else format(ratio, '6.2f')} "
+            f"{'-' if r.get('gpu_busy_frac') is None else format(100 * r['gpu_busy_frac'], '5.0f')} "
+            f"{f('kernels_per_step', '7d')} {f('rerecords', '5d')} "
             f"{f('time_to_first_step_s', '6.0f')} {f('lora_tensors', '5d')} {r.get('fused_exactly', '-')} "
             f"{r.get('error', '')}"
         )
