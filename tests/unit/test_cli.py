@@ -64,6 +64,15 @@ def test_strategies_lists_stock_and_registered(fresh_pm: pluggy.PluginManager) -
     assert "plugin audio_reference" in out
 
 
+def test_quantization_lists_every_backend_with_what_the_compiler_sees(fresh_pm: pluggy.PluginManager) -> None:
+    code, out = _invoke("quantization")
+    assert code == 0
+    for name in ("int8-quanto", "int4-quanto", "fp8uz-quanto", "int8", "int8-dynamic"):
+        assert f" {name} " in out
+    assert out.count("opaque") == 5  # the five optimum-quanto values
+    assert "checked for cpu" in out
+
+
 def test_third_party_plugin_strategy_and_command(example_plugin: pluggy.PluginManager) -> None:
     code, out = _invoke("strategies")
     assert code == 0

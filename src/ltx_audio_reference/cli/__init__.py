@@ -178,6 +178,23 @@ def strategies_command() -> None:
     console.print(table)
 
 
+def quantization_command() -> None:
+    """List the values of acceleration.quantization: every registered backend, and whether it can run here."""
+    import torch  # noqa: PLC0415
+
+    from ltx_audio_reference.quantization import registered_backends  # noqa: PLC0415
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    table = Table(title=f"Quantization backends (acceleration.quantization), checked for {device}")
+    for column in ("name", "plugin", "compiler sees the matmul", "here", "what it is"):
+        table.add_column(column)
+    for backend in registered_backends():
+        problem = backend.problem(device)
+        traceable = "yes" if backend.traceable else "no (opaque)"
+        table.add_row(backend.name, backend.plugin, traceable, problem or "ok", backend.summary)
+    console.print(table)
+
+
 def check_command(
     config: ConfigArg,
     strategy: StrategyOpt = None,
@@ -227,6 +244,7 @@ def build_app() -> typer.Typer:
     # Named *_command: the ``check`` and ``demo`` submodules of this package would shadow same-named functions.
     app.command("train")(train_command)
     app.command("strategies")(strategies_command)
+    app.command("quantization")(quantization_command)
     app.command("check")(check_command)
     from ltx_audio_reference.cli.demo import demo_command  # noqa: PLC0415
 

@@ -37,7 +37,7 @@ class QuantoBackend(QuantizationBackend):
             raise ValueError(f"Unknown quanto quantization {name!r}; known: {', '.join(QUANTO_TYPES)}")
         self.name = name
         self.qtype = QUANTO_TYPES[name]
-        self.summary = f"optimum-quanto {self.qtype} weights (ltx-trainer's own; an opaque op to torch.compile)"
+        self.summary = f"optimum-quanto {self.qtype} weights (ltx-trainer's own)"
 
     def problem(self, device: object = None) -> str | None:  # noqa: ARG002
         try:
