@@ -180,7 +180,7 @@ def test_int8_blocks_recomputing_inside_their_graphs_and_swapped_train_like_eage
 
 def _config(**acceleration: object) -> SimpleNamespace:
     return SimpleNamespace(
-        acceleration=SimpleNamespace(compile_blocks=False, cuda_graphs=False, **acceleration),
+        acceleration=SimpleNamespace(**{"compile_blocks": False, "cuda_graphs": False, **acceleration}),
         optimization=SimpleNamespace(gradient_accumulation_steps=1),
         block_swap=None,
         model=SimpleNamespace(model_path=None),

@@ -11,22 +11,52 @@
 
 from __future__ import annotations
 
-from ltx_audio_reference.quantization.base import (
-    EXCLUDE_PATTERNS,
-    QuantizationBackend,
-    excluded,
-    quantizable_linears,
-)
-from ltx_audio_reference.quantization.int8 import Int8Backend, Int8Linear
-from ltx_audio_reference.quantization.model import (
-    SKIP_ROOT_MODULES,
-    QuantizationReport,
-    get_backend,
-    quantization_report,
-    quantize_model,
-    registered_backends,
-)
-from ltx_audio_reference.quantization.quanto import QuantoBackend
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ltx_audio_reference.quantization.base import (
+        EXCLUDE_PATTERNS,
+        QuantizationBackend,
+        excluded,
+        quantizable_linears,
+    )
+    from ltx_audio_reference.quantization.int8 import Int8Backend, Int8Linear
+    from ltx_audio_reference.quantization.model import (
+        SKIP_ROOT_MODULES,
+        QuantizationReport,
+        get_backend,
+        quantization_report,
+        quantize_model,
+        registered_backends,
+    )
+    from ltx_audio_reference.quantization.quanto import QuantoBackend
+
+#: Where each public name lives. Imported on first use: loading the plugin entry point (``ltx-trainer --help``,
+#: ``strategies``) must not import torch.
+_EXPORTS = {
+    "EXCLUDE_PATTERNS": "base",
+    "QuantizationBackend": "base",
+    "excluded": "base",
+    "quantizable_linears": "base",
+    "Int8Backend": "int8",
+    "Int8Linear": "int8",
+    "SKIP_ROOT_MODULES": "model",
+    "QuantizationReport": "model",
+    "get_backend": "model",
+    "quantization_report": "model",
+    "quantize_model": "model",
+    "registered_backends": "model",
+    "QuantoBackend": "quanto",
+}
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - whatever the submodule defines
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "EXCLUDE_PATTERNS",

@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ltx_audio_reference.hookspecs import hookimpl
-from ltx_audio_reference.quantization.int8 import Int8Backend
-from ltx_audio_reference.quantization.quanto import QUANTO_TYPES, QuantoBackend
 
 if TYPE_CHECKING:
     from ltx_audio_reference.registry import QuantizationRegistry
@@ -21,6 +19,10 @@ PLUGIN_NAME = "quantization"
 @hookimpl
 def register_quantization_backends(register: QuantizationRegistry) -> None:
     """``int8-quanto`` ... ``fp8uz-quanto`` (optimum-quanto), then ``int8`` and ``int8-dynamic``."""
+    # Imported here: loading the plugin (``ltx-trainer --help``, ``strategies``) must not import torch.
+    from ltx_audio_reference.quantization.int8 import Int8Backend  # noqa: PLC0415
+    from ltx_audio_reference.quantization.quanto import QUANTO_TYPES, QuantoBackend  # noqa: PLC0415
+
     for name in QUANTO_TYPES:
         register(QuantoBackend(name))
     register(Int8Backend(dynamic=False))
