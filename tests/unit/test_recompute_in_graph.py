@@ -219,3 +219,28 @@ def test_recompute_in_graph_with_swap_under_ddp_trains_like_eager(tmp_path: Path
     expected_losses, expected_grads = eager_run(False)
     assert losses == expected_losses[:2]
     _close([{n.removeprefix("module."): g for n, g in step.items()} for step in grads], expected_grads[:2], 1e-4)
+
+
+def test_a_graph_torch_cannot_record_stops_with_the_fix_or_runs_compiled_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CPU tensors are a real reason for inductor to skip CUDA graphs: strict stops, lenient warns and trains."""
+    from ltx_audio_reference.blockswap.compile import CompileUnavailableError, compile_problem  # noqa: PLC0415
+
+    problem = compile_problem("cpu")
+    if problem is not None:
+        pytest.skip(problem)
+    strict, _ = build()
+    compile_blocks(find_transformer(strict), backend="inductor", cuda_graphs=True)
+    assert recomputes_in_graph(strict)
+    with pytest.raises(CompileUnavailableError, match=r"acceleration\.cuda_graphs: auto"):
+        train(strict, steps=1)
+
+    torch._dynamo.reset()
+    lenient, _ = build()
+    record = compile_blocks(find_transformer(lenient), backend="inductor", cuda_graphs=True, graphs_fallback=True)
+    with caplog.at_level("WARNING"):
+        losses, _ = train(lenient, steps=1)
+    assert record.graphs_failed is not None
+    assert "the blocks run compiled without graphs" in caplog.text
+    assert losses == pytest.approx(eager_run(False)[0][:1], rel=1e-5)

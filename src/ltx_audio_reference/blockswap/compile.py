@@ -185,10 +185,11 @@ def compile_blocks(
     if recompute_in_graph is None:
         recompute_in_graph = cuda_graphs
     graphs_fallback = fallback if graphs_fallback is None else graphs_fallback
-    if cuda_graphs:
-        compile_kwargs.setdefault("mode", "reduce-overhead")
-        if not graphs_fallback:  # a graph that cannot be recorded raises instead of running without one
-            compile_kwargs["options"] = {"triton.cudagraph_or_error": True, **(compile_kwargs.get("options") or {})}
+    if cuda_graphs and "mode" not in compile_kwargs:
+        # mode="reduce-overhead" is options={"triton.cudagraphs": True}; torch.compile takes one or the other. A graph
+        # that cannot be recorded raises (strict) instead of running without one.
+        options = {"triton.cudagraphs": True, "triton.cudagraph_or_error": not graphs_fallback}
+        compile_kwargs["options"] = {**options, **(compile_kwargs.get("options") or {})}
     eager_forward = cls.forward
     compiled = torch.compile(eager_forward, backend=backend, **compile_kwargs)
     record = CompiledBlocks(

@@ -33,7 +33,15 @@ GB = 1e9
 
 # Quantizations whose CUDA form equals the host form (optimum-quanto 8-bit QBytes tensors). int4/int2 weights are
 # repacked for CUDA kernels when they move to the GPU, so streaming their host packing would not match residency.
-SWAPPABLE_QUANTIZATIONS: tuple[str | None, ...] = (None, "int8-quanto", "fp8-quanto", "fp8uz-quanto")
+# int8 and int8-dynamic hold plain int8 and float tensors, the same on both sides.
+SWAPPABLE_QUANTIZATIONS: tuple[str | None, ...] = (
+    None,
+    "int8-quanto",
+    "fp8-quanto",
+    "fp8uz-quanto",
+    "int8",
+    "int8-dynamic",
+)
 
 
 def _check_blocks(value: int) -> int:
