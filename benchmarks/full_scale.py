@@ -80,6 +80,24 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # Linux reports kB
 
 
+def _pinned_h2d_gb_per_s(nbytes: int = 1 << 30) -> float:
+    """This host's pinned host-to-device copy speed (GB/s): the median of 5 copies of 1 GiB."""
+    import torch  # noqa: PLC0415
+
+    host = torch.empty(nbytes, dtype=torch.uint8).pin_memory()
+    device = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    times = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        device.copy_(host, non_blocking=True)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    del host, device
+    return nbytes / statistics.median(times) / GB
+
+
 def write_checkpoint(root: Path, steps: int) -> dict[str, Any]:
     """The full-scale demo folder; returns what writing it cost."""
     import torch  # noqa: PLC0415
@@ -223,6 +241,11 @@ def child(args: argparse.Namespace) -> None:
     startup_reserved = torch.cuda.max_memory_reserved() / GB
     torch.cuda.reset_peak_memory_stats()
     saved, _ = trainer.train(disable_progress_bars=True)
+    loads_per_step = None
+    if probe.engine is not None:
+        # Bytes the engine copied per step, and what that costs at this host's pinned link speed: the bound on a
+        # step whose swapped blocks cannot hide their copies behind compute.
+        loads_per_step = probe.engine.stats.bytes / max(len(probe.times), 1) / GB
     torch.cuda.synchronize()
     durations = [b - a for a, b in zip(probe.times, probe.times[1:], strict=False)]
     # Timed: after the warm-up, and not the profiled step.
@@ -232,6 +255,7 @@ def child(args: argparse.Namespace) -> None:
     from ltx_audio_reference.blockswap.compile import graph_stats  # noqa: PLC0415
 
     graphs = graph_stats() if settings.get("cuda_graphs") else {"recorded": 0, "rerecords": 0, "skips": 0}
+    h2d = _pinned_h2d_gb_per_s()
     result = {
         "name": args.child,
         "blocks": BLOCKS,
@@ -256,6 +280,9 @@ def child(args: argparse.Namespace) -> None:
         "steady_reserved_gb": torch.cuda.max_memory_reserved() / GB,
         "host_rss_gb": _rss_gb(),
         "pinned_gb": engine.host_bytes / GB if engine is not None and engine.pin_memory else 0.0,
+        "swap_gb_per_step": loads_per_step,
+        "h2d_gb_per_s": h2d,
+        "link_s_per_step": loads_per_step / h2d if loads_per_step else None,
         "s_per_step": median,
         "steps_timed": len(timed),
         "time_to_first_step_s": probe.times[0] - START if probe.times else None,
