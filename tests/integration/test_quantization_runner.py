@@ -83,3 +83,38 @@ def test_the_routed_int8_quanto_equals_ltx_trainers_own_quantization() -> None:
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
     """A quanto tensor's dequantized values (its int8 data times its scale), a plain tensor as it is."""
     return tensor.dequantize() if hasattr(tensor, "_data") else tensor
+
+
+def test_a_run_on_int8_resumed_at_step_2_ends_with_the_uninterrupted_runs_lora(tmp_path: Path) -> None:
+    demo = write_demo(tmp_path / "demo", steps=4, num_samples=2).parent
+    exact = {"save_training_state": "full", "precision": "float32", "interval": 2, "keep_last_n": -1}
+
+    def write(name: str, output: Path, **model: object) -> Path:
+        config = yaml.safe_load((demo / "config.yaml").read_text())
+        config["acceleration"]["quantization"] = "int8"
+        config["checkpoints"].update(exact)
+        config["model"].update(model)
+        config["output_dir"] = str(output)
+        path = demo / name
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    straight = run_cli("train", str(write("straight.yaml", tmp_path / "straight")))
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    first = yaml.safe_load((demo / "straight.yaml").read_text())
+    first["optimization"]["steps"] = 2
+    (demo / "first.yaml").write_text(yaml.safe_dump({**first, "output_dir": str(tmp_path / "resumed")}))
+    assert run_cli("train", str(demo / "first.yaml")).returncode == 0
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    resumed = run_cli("train", str(write("resume.yaml", tmp_path / "resumed", load_checkpoint=str(checkpoints))))
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output
+    assert "Resuming training from step 2" in output
+    final = "lora_weights_step_00004.safetensors"
+    with (
+        safe_open(str(tmp_path / "straight" / "checkpoints" / final), "pt") as a,
+        safe_open(str(checkpoints / final), "pt") as b,
+    ):
+        assert set(a.keys()) == set(b.keys())
+        for key in a.keys():  # noqa: SIM118 - safe_open has no __iter__
+            assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key
