@@ -1,6 +1,8 @@
-"""The ``ltx-trainer audio-reference ...`` commands: ``build-dataset``, ``precompute``, ``inspect`` and ``eval``.
+"""The ``ltx-trainer audio-reference ...`` commands: ``build-dataset``, ``preprocess``, ``precompute``, ``inspect`` and
+``eval``.
 
-The ``audio_reference`` plugin adds this group through the ``register_commands`` hook. Every command's rendering
+The CLI adds this group itself (:func:`ltx_audio_reference.cli.build_app`); no library module imports the CLI. Every
+command's rendering
 and progress bars live here; the libraries it drives (:mod:`ltx_audio_reference.data`,
 :mod:`ltx_audio_reference.evaluation`) are imported inside the commands, so building the CLI stays fast and never
 imports torch.
