@@ -68,6 +68,7 @@ def test_every_component_of_the_23_demo_loads_completely_through_the_stock_loade
         video_embeds, audio_embeds = processor.feature_extractor(hidden_states, mask, "left")
         condition = torch.load(demo / "data" / "conditions" / "sample_000.pt", weights_only=True)
         assert video_embeds.shape[-1] == condition["video_prompt_embeds"].shape[-1]
+        assert audio_embeds.shape[-1] == condition["audio_prompt_embeds"].shape[-1]
         assert bool(torch.isfinite(video_embeds).all())
         frames = torch.rand(1, 3, 9, 64, 64) * 2 - 1
         latents = video_encoder(frames)

@@ -142,7 +142,7 @@ def test_eval_without_ffmpeg_on_path_names_the_fix_before_loading_models(tmp_pat
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     text = " ".join(result.stdout.split())
-    assert "FFmpeg is not installed (no ffmpeg program on PATH): apt-get install ffmpeg" in text
+    assert "FFmpeg is not installed (no ffmpeg program on PATH): sudo apt-get install ffmpeg" in text
     assert "torchcodec" not in text  # torchcodec itself loads: only FFmpeg's program is missing
     assert "Traceback" not in result.stdout + result.stderr
     assert not out.exists()
