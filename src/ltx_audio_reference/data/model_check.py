@@ -180,12 +180,12 @@ def missing_weights(
     return [n for n in expected if n not in present], len(expected)
 
 
-def _component_problem(label: str, path: Path, missing: list[str], expected: int) -> str | None:
+def _component_problem(option: str, path: Path, what: str, missing: list[str], expected: int) -> str | None:
     if not missing:
         return None
     count = f"none of the {expected}" if len(missing) == expected else f"{len(missing)} of the {expected}"
     return (
-        f"{label} {path}: incomplete: {count} weights its loader needs are in the file(s) (missing: "
+        f"{option} {path}: {what} is incomplete: {count} weights its loader needs are in the file(s) (missing: "
         f"{_listed(missing)}); ltx-core would leave them on the meta device and preprocessing would fail later. "
         "Re-download or re-export it"
     )
@@ -229,7 +229,7 @@ def _check_text_encoder(pack: PackPaths) -> list[str]:
             )
     except Exception as e:  # any failure to read it is a problem of the user's file, named here
         return [f"--text-encoder-path {path}: cannot be read as a Gemma text encoder ({type(e).__name__}: {e})"]
-    problem = _component_problem("--text-encoder-path", path, missing, expected)
+    problem = _component_problem("--text-encoder-path", path, "the Gemma text encoder", missing, expected)
     problems.extend([problem] if problem else [])
 
     embedding_paths = (str(pack.model_path), text) if _is_safetensors_file(path) else str(pack.model_path)
@@ -263,7 +263,7 @@ def _check_video_vae(pack: PackPaths) -> list[str]:
     if "vae" not in config:
         return [f"{option} {path}: holds no video VAE (its config has {', '.join(sorted(config))})"]
     missing, expected = missing_weights(str(path), VideoEncoderConfigurator, VAE_ENCODER_COMFY_KEYS_FILTER)
-    problem = _component_problem(f"{option} (video VAE encoder)", path, missing, expected)
+    problem = _component_problem(option, path, "the video VAE encoder", missing, expected)
     return [problem] if problem else []
 
 
