@@ -220,3 +220,19 @@ def test_a_video_vae_without_its_encoder_weights_is_named(tmp_path: Path) -> Non
     assert len(problems) == 1
     assert problems[0].startswith(f"--video-vae-path {partial}: the video VAE encoder is incomplete: 1 of the 12")
     assert "conv_out.conv.weight" in problems[0]
+
+
+@pytest.mark.skipif(preprocess.installed_trainer_version() is not None, reason="ltx-trainer is installed here")
+def test_without_ltx_trainer_preprocess_says_how_to_install_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from ltx_audio_reference.cli import build_app  # noqa: PLC0415
+
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text("[]")
+    args = ["--model-path", "m.safetensors", "--text-encoder-path", "g", "--resolution-buckets", "64x64x25"]
+    result = CliRunner().invoke(build_app(), ["audio-reference", "preprocess", str(manifest), *args])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "ltx-trainer is not installed. It is not on PyPI: run bash scripts/setup.sh --trainer" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset.json"]

@@ -519,6 +519,11 @@ def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
             clips, the references, the output folder), each with its fix.
         MissingToolError: FFmpeg or torchcodec missing, each with its install line.
     """
+    if installed_trainer_version() is None:
+        raise PreprocessError(
+            "preprocess runs ltx-trainer's own preprocessing, and ltx-trainer is not installed. It is not on PyPI: run "
+            "bash scripts/setup.sh --trainer (docs/install.md)"
+        )
     # Upstream reads every clip's sound with torchaudio.load, which decodes through torchcodec and FFmpeg.
     require(
         "preprocess (ltx-trainer's process_dataset.py reads each clip's sound through torchaudio and torchcodec)",
@@ -554,9 +559,13 @@ def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
         problems += bucket_problems
     output = settings.output_dir()
     problems += _output_problems(output)
-    if problems:  # clips and references are checked once the cheap problems are fixed
+    if (why := write_problem(manifest.parent)) is not None:
+        problems.append(
+            f"{manifest.parent}: cannot be written ({why}); preprocess puts a temporary copy of the manifest there, "
+            "since upstream names its outputs relative to the manifest's folder. Copy the dataset somewhere writable"
+        )
+    if problems or pack is None:  # clips and references are checked once the cheap problems are fixed
         raise PreprocessError(_listed_problems(f"preprocess cannot start ({len(problems)} problem(s)):", problems))
-    assert pack is not None
 
     clip_problems, _ = check_clips(rows, manifest.parent, settings.video_column, min(b.frames for b in buckets))
     if clip_problems:
