@@ -11,8 +11,9 @@ ltx-core 1.0.0 and 1.2.0. The files it writes follow ltx-trainer 1.2.0's formats
   text feature extractor (``text_embedding_projection.*``) and both text connectors, with the JSON ``config``
   metadata that ltx-core's ``LTXModelConfigurator`` accepts.
 - :func:`write_text_encoder_dir`: a Gemma-3 folder (config, tokenizer and processor files) whose config sizes the
-  feature extractor. It carries no real Gemma weights, so it serves training with validation off, not text
-  encoding.
+  feature extractor. Its ``model.safetensors`` is a placeholder, which serves training with validation off;
+  :func:`~ltx_audio_reference.testing.tiny_assets.write_tiny_gemma_weights` replaces it with real random weights
+  (``ltx-trainer demo`` does), so that prompts encode.
 - :func:`write_synthetic_dataset`: ``conditions/``, ``latents/``, ``audio_latents/`` and
   ``reference_audio_latents/`` ``.pt`` files as ltx-trainer's ``PrecomputedDataset`` reads them.
 """
@@ -300,7 +301,8 @@ def write_text_encoder_dir(path: Path) -> Path:
     (``model_type: gemma3``; ``text_config`` sizes the feature extractor), ``tokenizer.json``,
     ``tokenizer_config.json``, ``processor_config.json`` and at least one ``model*.safetensors``. The tokenizer is
     a real character-level tokenizer built here (Gemma's special tokens, a leading ``<bos>``). ``model.safetensors``
-    is a placeholder without Gemma weights, so the folder cannot encode prompts: keep validation off.
+    is a placeholder without Gemma weights, so the folder cannot encode prompts until
+    :func:`~ltx_audio_reference.testing.tiny_assets.write_tiny_gemma_weights` fills it (``ltx-trainer demo`` does).
 
     Args:
         path: Output folder (created if needed).
