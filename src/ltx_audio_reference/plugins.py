@@ -8,6 +8,7 @@ Environment switches:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -26,6 +27,14 @@ BLOCK_ENV = "LTX_TRAINER_PLUGINS_BLOCK"
 ALLOW_ENV = "LTX_TRAINER_PLUGINS_ALLOW"
 TRACE_ENV = "LTX_TRAINER_PLUGINS_TRACE"
 
+#: The package's own plugins: entry-point name -> module, exactly as ``pyproject.toml`` declares them in the
+#: ``ltx_trainer`` group (a tier-1 test compares the two). Used only where that metadata is missing.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "audio_reference": "ltx_audio_reference.strategies.audio_reference.plugin",
+    "block_swap": "ltx_audio_reference.blockswap.plugin",
+    "ref_gap": "ltx_audio_reference.strategies.audio_reference.ref_gap",
+}
+
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
 
@@ -40,8 +49,9 @@ def _names_from_env(var: str) -> set[str] | None:
 def build_plugin_manager() -> pluggy.PluginManager:
     """Build a fresh manager: load the entry points, honour the allow/block lists, then ``check_pending()``.
 
-    The package's own plugin is an entry point of the same group, so it loads like any third party. When the package
-    runs from a source tree without installed metadata, the built-in plugin is registered directly as a fallback.
+    The package's own plugins are entry points of the same group, so they load like any third party. When the
+    package runs from a source tree without installed metadata, every built-in plugin (:data:`BUILTIN_PLUGINS`) is
+    registered directly instead, honouring the same allow and block lists.
 
     Returns:
         A new plugin manager. Use :func:`get_plugin_manager` for the shared one.
@@ -64,16 +74,17 @@ def build_plugin_manager() -> pluggy.PluginManager:
         pm.register(plugin, name=ep.name)
         logger.debug("Loaded plugin %s from %s", ep.name, ep.value)
 
-    from ltx_audio_reference.strategies.audio_reference import plugin as builtin  # noqa: PLC0415 - no import cycle
-
-    builtin_name = builtin.PLUGIN_NAME
-    if (
-        not pm.is_registered(builtin)
-        and builtin_name not in blocked
-        and (allowed is None or builtin_name in allowed)
-        and not pm.is_blocked(builtin_name)
-    ):
-        pm.register(builtin, name=builtin_name)
+    # Run from a source tree (PYTHONPATH, no installed metadata), the entry points above are missing: register every
+    # built-in plugin directly, so that the host is the same with or without metadata (never 1 of 3).
+    for name, module_name in BUILTIN_PLUGINS.items():
+        if name in blocked or (allowed is not None and name not in allowed) or pm.is_blocked(name):
+            continue
+        if pm.get_plugin(name) is not None:
+            continue
+        module = importlib.import_module(module_name)
+        if not pm.is_registered(module):
+            pm.register(module, name=name)
+            logger.debug("Registered built-in plugin %s without entry-point metadata", name)
 
     if os.environ.get(TRACE_ENV) == "1":
         pm.trace.root.setwriter(lambda msg: logger.debug("%s", msg.rstrip()))

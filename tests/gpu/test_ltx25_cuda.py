@@ -176,7 +176,7 @@ def test_ltx25_pack_trains_through_the_stock_runner_with_block_swap_like_residen
     from ltx_audio_reference.testing.demo import write_demo  # noqa: PLC0415
 
     demo = write_demo(
-        tmp_path / "demo", steps=4, num_samples=2, num_layers=NUM_LAYERS, model="ltx-2.5", gemma_weights=False
+        tmp_path / "demo", steps=4, num_samples=2, num_layers=NUM_LAYERS, model="ltx-2.5", complete=False
     ).parent
     resident = load_file(str(_train_stock(demo, tmp_path / "resident", 0)))
     resident_again = load_file(str(_train_stock(demo, tmp_path / "resident_again", 0)))

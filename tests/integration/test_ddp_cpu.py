@@ -289,11 +289,8 @@ def test_two_process_validation_with_stg_and_fewer_samples_than_ranks_completes(
     default) read ``transformer.num_blocks``, which DDP does not forward (upstream PR #263, issue #301), and a DDP
     forward broadcasts buffers, a collective that a rank without a validation sample never joins. The bridge hands
     validation the module inside DDP, so one sample on two ranks, with STG and modality guidance on, runs through."""
-    from ltx_audio_reference.testing.tiny_assets import add_tiny_decoders, write_tiny_gemma_weights  # noqa: PLC0415
 
     demo = write_demo(tmp_path / "demo", steps=1, num_samples=2).parent
-    add_tiny_decoders(demo / "tiny_ltx2.safetensors")
-    write_tiny_gemma_weights(demo / "text_encoder")
     edits = {
         "optimization.batch_size": 1,
         "validation": {

@@ -21,7 +21,6 @@ from safetensors import safe_open
 
 from ltx_audio_reference.data.audio_io import read_audio
 from ltx_audio_reference.testing.demo import write_demo
-from ltx_audio_reference.testing.tiny_assets import add_tiny_decoders, write_tiny_gemma_weights
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +35,6 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subproc
     root = tmp_path_factory.mktemp("sweep")
     config_path = write_demo(root / "demo", steps=2, num_samples=2)
     demo = config_path.parent
-    add_tiny_decoders(demo / "tiny_ltx2.safetensors")
-    write_tiny_gemma_weights(demo / "text_encoder")
     trained = _cli("train", str(config_path), "--disable-progress-bars")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     lora = demo / "outputs" / "checkpoints" / "lora_weights_step_00002.safetensors"
@@ -145,7 +142,7 @@ def test_eval_without_ffmpeg_on_path_names_the_fix_before_loading_models(tmp_pat
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     text = " ".join(result.stdout.split())
-    assert "FFmpeg is not installed (no ffmpeg program on PATH): apt-get install ffmpeg" in text
+    assert "FFmpeg is not installed (no ffmpeg program on PATH): sudo apt-get install ffmpeg" in text
     assert "torchcodec" not in text  # torchcodec itself loads: only FFmpeg's program is missing
     assert "Traceback" not in result.stdout + result.stderr
     assert not out.exists()

@@ -22,7 +22,6 @@ from ltx_audio_reference.data.audio_io import write_wav
 from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig
 from ltx_audio_reference.strategies.audio_reference.positions import audio_reference_conditioner
 from ltx_audio_reference.testing.demo import write_demo
-from ltx_audio_reference.testing.tiny_assets import add_tiny_decoders, write_tiny_gemma_weights
 from ltx_audio_reference.testing.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.integration
@@ -86,8 +85,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     root = tmp_path_factory.mktemp("guidance")
     demo = write_demo(root / "demo", steps=1, num_samples=2).parent
-    add_tiny_decoders(demo / "tiny_ltx2.safetensors")
-    write_tiny_gemma_weights(demo / "text_encoder")
     time = np.arange(int(16000 * REFERENCE_S)) / 16000
     tone = 0.4 * np.sin(2 * np.pi * 180.0 * time)
     reference = write_wav(root / "tone.wav", np.stack([tone, tone]), 16000)

@@ -56,6 +56,7 @@ def test_ffmpeg_is_found_on_path_and_missing_without_it(no_ffmpeg_path: str, mon
     assert line == f"FFmpeg is not installed (no ffmpeg program on PATH): {FFMPEG_FIX}"
     assert "apt-get install ffmpeg" in line
     assert "conda install -c conda-forge ffmpeg" in line
+    assert "brew install ffmpeg" in line
 
 
 def test_require_lists_every_missing_tool_and_passes_when_none_is() -> None:
@@ -91,7 +92,7 @@ def test_eval_without_ffmpeg_names_the_fix_before_anything_loads(tmp_path: Path,
     code, output = _invoke("eval", str(config), "--arms", "base", "--out", str(out), path=no_ffmpeg_path)
     assert code == 1, output
     assert "eval (ltx-trainer's validation runner decodes the reference tones) needs tools that are missing" in output
-    assert "FFmpeg is not installed (no ffmpeg program on PATH): apt-get install ffmpeg" in output
+    assert "FFmpeg is not installed (no ffmpeg program on PATH): sudo apt-get install ffmpeg" in output
     assert "Traceback" not in output
     assert not out.exists()
 

@@ -1,4 +1,4 @@
-"""Meta-tests: every hook has a docstring, a README entry and a test; the code is ruff-clean."""
+"""Meta-tests: every hook has a docstring, a docs entry and a test; the code is ruff-clean."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def test_hook_has_a_docstring_with_params(hook: str) -> None:
 
 
 @pytest.mark.parametrize("hook", HOOKS)
-def test_hook_is_documented_in_the_readme(hook: str) -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Hooks", 1)[1].split("\n## ", 1)[0]
-    assert f"`{hook}(" in section or f"`{hook}`" in section, f"README's Hooks section does not list {hook}"
+def test_hook_is_documented_in_the_plugin_docs(hook: str) -> None:
+    page = (REPO / "docs" / "plugins.md").read_text()
+    section = page.split("## Hooks", 1)[1].split("\n## ", 1)[0]
+    assert f"`{hook}(" in section or f"`{hook}`" in section, f"docs/plugins.md's Hooks section does not list {hook}"
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -44,11 +44,11 @@ def test_hook_has_a_test(hook: str) -> None:
     assert any(hook in p.read_text() for p in tests), f"no test mentions hook {hook}"
 
 
-def test_ci_runs_the_readme_test_command() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_ci_runs_the_documented_setup_and_test_commands() -> None:
+    development = (REPO / "docs" / "development.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     for command in ("bash scripts/setup.sh", ".venv/bin/python -m pytest"):
-        assert f"\n{command}\n" in readme, f"README lacks the command {command!r} on a line of its own"
+        assert f"\n{command}\n" in development, f"docs/development.md lacks {command!r} on a line of its own"
         assert f"\n{command}\n" in ci, f".ci/run does not run {command!r}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import types
 from importlib import metadata
+from pathlib import Path
 
 import pluggy
 import pytest
@@ -117,3 +118,28 @@ def test_register_commands_adds_to_the_cli(fresh_pm: pluggy.PluginManager) -> No
     result = CliRunner().invoke(build_app(), ["ping"])
     assert result.exit_code == 0
     assert result.output == "pong\n"
+
+
+def test_the_builtin_plugin_table_is_the_pyproject_entry_point_group() -> None:
+    import tomllib  # noqa: PLC0415
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"][plugins.ENTRY_POINT_GROUP] == plugins.BUILTIN_PLUGINS
+
+
+def test_without_entry_point_metadata_every_builtin_plugin_is_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A source tree run by PYTHONPATH has no installed metadata: the group is empty. Before, only audio_reference
+    # was registered then, so the block-swap config keys were refused as unknown and ref_gap never ran.
+    monkeypatch.setattr(plugins.metadata, "entry_points", lambda **_: [])
+    pm = plugins.build_plugin_manager()
+    assert sorted(name for name, _ in pm.list_name_plugin()) == sorted(plugins.BUILTIN_PLUGINS)
+    assert pm.get_plugin("block_swap") is block_swap_hooks
+    fields = {(e.owner, e.name) for e in plugins.collect(ConfigFieldRegistry, pm)}
+    assert ("acceleration", "block_swap_blocks") in fields
+    assert [impl.plugin_name for impl in pm.hook.on_checkpoint.get_hookimpls()] == ["ref_gap"]
+    # The allow and block lists hold for the fallback too.
+    monkeypatch.setenv(plugins.BLOCK_ENV, "ref_gap")
+    monkeypatch.setenv(plugins.ALLOW_ENV, "ref_gap,block_swap")
+    pm = plugins.build_plugin_manager()
+    assert [name for name, plugin in pm.list_name_plugin() if plugin is not None] == ["block_swap"]
+    assert pm.is_blocked("ref_gap")

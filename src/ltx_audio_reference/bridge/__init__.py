@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = (
     "ltx-trainer is not installed. It is not on PyPI: run `bash scripts/setup.sh --trainer` (or install ltx-core "
-    "and ltx-trainer 1.2.0 from the LTX-2 repository, see the README's 'Install the trainer' section)."
+    "and ltx-trainer 1.2.0 from the LTX-2 repository, see docs/install.md)."
 )
 
 _current: Installation | None = None

@@ -1,4 +1,5 @@
-"""The ``ltx-trainer`` command line: train, strategies, check, demo, and commands that plugins contribute.
+"""The ``ltx-trainer`` command line: train, strategies, check, demo, the ``audio-reference`` group, and commands that
+plugins contribute.
 
 Also runs as a module, which is how ``accelerate launch`` starts it::
 
@@ -246,9 +247,12 @@ def build_app() -> typer.Typer:
     app.command("strategies")(strategies_command)
     app.command("quantization")(quantization_command)
     app.command("check")(check_command)
+    from ltx_audio_reference.cli.audio_reference import build_audio_reference_app  # noqa: PLC0415
     from ltx_audio_reference.cli.demo import demo_command  # noqa: PLC0415
 
     app.command("demo")(demo_command)
+    # The CLI adds its own command group; plugins never import the CLI (it imports them, through the bridge).
+    app.add_typer(build_audio_reference_app(), name="audio-reference")
     get_plugin_manager().hook.register_commands(cli=app)
     return app
 

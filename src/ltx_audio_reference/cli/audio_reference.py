@@ -1,6 +1,8 @@
-"""The ``ltx-trainer audio-reference ...`` commands: ``build-dataset``, ``precompute``, ``inspect`` and ``eval``.
+"""The ``ltx-trainer audio-reference ...`` commands: ``build-dataset``, ``preprocess``, ``precompute``, ``inspect`` and
+``eval``.
 
-The ``audio_reference`` plugin adds this group through the ``register_commands`` hook. Every command's rendering
+The CLI adds this group itself (:func:`ltx_audio_reference.cli.build_app`); no library module imports the CLI. Every
+command's rendering
 and progress bars live here; the libraries it drives (:mod:`ltx_audio_reference.data`,
 :mod:`ltx_audio_reference.evaluation`) are imported inside the commands, so building the CLI stays fast and never
 imports torch.
@@ -138,6 +140,161 @@ def precompute(
             f"e.g. {result.unpaired[0]}",
             highlight=False,
         )
+
+
+def _verdict(output: Path, model_path: Path) -> int:
+    """``check``'s data verdict on a preprocessed folder for the audio_reference strategy; the problem count."""
+    from ltx_audio_reference.data.check import check_strategy_data  # noqa: PLC0415
+    from ltx_audio_reference.plugins import collect_strategies  # noqa: PLC0415
+
+    strategy = collect_strategies().get("audio_reference").config_cls()
+    report = check_strategy_data(output, strategy, batch_size=1, model_path=model_path)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    for problem in report.problems:
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if report.problems:
+        console.print(f"[red]check: {len(report.problems)} problem(s) in {output}[/red]", highlight=False)
+    else:
+        folders = ", ".join(f"{name}/" for name in strategy.get_data_sources())
+        console.print(f"[green]check: OK[/green]: {report.samples} samples in {output} ({folders})", highlight=False)
+    return len(report.problems)
+
+
+def preprocess_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="A .csv/.json/.jsonl manifest with video, caption and reference_audio columns (build-dataset's "
+            "dataset.json); paths relative to its folder.",
+            show_default=False,
+        ),
+    ],
+    model_path: Annotated[
+        Path, typer.Option("--model-path", help="The LTX-2 checkpoint, or a split pack's transformer file.")
+    ],
+    text_encoder_path: Annotated[
+        Path,
+        typer.Option("--text-encoder-path", help="The Gemma folder, or a split pack's packed text-encoder file."),
+    ],
+    resolution_buckets: Annotated[
+        str,
+        typer.Option(
+            "--resolution-buckets",
+            help="WIDTHxHEIGHTxFRAMES, several joined by ';' (e.g. 768x512x121): upstream's buckets. Width and "
+            "height are multiples of 32, frames a multiple of 8 plus 1.",
+        ),
+    ],
+    video_vae_path: Annotated[
+        Path | None, typer.Option("--video-vae-path", help="A split pack's video VAE file (LTX-2.5).")
+    ] = None,
+    audio_vae_path: Annotated[
+        Path | None, typer.Option("--audio-vae-path", help="A split pack's audio VAE file (LTX-2.5).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Preprocessed dataset root. Default: .precomputed next to the manifest."),
+    ] = None,
+    ltx2: Annotated[
+        Path | None,
+        typer.Option(
+            "--ltx2",
+            help="An LTX-2 checkout at the installed ltx-trainer's tag, for its scripts/process_dataset.py. Default: "
+            "$LTX2_CHECKOUT, the folder ltx-trainer was installed from, or .venv/src/LTX-2 (setup.sh --trainer).",
+        ),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="Torch device (default: cuda if available, else cpu).")] = None,
+    reference_column: Annotated[str, typer.Option(help="Manifest column with the reference audio.")] = (
+        "reference_audio"
+    ),
+    video_column: Annotated[str, typer.Option(help="Manifest column with the clips.")] = "video",
+    caption_column: Annotated[str, typer.Option(help="Manifest column with the captions.")] = "caption",
+    front_end: Annotated[
+        str, typer.Option(help="Mel front end of the reference step: auto, ltx-core or torch.")
+    ] = "auto",
+    overwrite: Annotated[
+        bool, typer.Option(help="Redo everything (deletes the output's four data folders first).")
+    ] = False,
+) -> None:
+    """Clips to latents: ltx-trainer's own preprocessing, then the reference latents, then check's verdict.
+
+    Runs upstream's process_dataset.py (captions -> conditions/, video -> latents/, each clip's sound ->
+    audio_latents/), then encodes the reference column into reference_audio_latents/. Every input is checked before
+    anything loads or is written; finished files are kept, so an interrupted run resumes when rerun.
+    """
+    from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
+    from ltx_audio_reference.data.preprocess import (  # noqa: PLC0415
+        PreprocessError,
+        PreprocessSettings,
+        plan_preprocess,
+        run_references,
+        run_upstream,
+    )
+
+    if front_end not in ("auto", "ltx-core", "torch"):
+        raise typer.BadParameter("choose auto, ltx-core or torch", param_hint="--front-end")
+    if device is None:
+        import torch  # noqa: PLC0415
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    settings = PreprocessSettings(
+        manifest=manifest,
+        model_path=model_path,
+        text_encoder_path=text_encoder_path,
+        resolution_buckets=resolution_buckets,
+        video_vae_path=video_vae_path,
+        audio_vae_path=audio_vae_path,
+        output=output,
+        ltx2=ltx2,
+        device=device,
+        reference_column=reference_column,
+        video_column=video_column,
+        caption_column=caption_column,
+        front_end=front_end,
+        overwrite=overwrite,
+    )
+    try:
+        with console.status("Checking the manifest, every clip and reference, and the model files..."):
+            plan = plan_preprocess(settings)
+        buckets = ";".join(f"{b.width}x{b.height}x{b.frames}" for b in plan.buckets)
+        console.print(
+            f"{len(plan.rows)} clips, buckets {buckets}, on {device}; ltx-trainer {plan.checkout.version}'s scripts "
+            f"in {plan.checkout.root} ({plan.checkout.found_by}) -> {plan.output}"
+            + (" (resuming: finished files are kept)" if plan.resumed else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+        console.print(
+            "[bold]Step 1/3[/bold]: captions -> conditions/, video -> latents/, each clip's sound -> audio_latents/ "
+            "(ltx-trainer's process_dataset.py)",
+            highlight=False,
+        )
+        seconds = run_upstream(plan)
+        console.print(f"Upstream preprocessing done in {seconds:.0f} s", highlight=False)
+        console.print("[bold]Step 2/3[/bold]: reference audio -> reference_audio_latents/", highlight=False)
+        with progress_bar("Encoding reference audio") as update:
+            references = run_references(plan, progress=update)
+    except MissingToolError as e:
+        raise _fail(f"error: {e}", code=2) from e
+    except PreprocessError as e:
+        raise _fail(f"error: {e}") from e
+    except KeyboardInterrupt as e:
+        console.print("Interrupted. Every finished file is kept; rerun the same command to resume.", style="yellow")
+        raise typer.Exit(130) from e
+    console.print(
+        f"Reference latents: {len(references.encoded)} encoded, {len(references.skipped)} already done",
+        highlight=False,
+    )
+    console.print("[bold]Step 3/3[/bold]: check", highlight=False)
+    if _verdict(plan.output, plan.pack.model_path):
+        raise typer.Exit(1)
+    console.print(
+        f"Next: set data.preprocessed_data_root: {plan.output} in your training config, then\n"
+        "  ltx-trainer check CONFIG && ltx-trainer train CONFIG",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def build_dataset(
@@ -495,6 +652,7 @@ def build_audio_reference_app() -> typer.Typer:
         no_args_is_help=True,
     )
     app.command("build-dataset")(build_dataset)
+    app.command("preprocess")(preprocess_command)
     app.command("precompute")(precompute)
     app.command("inspect")(inspect_command)
     app.command("eval")(eval_command)

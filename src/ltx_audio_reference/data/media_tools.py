@@ -21,7 +21,7 @@ import shutil
 
 logger = logging.getLogger(__name__)
 
-FFMPEG_FIX = "apt-get install ffmpeg (or conda install -c conda-forge ffmpeg)"
+FFMPEG_FIX = "sudo apt-get install ffmpeg (or conda install -c conda-forge ffmpeg; macOS: brew install ffmpeg)"
 TORCHCODEC_FIX = "pip install 'torchcodec>=0.8.1,<1.0.0' (the release built for your torch, as ltx-trainer pins it)"
 PYAV_FIX = "pip install av (or pip install 'ltx-audio-reference[recipes]')"
 

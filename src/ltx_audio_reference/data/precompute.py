@@ -88,7 +88,13 @@ def _relative_to(path: Path, root: Path) -> Path:
         return Path(*path.parts[1:]) if path.is_absolute() else path
 
 
-def _read_manifest_rows(manifest: Path) -> list[dict[str, Any]]:
+def read_manifest_rows(manifest: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV, JSON (a list of objects) or JSONL manifest.
+
+    Raises:
+        PrecomputeError: For a JSON file that is not a list.
+        ValueError: For a JSON or JSONL file that does not parse (``json.JSONDecodeError``).
+    """
     suffix = manifest.suffix.lower()
     if suffix == ".csv":
         with manifest.open(newline="", encoding="utf-8") as f:
@@ -130,7 +136,7 @@ def find_references(
         )
     root = source.parent
     items = []
-    for index, row in enumerate(_read_manifest_rows(source)):
+    for index, row in enumerate(read_manifest_rows(source)):
         reference = str(row.get(reference_column) or "").strip()
         if not reference:
             raise PrecomputeError(
@@ -182,11 +188,12 @@ class AudioVaeFile:
     n_fft: int
 
 
-def check_audio_vae_file(model_path: Path) -> AudioVaeFile:
+def check_audio_vae_file(model_path: Path, option: str = "--model-path") -> AudioVaeFile:
     """Check, from the safetensors header alone, that a checkpoint holds a complete audio VAE encoder.
 
     Args:
         model_path: A full LTX-2 checkpoint, or the audio VAE file of a split pack.
+        option: The command-line option that named the file, for the messages.
 
     Returns:
         The file and its encoder's sample rate and FFT size.
@@ -200,7 +207,7 @@ def check_audio_vae_file(model_path: Path) -> AudioVaeFile:
 
     path = Path(model_path)
     if not path.is_file():
-        raise PrecomputeError(f"{path}: no such checkpoint file (--model-path)")
+        raise PrecomputeError(f"{path}: no such checkpoint file ({option})")
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
@@ -214,18 +221,18 @@ def check_audio_vae_file(model_path: Path) -> AudioVaeFile:
     if not isinstance(config, dict):
         raise PrecomputeError(
             f"{path}: no 'config' metadata, so not an LTX-2 checkpoint: pass a full LTX-2 checkpoint or a split "
-            "pack's audio VAE file to --model-path"
+            f"pack's audio VAE file to {option}"
         )
     sections = sorted(config)
     if "audio_vae" not in config:
         if "transformer" in config and not _COMPONENT_SECTIONS & set(config):
             raise PrecomputeError(
                 f"{path} is the transformer file of a split checkpoint pack and holds no audio VAE: pass the "
-                "pack's audio VAE file (what a training config's model.audio_vae_path names) to --model-path"
+                f"pack's audio VAE file (what a training config's model.audio_vae_path names) to {option}"
             )
         raise PrecomputeError(
             f"no audio VAE in this file: {path} (its config has {', '.join(sections) or 'no sections'}): pass a "
-            "full LTX-2 checkpoint or a split pack's audio VAE file to --model-path"
+            f"full LTX-2 checkpoint or a split pack's audio VAE file to {option}"
         )
     encoder = build_meta_audio_encoder(config)
     key_filter = import_audio_vae().AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER
@@ -353,7 +360,81 @@ def _check_references(items: list[ReferenceItem], encoder_rate: int, n_fft: int,
         )
 
 
-def precompute_reference_latents(  # noqa: PLR0912, PLR0913
+@dataclass
+class ReferencePlan:
+    """What a precompute run will do, checked before anything loads or is written (:func:`plan_reference_latents`)."""
+
+    items: list[ReferenceItem]
+    todo: list[ReferenceItem]
+    skipped: list[Path]
+    output_dir: Path
+
+
+def plan_reference_latents(
+    source: Path,
+    output_root: Path,
+    *,
+    model_path: Path | None = None,
+    encoder: torch.nn.Module | None = None,
+    max_duration: float | None = None,
+    overwrite: bool = False,
+    reference_column: str = "reference_audio",
+    media_column: str = "video",
+    model_option: str = "--model-path",
+) -> ReferencePlan:
+    """List the references to encode and check everything that could stop the encoding, loading and writing nothing.
+
+    Checks the checkpoint's audio VAE encoder (from its header), PyAV where a reference needs it, and every reference
+    still to encode (readable, long enough). Files whose latents exist are skipped unless ``overwrite``.
+
+    Args:
+        source: A folder of audio files or a manifest (see :func:`find_references`).
+        output_root: The preprocessed dataset root.
+        model_path: Checkpoint holding the audio VAE; needed unless ``encoder`` is given or nothing is left to do.
+        encoder: An already-loaded ``AudioEncoder``.
+        max_duration: Trim each reference to at most this many seconds.
+        overwrite: Re-encode files that already exist.
+        reference_column: Manifest column with the reference audio.
+        media_column: Manifest column naming each sample.
+        model_option: The command-line option that names ``model_path``, for messages.
+
+    Returns:
+        The items, those still to encode and those skipped.
+
+    Raises:
+        PrecomputeError: Naming every unreadable or too-short file, a bad source, no model, or a checkpoint without
+            a complete audio VAE encoder.
+        MissingToolError: If some reference needs PyAV and it is not installed.
+    """
+    items = find_references(source, reference_column=reference_column, media_column=media_column)
+    out_dir = Path(output_root) / REFERENCE_DIR
+    if max_duration is not None and max_duration <= 0:
+        raise PrecomputeError(f"max_duration must be positive, got {max_duration}")
+    todo, skipped = [], []
+    for item in items:
+        if (out_dir / item.relative).is_file() and not overwrite:
+            skipped.append(item.relative)
+        else:
+            todo.append(item)
+    if todo:
+        if encoder is not None:
+            sample_rate, n_fft = int(encoder.sample_rate), int(encoder.n_fft)
+        elif model_path is None:
+            raise PrecomputeError(f"precompute needs a model checkpoint ({model_option}) holding the audio VAE")
+        else:
+            checked = check_audio_vae_file(model_path, model_option)
+            sample_rate, n_fft = checked.sample_rate, checked.n_fft
+        pyav_files = [item.audio_path for item in todo if needs_pyav(item.audio_path)]
+        if pyav_files:
+            require(
+                f"precompute ({len(pyav_files)} reference(s) such as {pyav_files[0]} are not WAV, FLAC or OGG)",
+                missing_pyav(),
+            )
+        _check_references(todo, sample_rate, n_fft, max_duration)
+    return ReferencePlan(items=items, todo=todo, skipped=skipped, output_dir=out_dir)
+
+
+def precompute_reference_latents(  # noqa: PLR0913
     source: Path,
     output_root: Path,
     *,
@@ -366,6 +447,7 @@ def precompute_reference_latents(  # noqa: PLR0912, PLR0913
     reference_column: str = "reference_audio",
     media_column: str = "video",
     progress: Callable[[int, int], None] | None = None,
+    model_option: str = "--model-path",
 ) -> PrecomputeResult:
     """Encode every reference of ``source`` into ``output_root/reference_audio_latents/``.
 
@@ -384,6 +466,7 @@ def precompute_reference_latents(  # noqa: PLR0912, PLR0913
         media_column: Manifest column naming each sample.
         progress: Called as ``progress(done, total)`` before the first file and after each one (the CLI draws its
             progress bar from it).
+        model_option: The command-line option that names ``model_path``, for messages.
 
     Returns:
         The encoded, skipped and unpaired relative paths.
@@ -393,37 +476,23 @@ def precompute_reference_latents(  # noqa: PLR0912, PLR0913
             source, no model, or a checkpoint without a complete audio VAE encoder.
         MissingToolError: If some reference needs PyAV and it is not installed.
     """
-    items = find_references(source, reference_column=reference_column, media_column=media_column)
-    out_dir = Path(output_root) / REFERENCE_DIR
-    result = PrecomputeResult(output_dir=out_dir)
+    # Everything that can fail is checked before the model loads and before the first file is written.
+    plan = plan_reference_latents(
+        source,
+        output_root,
+        model_path=model_path,
+        encoder=encoder,
+        max_duration=max_duration,
+        overwrite=overwrite,
+        reference_column=reference_column,
+        media_column=media_column,
+        model_option=model_option,
+    )
+    items, todo, out_dir = plan.items, plan.todo, plan.output_dir
+    result = PrecomputeResult(output_dir=out_dir, skipped=list(plan.skipped))
     if not items:
         logger.warning("No reference audio found in %s", source)
         return result
-    if max_duration is not None and max_duration <= 0:
-        raise PrecomputeError(f"max_duration must be positive, got {max_duration}")
-
-    todo = []
-    for item in items:
-        if (out_dir / item.relative).is_file() and not overwrite:
-            result.skipped.append(item.relative)
-        else:
-            todo.append(item)
-    if todo:
-        # Everything that can fail is checked before the model loads and before the first file is written.
-        if encoder is not None:
-            sample_rate, n_fft = int(encoder.sample_rate), int(encoder.n_fft)
-        elif model_path is None:
-            raise PrecomputeError("precompute needs a model checkpoint (--model-path) holding the audio VAE")
-        else:
-            checked = check_audio_vae_file(model_path)
-            sample_rate, n_fft = checked.sample_rate, checked.n_fft
-        pyav_files = [item.audio_path for item in todo if needs_pyav(item.audio_path)]
-        if pyav_files:
-            require(
-                f"precompute ({len(pyav_files)} reference(s) such as {pyav_files[0]} are not WAV, FLAC or OGG)",
-                missing_pyav(),
-            )
-        _check_references(todo, sample_rate, n_fft, max_duration)
 
     if progress is not None:
         progress(len(result.skipped), len(items))

@@ -1,12 +1,19 @@
-"""A tiny, complete training setup that runs on a laptop CPU in under a minute (``ltx-trainer demo DIR``).
+"""A tiny, complete model pack and training setup that runs on a laptop CPU in under a minute (``ltx-trainer demo``).
 
-It writes a random 2-block audio+video model, a synthetic preprocessed dataset with an audio reference per sample,
-and ``DIR/config.yaml`` for the ``audio_reference`` strategy. The model is one of:
+It writes a random 2-block audio+video model with every component a real pack has, a synthetic preprocessed dataset
+with an audio reference per sample, and ``DIR/config.yaml`` for the ``audio_reference`` strategy. The model is one
+of:
 
-- ``ltx-2.3`` (the default): a monolithic checkpoint ``DIR/tiny_ltx2.safetensors`` and a minimal Gemma-3
-  text-encoder folder ``DIR/text_encoder`` (:mod:`.tiny_model`);
-- ``ltx-2.5``: a split pack, ``DIR/diffusion_models/``, ``DIR/text_encoders/`` (a packed Gemma-4) and ``DIR/vae/``
-  (video and audio VAE), and data with 2.5's prompt-embedding widths (:mod:`.tiny_ltx25`; needs ltx-core 1.2.0).
+- ``ltx-2.3`` (the default): a monolithic checkpoint ``DIR/tiny_ltx2.safetensors`` (transformer, text connectors,
+  audio VAE, vocoder and video VAE, :mod:`.tiny_model` and :mod:`.tiny_assets`) and a Gemma-3 text-encoder folder
+  ``DIR/text_encoder`` with random weights;
+- ``ltx-2.5``: a split pack, ``DIR/diffusion_models/``, ``DIR/text_encoders/`` (a packed Gemma-4 with weights) and
+  ``DIR/vae/`` (video and audio VAE), and data with 2.5's prompt-embedding widths (:mod:`.tiny_ltx25`; needs
+  ltx-core 1.2.0).
+
+Every component loads completely through ltx-trainer's and ltx-core's own loaders (nothing is left on the meta
+device), so upstream's preprocessing (``ltx-trainer audio-reference preprocess``), training, validation and
+``audio-reference eval`` all run over the pack on a CPU. The pack is a few MB.
 """
 
 from __future__ import annotations
@@ -127,7 +134,7 @@ def write_demo(
     num_layers: int = 2,
     width: Literal["tiny", "full"] = "tiny",
     model: DemoModel = "ltx-2.3",
-    gemma_weights: bool = True,
+    complete: bool = True,
     dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
 ) -> Path:
@@ -145,8 +152,10 @@ def write_demo(
             (:data:`FULL_WIDTH_DATA`), for GPU tests and benchmarks. The Gemma side stays tiny either way.
         model: ``"ltx-2.3"`` (a monolithic checkpoint and a Gemma-3 folder) or ``"ltx-2.5"`` (a split pack with a
             packed Gemma-4 text encoder, :func:`~.tiny_ltx25.write_tiny_ltx25_pack`).
-        gemma_weights: ``ltx-2.5`` only: ``False`` leaves the Gemma-4 weights out of the text encoder, which still
-            serves training with validation off and needs only transformers' Gemma-4 *config* (GPU tests use it).
+        complete: ``True`` (the default) writes every component: Gemma weights in the text encoder and, for
+            ``ltx-2.3``, the VAEs and vocoder in the checkpoint (``ltx-2.5``'s VAE files are always written).
+            ``False`` leaves those out: the pack then serves training with validation off only, and ``ltx-2.5``
+            needs only transformers' Gemma-4 *config* (GPU tests use it).
         dtype: ``ltx-2.3`` only: stored dtype of the checkpoint (float32 by default; bf16 halves a full-scale file).
         device: ``ltx-2.3`` only: where the checkpoint's values are drawn (``"cuda"`` writes a 48-block full-width
             file in about a minute, one tensor at a time).
@@ -174,7 +183,7 @@ def write_demo(
     data = {"num_samples": num_samples, "seed": seed, **(FULL_WIDTH_DATA if full else {})}
     if model == "ltx-2.5":
         pack = tiny_ltx25.write_tiny_ltx25_pack(
-            root, num_layers=num_layers, seed=seed, width=width, gemma_weights=gemma_weights
+            root, num_layers=num_layers, seed=seed, width=width, gemma_weights=complete
         )
         tiny_ltx25.write_ltx25_dataset(root / "data", num_layers=num_layers, width=width, **data)
         model_section = _SPLIT_PACK_MODEL_SECTION.format(pack=pack)
@@ -184,15 +193,23 @@ def write_demo(
 
         overrides = tiny_model.FULL_WIDTH_OVERRIDES if full else None
         precision = {} if dtype is None else {"dtype": dtype}
+        components = None
+        if complete:
+            from ltx_audio_reference.testing import tiny_assets  # noqa: PLC0415
+
+            components = tiny_assets.tiny_vae_tensors(seed)
         tiny_model.write_tiny_checkpoint(
             root / "tiny_ltx2.safetensors",
             num_layers=num_layers,
             overrides=overrides,
             seed=seed,
             device=device,
+            components=components,
             **precision,
         )
         tiny_model.write_text_encoder_dir(root / "text_encoder")
+        if complete:
+            tiny_assets.write_tiny_gemma_weights(root / "text_encoder", seed=seed)
         tiny_model.write_synthetic_dataset(root / "data", **data)
         model_section = _MONOLITH_MODEL_SECTION.format(root=root)
         title = f"{num_layers}-block LTX-2 model"

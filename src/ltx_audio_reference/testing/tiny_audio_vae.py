@@ -2,9 +2,11 @@
 
 The encoder keeps the real model's interface: 16 kHz stereo in, 64 mel bins, hop 160, ``n_fft`` 1024, two causal
 time/frequency downsamplings and 8 latent channels, so latents are ``[8, T, 16]`` with one step per 0.04 s, exactly
-as ltx-trainer writes ``audio_latents/``. Only the width is cut: one residual block per level, no attention, and
-the same 128 channels on every level. (128 is fixed: the per-channel statistics have ``ch`` entries and normalise the
-patchified ``8 * 16`` latent features.) It encodes a second of audio on CPU in well under a second.
+as ltx-trainer writes ``audio_latents/``. Only the depth and width are cut: no residual block between the
+downsamplings (the decoder then gets one per level), no attention, and the same 128 channels on every level. (128 is
+fixed: the per-channel statistics have ``ch`` entries and normalise the patchified ``8 * 16`` latent features.) It
+encodes a second of audio on CPU in well under a second, and its weights are bfloat16 numbers (a file stores them in
+bf16 without loss).
 
 Works with ltx-core 1.0.0 and 1.2.0, with or without torchaudio (see :mod:`ltx_audio_reference.data.mel`).
 """
@@ -33,7 +35,7 @@ TINY_AUDIO_VAE_CONFIG: dict[str, Any] = {
             "ddconfig": {
                 "ch": 128,
                 "ch_mult": [1, 1, 1],
-                "num_res_blocks": 1,
+                "num_res_blocks": 0,
                 "attn_resolutions": [],
                 "resolution": 256,
                 "z_channels": 8,
@@ -69,6 +71,7 @@ def build_tiny_audio_encoder(seed: int = 0) -> torch.nn.Module:
 
     Weights are ``N(0, 1/fan_in)`` (activations stay of order one), biases ``N(0, 0.02^2)``. The per-channel latent
     statistics get means ``N(0, 0.1^2)`` and standard deviations ``0.5 + U(0, 1)``, so normalisation is exercised.
+    Every value is rounded to bfloat16.
 
     Args:
         seed: Weight seed; the same seed gives the same weights on any machine.
@@ -96,7 +99,7 @@ def _init_tensors(encoder: torch.nn.Module, seed: int) -> None:
             value = torch.randn(tensor.shape, generator=generator) / fan_in**0.5
         else:
             value = 0.02 * torch.randn(tensor.shape, generator=generator)
-        tensor.copy_(value.to(tensor.dtype))
+        tensor.copy_(value.to(torch.bfloat16).to(tensor.dtype))
 
 
 def write_tiny_audio_vae_checkpoint(path: Path, seed: int = 0) -> Path:

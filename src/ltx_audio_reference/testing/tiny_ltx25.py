@@ -14,7 +14,8 @@ ltx-trainer's loaders read along the code paths they take for the published file
 - the **text encoder**: a tiny Gemma-4 (``gemma4_unified``: text, vision and audio towers) with LTX's
   ``text_embedding_projection`` (the V2 feature extractor), its tokenizer and processor sidecars, packed by
   ltx-core's own packer (``build_text_encoder_tensors_from_gemma_root``) into the ComfyUI-flat layout;
-- the **video VAE**: a convolutional encoder and decoder with the default 32 x 32 x 8 compression (bare keys);
+- the **video VAE**: the kit's space-to-depth encoder and convolutional decoder with the default 32 x 32 x 8
+  compression (bare keys);
 - the **audio VAE**: the tiny audio VAE encoder and decoder (:mod:`.tiny_audio_vae`, :mod:`.tiny_assets`) and a
   vocoder, by default LTX-2.3/2.5's BigVGAN-v2 vocoder with bandwidth extension to 48 kHz (``"bwe"``), or the plain
   HiFi-GAN one (``"plain"``), which decodes on CPU inside the trainer (the BWE one cannot: ltx-trainer loads it in
@@ -101,20 +102,14 @@ LTX25_MODEL_KWARGS: dict[str, Any] = {
 
 
 def _video_vae_config() -> dict[str, Any]:
-    """The video VAE's ``config.vae``: the kit's tiny convolutional decoder plus its encoder.
+    """The video VAE's ``config.vae``: the kit's tiny encoder and convolutional decoder (32 x 32 x 8).
 
-    Three ``compress_all`` blocks after the x4 patch give 32 x 32 x 8. ``CausalVideoAutoencoder`` selects the
-    convolutional decoder; the published default 2.5 VAE has a diffusion decoder, whose kernels need a GPU.
+    ``CausalVideoAutoencoder`` selects the convolutional decoder; the published default 2.5 VAE has a diffusion
+    decoder, whose kernels need a GPU.
     """
     from ltx_audio_reference.testing.tiny_assets import TINY_VIDEO_VAE_CONFIG  # noqa: PLC0415
 
-    return {
-        **copy.deepcopy(TINY_VIDEO_VAE_CONFIG),
-        "in_channels": 3,
-        "encoder_blocks": [["compress_all", {}]] * 3,
-        "latent_log_var": "uniform",
-        "encoder_spatial_padding_mode": "zeros",
-    }
+    return copy.deepcopy(TINY_VIDEO_VAE_CONFIG)
 
 
 #: LTX-2.3/2.5's vocoder format at tiny widths: BigVGAN v2 to 16 kHz, then bandwidth extension to 48 kHz.
@@ -144,7 +139,7 @@ TINY_BWE_VOCODER_CONFIG: dict[str, Any] = {
         "use_bias_at_final": False,
         "input_sampling_rate": 16000,
         "output_sampling_rate": 48000,
-        "n_fft": 512,
+        "n_fft": 256,
         "hop_length": 80,
         "num_mels": 64,
     },
@@ -526,7 +521,7 @@ def write_tiny_gemma4_text_encoder(
 
 
 def write_tiny_ltx25_video_vae(path: Path, seed: int = 0) -> Path:
-    """Write the pack's video VAE: encoder, decoder and their shared latent statistics, bare keys, float32.
+    """Write the pack's video VAE: encoder, decoder and their shared latent statistics, bare keys, bf16 (lossless).
 
     Keys are ``encoder.*``, ``decoder.*`` and ``per_channel_statistics.*`` (the standalone-file layout; ltx-core also
     reads the monolith's ``vae.`` prefix); the metadata has ``config`` = ``{"vae": ...}`` and ``model_version``
@@ -535,7 +530,7 @@ def write_tiny_ltx25_video_vae(path: Path, seed: int = 0) -> Path:
     Returns:
         ``path``.
     """
-    from ltx_audio_reference.testing.tiny_assets import _build, _init_random, _prefixed  # noqa: PLC0415
+    from ltx_audio_reference.testing.tiny_assets import _build, _init_random, _prefixed, compact  # noqa: PLC0415
     from ltx_core.model.video_vae import VideoDecoderConfigurator, VideoEncoderConfigurator  # noqa: PLC0415
 
     config = {"vae": _video_vae_config()}
@@ -545,7 +540,7 @@ def write_tiny_ltx25_video_vae(path: Path, seed: int = 0) -> Path:
         _init_random(module, f"vae.{part}.", seed)  # statistics: mean 0, std 1, the same in both halves
         tensors.update(_prefixed(module, f"{part}.", "per_channel_statistics."))
     metadata = {"format": "pt", "model_version": MODEL_VERSION, "config": json.dumps(config)}
-    _save_safetensors(Path(path), tensors, metadata)
+    _save_safetensors(Path(path), compact(tensors), metadata)
     logger.info("Wrote tiny LTX-2.5 video VAE (%d tensors) to %s", len(tensors), path)
     return Path(path)
 
@@ -581,12 +576,17 @@ def build_tiny_bwe_vocoder(seed: int = 0) -> torch.nn.Module:
         {"config": {"vocoder": copy.deepcopy(TINY_BWE_VOCODER_CONFIG)}}
     )
     tiny_model._init_parameters(vocoder, prefix="vocoder.", seed=seed)
+    with torch.no_grad():
+        for parameter in vocoder.parameters():  # bf16 numbers: stored in bf16 without loss (tiny_assets.compact)
+            parameter.copy_(parameter.to(torch.bfloat16).to(parameter.dtype))
     _fill_mel_stft(vocoder.mel_stft, TINY_BWE_VOCODER_CONFIG["bwe"])
     return vocoder.eval()
 
 
 def write_tiny_ltx25_audio_vae(path: Path, seed: int = 0, vocoder: VocoderKind = "bwe") -> Path:
-    """Write the pack's audio VAE: the tiny encoder and decoder, their shared statistics and a vocoder, float32.
+    """Write the pack's audio VAE: the tiny encoder and decoder, their shared statistics and a vocoder.
+
+    Drawn values are stored in bf16 (without loss), computed ones (the BWE vocoder's filters) in float32.
 
     Keys keep the prefixes ltx-core's audio loaders require (``audio_vae.encoder.``, ``audio_vae.decoder.``,
     ``audio_vae.per_channel_statistics.``, ``vocoder.``); the metadata has ``config`` = ``{"audio_vae": ...,
@@ -606,6 +606,7 @@ def write_tiny_ltx25_audio_vae(path: Path, seed: int = 0, vocoder: VocoderKind =
         _prefixed,
         build_tiny_audio_decoder,
         build_tiny_vocoder,
+        compact,
     )
     from ltx_audio_reference.testing.tiny_audio_vae import build_tiny_audio_encoder, tiny_audio_vae_config  # noqa: PLC0415
 
@@ -622,7 +623,7 @@ def write_tiny_ltx25_audio_vae(path: Path, seed: int = 0, vocoder: VocoderKind =
         vocoder_config = copy.deepcopy(TINY_VOCODER_CONFIG)
     config = {**tiny_audio_vae_config(), "vocoder": vocoder_config}
     metadata = {"format": "pt", "model_version": MODEL_VERSION, "config": json.dumps(config)}
-    _save_safetensors(Path(path), tensors, metadata)
+    _save_safetensors(Path(path), compact(tensors), metadata)
     logger.info("Wrote tiny LTX-2.5 audio VAE with a %s vocoder (%d tensors) to %s", vocoder, len(tensors), path)
     return Path(path)
 

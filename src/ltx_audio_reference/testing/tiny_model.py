@@ -11,8 +11,9 @@ ltx-core 1.0.0 and 1.2.0. The files it writes follow ltx-trainer 1.2.0's formats
   text feature extractor (``text_embedding_projection.*``) and both text connectors, with the JSON ``config``
   metadata that ltx-core's ``LTXModelConfigurator`` accepts.
 - :func:`write_text_encoder_dir`: a Gemma-3 folder (config, tokenizer and processor files) whose config sizes the
-  feature extractor. It carries no real Gemma weights, so it serves training with validation off, not text
-  encoding.
+  feature extractor. Its ``model.safetensors`` is a placeholder, which serves training with validation off;
+  :func:`~ltx_audio_reference.testing.tiny_assets.write_tiny_gemma_weights` replaces it with real random weights
+  (``ltx-trainer demo`` does), so that prompts encode.
 - :func:`write_synthetic_dataset`: ``conditions/``, ``latents/``, ``audio_latents/`` and
   ``reference_audio_latents/`` ``.pt`` files as ltx-trainer's ``PrecomputedDataset`` reads them.
 """
@@ -190,6 +191,7 @@ def write_tiny_checkpoint(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    components: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> Path:
     """Write an LTX-2 checkpoint that the stock ltx-trainer 1.2.0 loads, one tensor at a time.
 
@@ -207,8 +209,11 @@ def write_tiny_checkpoint(
         num_layers: Number of transformer blocks.
         seed: Weight seed.
         overrides: ``config.transformer`` values to change (see :func:`tiny_checkpoint_config`).
-        dtype: Stored dtype of every tensor (float32, bfloat16 or float16).
+        dtype: Stored dtype of every transformer and text-side tensor (float32, bfloat16 or float16).
         device: Where the values are drawn (``"cuda"`` for full-scale files).
+        components: ``(tensors, config_sections)`` of further models to store in the same file, each tensor in its
+            own dtype, e.g. :func:`~ltx_audio_reference.testing.tiny_assets.tiny_vae_tensors`' VAEs and vocoder (a
+            complete monolith, as published LTX-2 checkpoints are).
 
     Returns:
         ``path``.
@@ -243,14 +248,23 @@ def write_tiny_checkpoint(
     _init_parameters(feature_extractor, prefix=FEATURE_EXTRACTOR_PREFIX, seed=seed)
     small[f"{FEATURE_EXTRACTOR_PREFIX}weight"] = feature_extractor.weight.detach()
 
+    extra, sections = components if components is not None else ({}, {})
+    # The empty ``vae`` marker section (see tiny_checkpoint_config) gives way to a real one.
+    clash = sorted(k for k in set(sections) & set(config) if config[k])
+    clash += sorted(set(extra) & (set(shapes) | set(small)))
+    if clash:
+        raise ValueError(f"components repeat what the checkpoint already holds: {clash[:5]}")
+    config = {**config, **sections}
+    small = {k: t.to(dtype) for k, t in small.items()}
+    small.update({k: t.detach().contiguous() for k, t in extra.items()})
     layout = [(key, shape) for key, (_, shape) in shapes.items()] + [(k, tuple(t.shape)) for k, t in small.items()]
-    itemsize = torch.empty((), dtype=dtype).element_size()
     header: dict[str, Any] = {"__metadata__": {"format": "pt", "config": json.dumps(config)}}
     offset = 0
     for key, shape in layout:
-        nbytes = itemsize * int(torch.Size(shape).numel())
+        stored = small[key].dtype if key in small else dtype
+        nbytes = torch.empty((), dtype=stored).element_size() * int(torch.Size(shape).numel())
         header[key] = {
-            "dtype": _SAFETENSORS_DTYPES[dtype],
+            "dtype": _SAFETENSORS_DTYPES[stored],
             "shape": list(shape),
             "data_offsets": [offset, offset + nbytes],
         }
@@ -263,17 +277,18 @@ def write_tiny_checkpoint(
         f.write(encoded)
         for key, shape in layout:
             if key in small:
-                value = small[key].to(dtype)
+                value = small[key]
             else:
                 name = shapes[key][0]
                 value = _initial_value(name, shape, key=key, seed=seed, device=device).to(dtype)
             f.write(value.contiguous().cpu().view(torch.uint8).numpy().data)
     logger.info(
-        "Wrote LTX-2 checkpoint (%d blocks, %d tensors, %.2f GB %s) to %s",
+        "Wrote LTX-2 checkpoint (%d blocks, %d tensors, %.2f GB, transformer in %s%s) to %s",
         num_layers,
         len(layout),
         offset / 1e9,
         str(dtype).removeprefix("torch."),
+        f"; also {', '.join(sorted(sections))}" if sections else "",
         path,
     )
     return path
@@ -286,7 +301,8 @@ def write_text_encoder_dir(path: Path) -> Path:
     (``model_type: gemma3``; ``text_config`` sizes the feature extractor), ``tokenizer.json``,
     ``tokenizer_config.json``, ``processor_config.json`` and at least one ``model*.safetensors``. The tokenizer is
     a real character-level tokenizer built here (Gemma's special tokens, a leading ``<bos>``). ``model.safetensors``
-    is a placeholder without Gemma weights, so the folder cannot encode prompts: keep validation off.
+    is a placeholder without Gemma weights, so the folder cannot encode prompts until
+    :func:`~ltx_audio_reference.testing.tiny_assets.write_tiny_gemma_weights` fills it (``ltx-trainer demo`` does).
 
     Args:
         path: Output folder (created if needed).

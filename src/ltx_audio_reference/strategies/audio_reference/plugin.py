@@ -13,8 +13,6 @@ from ltx_audio_reference.hookspecs import hookimpl
 from ltx_audio_reference.strategies.audio_reference import STRATEGY_NAME
 
 if TYPE_CHECKING:
-    import typer
-
     from ltx_audio_reference.registry import (
         CheckpointMetadata,
         ConditionerRegistry,
@@ -39,14 +37,6 @@ def register_strategies(register: StrategyRegistry) -> None:
         "ltx_audio_reference.strategies.audio_reference.config:AudioReferenceConfig",
         "ltx_audio_reference.strategies.audio_reference.strategy:AudioReferenceStrategy",
     )
-
-
-@hookimpl
-def register_commands(cli: typer.Typer) -> None:
-    """Add the ``audio-reference`` command group (its commands live in the CLI package)."""
-    from ltx_audio_reference.cli.audio_reference import build_audio_reference_app  # noqa: PLC0415
-
-    cli.add_typer(build_audio_reference_app(), name="audio-reference")
 
 
 @hookimpl
