@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "audio_reference": "ltx_audio_reference.strategies.audio_reference.plugin",
     "block_swap": "ltx_audio_reference.blockswap.plugin",
     "ref_gap": "ltx_audio_reference.strategies.audio_reference.ref_gap",
+    "quantization": "ltx_audio_reference.quantization.plugin",
 }
 
 _lock = threading.Lock()
