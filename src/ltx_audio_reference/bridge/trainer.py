@@ -11,7 +11,7 @@ import math
 import os
 from typing import Any
 
-from ltx_audio_reference.bridge import schedule, state
+from ltx_audio_reference.bridge import run_folder, schedule, state
 from ltx_audio_reference.bridge.ranks import is_global_main_process
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
 from ltx_audio_reference.data.check import check_strategy_data
@@ -83,8 +83,8 @@ def install_main_process_flag() -> None:
 
 
 def install_trainer_hooks(installation: Installation) -> None:
-    """Run ``validate_config``, the run-settings and data checks before the model loads, ``configure_lora`` and
-    ``configure_model``."""
+    """Run ``validate_config``, the run-settings and data checks and the run-folder claim before the model loads,
+    ``configure_lora`` and ``configure_model``."""
     import torch  # noqa: PLC0415
 
     trainer_cls, stock = trainer_parts()
@@ -98,7 +98,14 @@ def install_trainer_hooks(installation: Installation) -> None:
         except ValueError as e:
             raise ConfigurationError(str(e)) from e
         check_before_loading(trainer_config)
-        stock["__init__"](self, trainer_config)
+        # One run per output folder, before the 40 GB load; released by train() or if the load fails.
+        self._bridge_run = run_folder.claim(trainer_config)
+        try:
+            stock["__init__"](self, trainer_config)
+        except BaseException:
+            if self._bridge_run is not None:
+                self._bridge_run.release()
+            raise
 
     @functools.wraps(stock["_setup_lora"])
     def _setup_lora(self: Any) -> None:  # noqa: ANN401

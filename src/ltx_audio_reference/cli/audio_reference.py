@@ -363,12 +363,19 @@ def _parse_dims(value: str | None) -> tuple[int, int, int] | None:
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
     import yaml  # noqa: PLC0415
 
+    from ltx_audio_reference.reliability.parsing import DuplicateKeyError, load_yaml  # noqa: PLC0415
+
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--validation")
-        overrides[key.strip()] = yaml.safe_load(value)
+        if key.strip() in overrides:
+            raise typer.BadParameter(f"{key.strip()} is given twice; give it once", param_hint="--validation")
+        try:
+            overrides[key.strip()] = load_yaml(value, f"--validation {key.strip()}")
+        except (DuplicateKeyError, yaml.YAMLError) as e:
+            raise typer.BadParameter(str(e), param_hint="--validation") from e
     return overrides
 
 

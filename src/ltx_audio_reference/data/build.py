@@ -43,12 +43,14 @@ import numpy as np
 import yaml
 
 from ltx_audio_reference.data.audio_io import AudioReadError, read_audio, write_wav
+from ltx_audio_reference.data.manifest import ManifestError, read_manifest
 from ltx_audio_reference.data.media import VIDEO_EXTENSIONS, probe, replace_audio, target_suffix
 from ltx_audio_reference.data.media_tools import missing_pyav, require
 from ltx_audio_reference.data.pairs import PairOutcome, make_pair
 from ltx_audio_reference.data.recipe import Recipe
 from ltx_audio_reference.data.report import plot_report, rounded, summarize
 from ltx_audio_reference.reliability.files import atomic_file, atomic_write_json, atomic_write_text, is_temp_name
+from ltx_audio_reference.reliability.parsing import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,10 @@ def find_clips(source: Path, column: str | None = None) -> list[Clip]:
         paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
         clips = [Clip(p, p.relative_to(source).with_suffix("").as_posix()) for p in paths]
     elif source.is_file() and source.suffix.lower() in (".csv", ".json", ".jsonl"):
-        rows = _read_rows(source)
+        try:
+            rows = read_manifest(source)
+        except ManifestError as e:
+            raise BuildError(str(e)) from e
         columns = [column] if column else [c for c in _INPUT_COLUMNS if rows and c in rows[0]]
         if not rows:
             raise BuildError(f"{source}: the manifest has no rows")
@@ -145,19 +150,6 @@ def find_clips(source: Path, column: str | None = None) -> list[Clip]:
     if duplicates:
         raise BuildError(f"{source}: clips share names (e.g. {duplicates[0]!r}); rename them so each is unique")
     return clips
-
-
-def _read_rows(manifest: Path) -> list[dict[str, Any]]:
-    suffix = manifest.suffix.lower()
-    text = manifest.read_text(encoding="utf-8")
-    if suffix == ".csv":
-        return list(csv.DictReader(io.StringIO(text)))
-    if suffix == ".json":
-        rows = json.loads(text)
-        if not isinstance(rows, list):
-            raise BuildError(f"{manifest}: a JSON manifest must hold a list of objects")
-        return rows
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _record(clip: Clip, outcome: PairOutcome | None, **extra: Any) -> dict[str, Any]:  # noqa: ANN401
@@ -296,7 +288,7 @@ def _check_snapshot(output: Path, recipe: Recipe, overwrite: bool) -> None:
     snapshot = output / RECIPE_SNAPSHOT
     current = recipe.model_dump(mode="json")
     if snapshot.is_file() and not overwrite:
-        previous = yaml.safe_load(snapshot.read_text(encoding="utf-8"))
+        previous = read_yaml(snapshot)
         if previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise BuildError(

@@ -27,7 +27,6 @@ Before anything is loaded or written, the run checks:
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import logging
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ltx_audio_reference.data.audio_io import AUDIO_EXTENSIONS, AudioReadError, needs_pyav, read_audio
+from ltx_audio_reference.data.manifest import MANIFEST_SUFFIXES, ManifestError, read_manifest
 from ltx_audio_reference.data.media_tools import missing_pyav, require
 from ltx_audio_reference.data.mel import FrontEnd, FrontEndChoice, front_end_for, import_audio_vae
 from ltx_audio_reference.reliability.files import atomic_write
@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 REFERENCE_DIR = "reference_audio_latents"
 TARGET_AUDIO_DIR = "audio_latents"
-MANIFEST_SUFFIXES = (".csv", ".json", ".jsonl")
 #: Config sections that only a full checkpoint or a component file carries (a split pack's transformer has none).
 _COMPONENT_SECTIONS = frozenset({"vae", "audio_vae", "vocoder"})
 _SHOWN = 10  # names listed in one message before "and N more"
@@ -88,19 +87,6 @@ def _relative_to(path: Path, root: Path) -> Path:
         return Path(*path.parts[1:]) if path.is_absolute() else path
 
 
-def _read_manifest_rows(manifest: Path) -> list[dict[str, Any]]:
-    suffix = manifest.suffix.lower()
-    if suffix == ".csv":
-        with manifest.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    if suffix == ".json":
-        rows = json.loads(manifest.read_text(encoding="utf-8"))
-        if not isinstance(rows, list):
-            raise PrecomputeError(f"{manifest}: a JSON manifest must hold a list of objects")
-        return rows
-    return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def find_references(
     source: Path, *, reference_column: str = "reference_audio", media_column: str = "video"
 ) -> list[ReferenceItem]:
@@ -130,7 +116,11 @@ def find_references(
         )
     root = source.parent
     items = []
-    for index, row in enumerate(_read_manifest_rows(source)):
+    try:
+        rows = read_manifest(source)
+    except ManifestError as e:
+        raise PrecomputeError(str(e)) from e
+    for index, row in enumerate(rows):
         reference = str(row.get(reference_column) or "").strip()
         if not reference:
             raise PrecomputeError(
