@@ -220,7 +220,8 @@ def check_before_loading(config: Any) -> None:  # noqa: ANN401 - the stock LtxTr
         ConfigurationError: Listing each problem on its own line (``config <key>: ...`` or ``file: expected ...;
             found ...``).
     """
-    run = preflight.check_run(preflight.RunSettings.from_config(config))
+    # The run's main process takes output_dir's lock; its other processes would find it held.
+    run = preflight.check_run(preflight.RunSettings.from_config(config), probe_lock=is_global_main_process())
     lines = list(run.problems)
     report = check_strategy_data(
         config.data.preprocessed_data_root,

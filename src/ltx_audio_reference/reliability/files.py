@@ -134,6 +134,23 @@ def storage_error(error: BaseException, path: Path) -> StorageError | None:
     return None
 
 
+#: Errnos only a write raises: an ``OSError`` carrying one is a storage failure wherever it was raised.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def as_storage_error(error: BaseException) -> StorageError | None:
+    """``error`` as a :class:`StorageError`: itself, or an ``OSError`` with a write-only errno and a file name.
+
+    For commands that catch what any code raised (the stock runner writes ``training_config.yaml`` with ``open``);
+    an ``ENOENT`` or ``EACCES`` there could come from a read, so only write sites (:func:`storage_error`) name those.
+    """
+    if isinstance(error, StorageError):
+        return error
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS and error.filename:
+        return StorageError(error.errno, error.filename)
+    return None
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield the temporary path to write ``path``'s new content to; publish it only if the block succeeds.

@@ -122,6 +122,42 @@ def _first_shape_problem(
     return None
 
 
+def target_problems(
+    modules: Mapping[str, Mapping[str, tuple[int, ...]]],
+    weights: Mapping[str, tuple[int, ...]],
+    targets: Sequence[str],
+    *,
+    head: str,
+    targets_label: str,
+) -> list[str]:
+    """Where the LoRA's adapted modules differ from the modules ``targets`` name, in the blocks it covers.
+
+    Args:
+        modules: :func:`lora_modules` of the LoRA.
+        weights: The model's 2-D weights (:func:`transformer_weight_shapes`).
+        targets: ``target_modules`` entries (peft's rule).
+        head: The start of each message.
+        targets_label: What ``targets`` are (``lora_preset 'audio'``).
+    """
+    expected = {m for m in weights if any(_peft_matches(m, t) for t in targets)}
+    blocks = {b[0] for m in modules if (b := _block_of(m)) is not None}
+    extra = sorted(set(modules) - expected, key=_sort_key)
+    covered = {m for m in expected if (b := _block_of(m)) is None or b[0] in blocks}
+    absent = sorted(covered - set(modules), key=_sort_key)
+    what = "it was trained with another LoRA preset or target list"
+    if extra:
+        return [
+            f"{head}: it adapts {len(extra)} module(s) that {targets_label} does not (the first is "
+            f"diffusion_model.{extra[0]}.lora_A.weight): {what}"
+        ]
+    if absent:
+        return [
+            f"{head}: it lacks {len(absent)} module(s) that {targets_label} adapts (the first is "
+            f"diffusion_model.{absent[0]}.lora_A.weight): {what}"
+        ]
+    return []
+
+
 def lora_fit(
     lora_shapes: Mapping[str, Sequence[int]],
     model_shapes: Mapping[str, Sequence[int]],
@@ -198,18 +234,5 @@ def lora_fit(
         )
 
     if targets is not None and not fit.problems:
-        expected = {m for m in weights if any(_peft_matches(m, t) for t in targets)}
-        extra = sorted(set(modules) - expected, key=_sort_key)
-        covered = {m for m in expected if (b := _block_of(m)) is None or b[0] in lora_blocks}
-        absent = sorted(covered - set(modules), key=_sort_key)
-        if extra:
-            fit.problems.append(
-                f"{head}: it adapts {len(extra)} module(s) that {targets_label} do not (the first is "
-                f"diffusion_model.{extra[0]}.lora_A.weight): it was trained with another LoRA preset or target list"
-            )
-        elif absent:
-            fit.problems.append(
-                f"{head}: it lacks {len(absent)} module(s) that {targets_label} adapt (the first is "
-                f"diffusion_model.{absent[0]}.lora_A.weight): it was trained with another LoRA preset or target list"
-            )
+        fit.problems.extend(target_problems(modules, weights, targets, head=head, targets_label=targets_label))
     return fit

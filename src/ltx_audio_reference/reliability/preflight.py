@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltx_audio_reference.reliability import checkpoints, identity
+from ltx_audio_reference.reliability import checkpoints, identity, runlock
 from ltx_audio_reference.reliability.files import is_temp_name
 from ltx_audio_reference.reliability.lora_fit import lora_fit
 
@@ -357,12 +357,29 @@ def run_folder_problem(settings: RunSettings) -> str | None:
     )
 
 
-def check_run(settings: RunSettings) -> Preflight:
-    """Every check of this module on one run's settings."""
+def lock_problem(output_dir: str | Path | None) -> str | None:
+    """Why ``output_dir`` cannot take a run now: another run holds its lock (:mod:`.runlock`), or None."""
+    if output_dir is None:
+        return None
+    out = Path(output_dir).expanduser()
+    locked, record = runlock.holder(out)
+    return runlock.held_message(out, record) if locked else None
+
+
+def check_run(settings: RunSettings, *, probe_lock: bool = True) -> Preflight:
+    """Every check of this module on one run's settings.
+
+    Args:
+        settings: The run's settings.
+        probe_lock: Whether to look for a run holding ``output_dir`` (not on a run's other processes, whose main
+            process holds it).
+    """
     result = Preflight(problems=count_problems(settings))
     output = output_problem(settings.output_dir)
-    # Where output_dir cannot be written, what it holds is moot.
-    folder = run_folder_problem(settings) if output is None else None
+    # Where output_dir cannot be written, what it holds is moot; a run in progress there explains its checkpoints.
+    folder = None
+    if output is None:
+        folder = (lock_problem(settings.output_dir) if probe_lock else None) or run_folder_problem(settings)
     for problem in (text_encoder_problem(settings.text_encoder_path, settings.config_dir), output, folder):
         if problem is not None:
             result.problems.append(problem)
