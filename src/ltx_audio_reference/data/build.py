@@ -49,7 +49,14 @@ from ltx_audio_reference.data.media_tools import missing_pyav, require
 from ltx_audio_reference.data.pairs import PairOutcome, make_pair
 from ltx_audio_reference.data.recipe import Recipe
 from ltx_audio_reference.data.report import plot_report, rounded, summarize
-from ltx_audio_reference.reliability.files import atomic_file, atomic_write_json, atomic_write_text, is_temp_name
+from ltx_audio_reference.errors import StorageError
+from ltx_audio_reference.reliability.files import (
+    atomic_file,
+    atomic_write_json,
+    atomic_write_text,
+    is_temp_name,
+    require_writable,
+)
 from ltx_audio_reference.reliability.parsing import read_yaml
 
 logger = logging.getLogger(__name__)
@@ -120,7 +127,14 @@ def find_clips(source: Path, column: str | None = None) -> list[Clip]:
     """
     source = Path(source)
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        files = sorted(p for p in source.rglob("*") if p.is_file())
+        paths = [p for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
+        if not paths:
+            others = f"; it holds {len(files)} other file(s), such as {files[0].name}" if files else "; it is empty"
+            raise BuildError(
+                f"{source}: no video clips (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}, in sub-folders too)"
+                f"{others}. Pass the folder of talking-head clips with audio, or a manifest with a video column"
+            )
         clips = [Clip(p, p.relative_to(source).with_suffix("").as_posix()) for p in paths]
     elif source.is_file() and source.suffix.lower() in (".csv", ".json", ".jsonl"):
         try:
@@ -194,6 +208,8 @@ def process_clip(clip: Clip, recipe: Recipe, output: Path) -> dict[str, Any]:
         else:
             try:
                 record = _process_media(clip, recipe, output)
+            except StorageError:
+                raise  # a full disk is not this clip's fault: every later clip would be dropped the same way
             except Exception as e:  # one odd clip must not stop a long build; the report lists it
                 logger.exception("Dropping %s: processing failed", clip.path)
                 record = _dropped(clip, "error", f"{type(e).__name__}: {e}")
@@ -327,8 +343,10 @@ def build_dataset(
         The report and what was written.
 
     Raises:
-        BuildError: On a bad input or an output that belongs to something else.
+        BuildError: On a bad input (a folder without video clips, say) or an output that belongs to something else.
         MissingToolError: If PyAV, praat-parselmouth or matplotlib is missing (checked before anything is written).
+        StorageError: If ``output`` cannot be written (before any clip), or the disk fills or the folder vanishes
+            during the build; the message says what is committed and how to go on.
     """
     check_tools()
     source, output = Path(source), Path(output)
@@ -336,6 +354,11 @@ def build_dataset(
     if limit is not None:
         clips = clips[:limit]
     _check_layout(clips, source, output, recipe)
+    require_writable(
+        output,
+        safe="nothing was written (checked before processing any clip)",
+        next_step="Point --output at a folder this user can write, with free space.",
+    )
     _check_snapshot(output, recipe, overwrite)
     if overwrite and (output / RECORDS_DIR).is_dir():
         for path in (output / RECORDS_DIR).rglob("*.json"):
@@ -351,19 +374,28 @@ def build_dataset(
     counts = Counter(record["status"] for record in records.values())
     if progress is not None:
         progress(0, len(todo), dict(counts))
-    for record in _run(todo, recipe, output, workers):
-        records[record["clip"]] = record
-        counts[record["status"]] += 1
-        result.processed += 1
-        if progress is not None:
-            progress(result.processed, len(todo), dict(counts))
+    try:
+        for record in _run(todo, recipe, output, workers):
+            records[record["clip"]] = record
+            counts[record["status"]] += 1
+            result.processed += 1
+            if progress is not None:
+                progress(result.processed, len(todo), dict(counts))
 
-    ordered = [records[key] for key in sorted(records)]
-    result.records = ordered
-    result.manifest = write_manifest(output / recipe.output.manifest, ordered, recipe.caption)
-    result.report = summarize(ordered, recipe)
-    atomic_write_json(output / REPORT_JSON, result.report)
-    result.report_png = plot_report(result.report, ordered, output / REPORT_PNG)
+        ordered = [records[key] for key in sorted(records)]
+        result.records = ordered
+        result.manifest = write_manifest(output / recipe.output.manifest, ordered, recipe.caption)
+        result.report = summarize(ordered, recipe)
+        atomic_write_json(output / REPORT_JSON, result.report)
+        result.report_png = plot_report(result.report, ordered, output / REPORT_PNG)
+    except StorageError as e:
+        raise e.with_context(
+            safe=f"{len(records)} clip(s) are processed and committed under {output} ({result.processed} in this run; "
+            "a pair is committed by its record, written after both of its files), and no half pair or partial file "
+            "was left; the manifest and report are written at the end, so they are not updated",
+            next_step="Free space (or make the folder writable) and run the same command again: committed clips are "
+            "skipped.",
+        ) from e
     return result
 
 

@@ -38,11 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ltx_audio_reference.data.audio_io import AUDIO_EXTENSIONS, AudioReadError, needs_pyav, read_audio
+from ltx_audio_reference.data.audio_io import AUDIO_EXTENSIONS, AudioReadError, needs_pyav, read_audio, wav_shortfall
+from ltx_audio_reference.data.check import check_audio_latents
 from ltx_audio_reference.data.manifest import MANIFEST_SUFFIXES, ManifestError, read_manifest
 from ltx_audio_reference.data.media_tools import missing_pyav, require
 from ltx_audio_reference.data.mel import FrontEnd, FrontEndChoice, front_end_for, import_audio_vae
-from ltx_audio_reference.reliability.files import atomic_write
+from ltx_audio_reference.errors import StorageError
+from ltx_audio_reference.reliability.files import atomic_write, require_writable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -77,6 +79,8 @@ class PrecomputeResult:
     skipped: list[Path] = field(default_factory=list)
     unpaired: list[Path] = field(default_factory=list)  # no audio_latents/ twin, where that folder exists
     front_end: str | None = None
+    #: References that encode but may not be what was meant (clipping, a file shorter than its header).
+    warnings: list[str] = field(default_factory=list)
 
 
 def _relative_to(path: Path, root: Path) -> Path:
@@ -316,14 +320,55 @@ def _read_trimmed(item: ReferenceItem, max_duration: float | None) -> tuple[np.n
     return samples, sample_rate
 
 
-def _check_references(items: list[ReferenceItem], encoder_rate: int, n_fft: int, max_duration: float | None) -> None:
-    """Read every reference once and raise naming each one that is unreadable or too short (all at once)."""
-    problems = []
+def _measure(item: ReferenceItem, samples: np.ndarray, warnings: list[str]) -> str | None:
+    """A problem (non-finite samples) or warnings (clipping, a file shorter than its header) about one reference."""
+    import numpy as np  # noqa: PLC0415
+
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int((~finite).sum())
+        return (
+            f"{item.audio_path}: {bad} of {samples.size} samples are NaN or Inf; the encoder would turn them into "
+            "non-finite latents. Re-export the file (a float WAV written from a failed computation, say)"
+        )
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak > 1.0:
+        warnings.append(
+            f"{item.audio_path}: peaks at {peak:.3g} ({20 * math.log10(peak):+.1f} dB over full scale): a float file "
+            "louder than [-1, 1], which the audio VAE never saw in training (it encodes clipped audio as loud "
+            "distortion). Normalize it (divide by its peak) or check the export gain"
+        )
+    short = wav_shortfall(item.audio_path)
+    if short is not None:
+        declared, present = short
+        warnings.append(
+            f"{item.audio_path}: ends after {present:.2f} s, while its header says {declared:.2f} s (cut short by an "
+            "interrupted copy or export?): only the part present is encoded"
+        )
+    return None
+
+
+def _check_references(
+    items: list[ReferenceItem], encoder_rate: int, n_fft: int, max_duration: float | None
+) -> list[str]:
+    """Read and measure every reference once; raise naming each one that cannot be encoded (all at once).
+
+    Returns:
+        Warnings: references that encode but may not be what was meant (clipping, cut short).
+
+    Raises:
+        PrecomputeError: Naming every file that is unreadable, too short, or holds NaN or Inf samples.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
     for item in items:
         try:
             samples, sample_rate = _read_trimmed(item, max_duration)
         except AudioReadError as e:
             problems.append(str(e))
+            continue
+        if (problem := _measure(item, samples, warnings)) is not None:
+            problems.append(problem)
             continue
         # The centred STFT reflect-pads n_fft // 2 samples, which needs a longer signal at the encoder's rate.
         min_samples = math.ceil((n_fft // 2 + 1) * sample_rate / encoder_rate)
@@ -341,6 +386,41 @@ def _check_references(items: list[ReferenceItem], encoder_rate: int, n_fft: int,
                 ]
             )
         )
+    return warnings
+
+
+def _written_so_far(result: PrecomputeResult, todo: list[ReferenceItem]) -> str:
+    return (
+        f"{len(result.encoded)} of the {len(todo)} reference(s) to encode were written, each complete, under "
+        f"{result.output_dir}"
+    )
+
+
+def _write_checked(
+    item: ReferenceItem, record: dict[str, Any], result: PrecomputeResult, todo: list[ReferenceItem]
+) -> None:
+    """Write one record, only if it passes the data check ``ltx-trainer check`` runs (an encoder that produced NaN).
+
+    Raises:
+        PrecomputeError: If the record fails the check (not written).
+        StorageError: If the write failed, saying what was written and how to go on.
+    """
+    target = result.output_dir / item.relative
+    bad = [str(problem) for problem in check_audio_latents(str(target), record)]
+    if bad:
+        raise PrecomputeError(
+            f"{item.audio_path}: its latents fail the data check, so they were not written: {'; '.join(bad)}. "
+            f"{_written_so_far(result, todo)}"
+        )
+    try:
+        atomic_write(target, functools.partial(torch.save, record))
+    except StorageError as e:
+        raise e.with_context(
+            safe=_written_so_far(result, todo) + "; no partial file was left",
+            next_step="Free space (or make the folder writable) and run the same command again: the references "
+            "already encoded are skipped.",
+        ) from e
+    result.encoded.append(item.relative)
 
 
 def precompute_reference_latents(  # noqa: PLR0912, PLR0913
@@ -379,8 +459,11 @@ def precompute_reference_latents(  # noqa: PLR0912, PLR0913
         The encoded, skipped and unpaired relative paths.
 
     Raises:
-        PrecomputeError: Before anything loads or is written: naming every unreadable or too-short file, a bad
-            source, no model, or a checkpoint without a complete audio VAE encoder.
+        PrecomputeError: Before anything loads or is written: naming every unreadable, too-short or non-finite
+            file, a bad source, no model, or a checkpoint without a complete audio VAE encoder. During the run: a
+            file whose latents fail the data check (not written).
+        StorageError: The output folder cannot be written (before the encoder loads), or the disk fills or the
+            folder vanishes during the run; the message says what was written and how to go on.
         MissingToolError: If some reference needs PyAV and it is not installed.
     """
     items = find_references(source, reference_column=reference_column, media_column=media_column)
@@ -413,7 +496,14 @@ def precompute_reference_latents(  # noqa: PLR0912, PLR0913
                 f"precompute ({len(pyav_files)} reference(s) such as {pyav_files[0]} are not WAV, FLAC or OGG)",
                 missing_pyav(),
             )
-        _check_references(todo, sample_rate, n_fft, max_duration)
+        result.warnings = _check_references(todo, sample_rate, n_fft, max_duration)
+        for warning in result.warnings:
+            logger.warning("%s", warning)
+        require_writable(
+            out_dir,
+            safe="nothing was written (checked before loading the encoder)",
+            next_step="Point --output at a folder this user can write, with free space.",
+        )
 
     if progress is not None:
         progress(len(result.skipped), len(items))
@@ -427,9 +517,7 @@ def precompute_reference_latents(  # noqa: PLR0912, PLR0913
             result.front_end = fe.name
             logger.info("Front end: %s", fe.name)
         samples, sample_rate = _read_trimmed(item, max_duration)
-        record = encode_waveform(encoder, fe, torch.from_numpy(samples), sample_rate)
-        atomic_write(out_dir / item.relative, functools.partial(torch.save, record))
-        result.encoded.append(item.relative)
+        _write_checked(item, encode_waveform(encoder, fe, torch.from_numpy(samples), sample_rate), result, todo)
         if progress is not None:
             progress(done, len(items))
 

@@ -107,6 +107,23 @@ def probe_write(folder: Path) -> int | None:
     return None
 
 
+def require_writable(folder: Path, *, safe: str, next_step: str) -> None:
+    """Refuse a folder (or, where it does not exist yet, the nearest folder above it) that cannot take a write now.
+
+    For commands to call before any work, so a read-only or full output fails in a second, not after an hour.
+
+    Raises:
+        StorageError: Naming ``folder`` and the errno, with ``safe`` and ``next_step`` for the message.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    code = probe_write(existing) if existing.is_dir() else errno.ENOTDIR
+    if code is not None:
+        raise StorageError(code, folder, safe=safe, next_step=next_step)
+
+
 def storage_error(error: BaseException, path: Path) -> StorageError | None:
     """The :class:`StorageError` behind a failed write of ``path``, or None when the storage is not the cause.
 
