@@ -66,7 +66,7 @@ def small_tmpfs(folder: Path, size: str = "64k", *, read_only: bool = False) -> 
 
 
 def fill(folder: Path, leave: int = 0) -> Path:
-    """Fill the filesystem of ``folder`` with one file until fewer than ``leave`` + one page of bytes are free.
+    """Fill the filesystem of ``folder`` with one file until at most ``leave`` bytes are free (0: it is full).
 
     Returns:
         The filler file (delete it to give the space back).
@@ -77,7 +77,7 @@ def fill(folder: Path, leave: int = 0) -> Path:
         try:
             while True:
                 stats = os.statvfs(folder)
-                if stats.f_bavail * stats.f_frsize <= leave + 4096:
+                if stats.f_bavail * stats.f_frsize <= leave:
                     break
                 f.write(chunk)
         except OSError:

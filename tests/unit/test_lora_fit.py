@@ -102,7 +102,9 @@ def test_a_lora_of_a_smaller_model_is_refused_and_a_partial_custom_one_noted(dem
         "blocks 2-3 would get no LoRA. It was trained for a smaller model (the first block without it is 2): pass a "
         "LoRA of this model"
     ]
-    partial = {k: v for k, v in safetensors_shapes(lora).items() if ".transformer_blocks.1." not in k or "audio_ff" in k}
+    partial = {
+        k: v for k, v in safetensors_shapes(lora).items() if ".transformer_blocks.1." not in k or "audio_ff" in k
+    }
     fit = lora_fit(partial, four, lora_path=lora, model_path="four-blocks")
     assert fit.ok
     assert fit.notes == [f"{lora} adapts 2 of the model's 4 transformer blocks (0-1)"]
