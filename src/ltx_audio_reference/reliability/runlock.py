@@ -55,7 +55,7 @@ class LockRecord:
             pid=os.getpid(),
             host=socket.gethostname(),
             started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python",
+            command=_command(),
         )
 
     def to_text(self) -> str:
@@ -77,6 +77,16 @@ class LockRecord:
     def describe(self) -> str:
         """``PID 4242 on host h (started ..., `ltx-trainer train b.yaml`)``."""
         return f"PID {self.pid} on host {self.host} (started {self.started}, `{self.command}`)"
+
+
+def _command() -> str:
+    """This process's command line as typed: ``ltx-trainer train a.yaml``, or ``python -m pkg train a.yaml``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:  # python -m ...: argv[0] is the module's __main__.py
+        head = ["python", "-m", spec.name.removesuffix(".__main__")]
+    else:
+        head = [Path(sys.argv[0]).name] if sys.argv and sys.argv[0] else ["python"]
+    return " ".join([*head, *sys.argv[1:]])
 
 
 def lock_path(output_dir: Path) -> Path:
