@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import os
 import socket
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ OVERWRITE_KEY = "overwrite_output_dir"
 #: Settings that say how a run starts rather than what it trains; a resume may change them.
 START_KEYS = frozenset({"model.load_checkpoint", "checkpoints.no_resume", OVERWRITE_KEY})
 _SHOWN = 6
+_MISSING = object()
 _STATE_PREFIX = STATE_NAME.split("{", 1)[0]
 
 
@@ -56,7 +58,8 @@ def settings_hash(config: Mapping[str, Any]) -> str:
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any], *, partial: bool = False) -> list[tuple[str, Any, Any]]:
-    """``(dotted key, old value, new value)`` for every setting that differs (``START_KEYS`` left out).
+    """``(dotted key, old value, new value)`` for every setting that differs (``START_KEYS`` left out): the keys whose
+    values changed first, then those only one side has (None on the other).
 
     Args:
         old: The recorded config.
@@ -66,15 +69,14 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any], *, partial: bool
     """
     flat_old, flat_new = flatten(old), flatten(new)
     keys = flat_new if partial else sorted(set(flat_old) | set(flat_new))
-    missing = object()
-    found = []
+    changed, one_side = [], []
     for key in keys:
-        if key in START_KEYS:
+        if key in START_KEYS or flat_old.get(key, _MISSING) == flat_new.get(key, _MISSING):
             continue
-        before, after = flat_old.get(key, missing), flat_new.get(key, missing)
-        if before != after:
-            found.append((key, None if before is missing else before, None if after is missing else after))
-    return found
+        both = key in flat_old and key in flat_new
+        (changed if both else one_side).append((key, flat_old.get(key), flat_new.get(key)))
+    by_key = operator.itemgetter(0)
+    return sorted(changed, key=by_key) + sorted(one_side, key=by_key)  # a key only one side has says less
 
 
 def _shown(value: Any) -> str:  # noqa: ANN401 - any config value
