@@ -6,6 +6,7 @@ use real checkpoint files and the real ``check`` command.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -309,3 +310,27 @@ def test_check_names_a_run_holding_the_output_dir(demo: Path, tmp_path: Path, fr
     assert f"config output_dir: {out} is in use by another training run: PID {proc.pid}" in text
     code, text = _check(path)
     assert code == 0, text
+
+
+def test_a_lock_of_this_process_that_is_garbage_is_given_back(tmp_path: Path) -> None:
+    # A trainer built and dropped without train() (peft and the optimizer hooks make reference cycles) must not keep
+    # the next trainer of the same process out of its folder.
+    class Holder:
+        def __init__(self) -> None:
+            self.lock = runlock.acquire(tmp_path / "out")
+            self.cycle = self
+
+    gc.disable()  # only the lock's own collection may free the dropped holders
+    try:
+        Holder()
+        locked, record = runlock.holder(tmp_path / "out")
+        assert not locked
+        assert record is None  # the collected holder released it cleanly
+        Holder()
+        lock = runlock.acquire(tmp_path / "out")
+    finally:
+        gc.enable()
+    try:
+        assert lock.stale is None
+    finally:
+        lock.release()

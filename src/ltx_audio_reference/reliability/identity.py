@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ltx_audio_reference import __version__
 from ltx_audio_reference.reliability.checkpoints import STATE_NAME, WEIGHTS_NAME
 from ltx_audio_reference.reliability.files import atomic_write_json, is_temp_name
 from ltx_audio_reference.reliability.parsing import read_yaml
@@ -121,8 +122,6 @@ def write_record(output_dir: Path, config: Mapping[str, Any], resumed_from: str 
         config: The resolved config (``LtxTrainerConfig.model_dump(mode="json")``).
         resumed_from: The checkpoint this run resumes, if any.
     """
-    from ltx_audio_reference import __version__  # noqa: PLC0415 - the package root imports nothing heavy
-
     record = {
         "config_sha256": settings_hash(config),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

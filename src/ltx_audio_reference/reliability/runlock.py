@@ -89,6 +89,10 @@ def _command() -> str:
     return " ".join([*head, *sys.argv[1:]])
 
 
+def _held_by_this_process(record: LockRecord | None) -> bool:
+    return record is not None and record.pid == os.getpid() and record.host == socket.gethostname()
+
+
 def lock_path(output_dir: Path) -> Path:
     """The lock file of ``output_dir``."""
     return Path(output_dir) / LOCK_NAME
@@ -196,8 +200,7 @@ def acquire(output_dir: Path) -> RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            record = _read(path)
-            if record is None or record.pid != os.getpid() or record.host != socket.gethostname():
+            if not _held_by_this_process(_read(path)):
                 raise
             # This process holds it: a trainer that was built but never trained, and is garbage now (peft and the
             # optimizer hooks keep reference cycles, so only the cycle collector frees it and its lock).
@@ -236,11 +239,17 @@ def holder(output_dir: Path) -> tuple[bool, LockRecord | None]:
     except (ImportError, OSError):
         return False, None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True, _read(path)
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        for attempt in range(2):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                record = _read(path)
+                if attempt == 0 and _held_by_this_process(record):
+                    gc.collect()  # a trainer of this process that is garbage now (see acquire)
+                    continue
+                return True, record
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            break
         return False, _read(path)
     finally:
         os.close(fd)
