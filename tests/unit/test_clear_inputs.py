@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from ltx_audio_reference.cli import build_app
 from ltx_audio_reference.data.audio_io import write_wav
 from ltx_audio_reference.data.check import load_sample_file
-from ltx_audio_reference.reliability.parsing import DuplicateKeyError, load_yaml
+from ltx_audio_reference.reliability.parsing import DuplicateKeyError, load_yaml, read_yaml
 from ltx_audio_reference.testing.demo import write_demo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +78,15 @@ def test_duplicates_are_found_at_any_depth_and_merge_keys_still_override() -> No
     ]
     merged = load_yaml("base: &b {lr: 1, steps: 2}\nrun:\n  <<: *b\n  lr: 3\nother: *b\n")
     assert merged == {"base": {"lr": 1, "steps": 2}, "run": {"lr": 3, "steps": 2}, "other": {"lr": 1, "steps": 2}}
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted([*(REPO / "configs").rglob("*.yaml"), *(REPO / "recipes").rglob("*.yaml")]),
+    ids=lambda p: p.name,
+)
+def test_every_shipped_config_and_recipe_reads_with_no_key_written_twice(path: Path) -> None:
+    assert isinstance(read_yaml(path), dict)
 
 
 def test_a_recipe_with_a_repeated_key_is_refused(tmp_path: Path) -> None:
