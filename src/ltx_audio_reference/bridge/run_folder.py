@@ -25,7 +25,7 @@ from ltx_audio_reference.reliability.files import storage_error
 
 logger = logging.getLogger(__name__)
 
-#: The header of every refusal before the model loads (the bridge's other checks use it too).
+#: The header of every refusal before the model loads (this module's and :mod:`.trainer`'s checks).
 REFUSED = "before training could start (nothing was loaded or written):"
 
 

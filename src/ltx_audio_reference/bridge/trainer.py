@@ -241,9 +241,7 @@ def check_before_loading(config: Any) -> None:  # noqa: ANN401 - the stock LtxTr
     if len(problems) > MAX_LISTED_PROBLEMS:
         lines.append(f"... and {len(problems) - MAX_LISTED_PROBLEMS} more (`ltx-trainer check CONFIG` lists all)")
     count = len(run.problems) + len(problems)
-    raise ConfigurationError(
-        f"{count} problem(s) before training could start (nothing was loaded or written):\n" + "\n".join(lines)
-    )
+    raise ConfigurationError(f"{count} problem(s) {run_folder.REFUSED}\n" + "\n".join(lines))
 
 
 def install_data_order() -> None:
