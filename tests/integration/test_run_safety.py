@@ -94,7 +94,6 @@ def test_two_runs_into_one_output_dir_the_second_stops_before_the_model_loads_na
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
-        started = time.monotonic()
         result = run_cli("train", str(second), "--disable-progress-bars")
         text = " ".join((result.stdout + result.stderr).split())
         assert result.returncode == 1, text
@@ -106,7 +105,6 @@ def test_two_runs_into_one_output_dir_the_second_stops_before_the_model_loads_na
         assert f"`python -m ltx_audio_reference.cli train {first} --disable-progress-bars`" in text
         assert f"stop it (`kill {proc.pid}` on {socket.gethostname()})" in text
         assert STOCK_STARTED not in text  # the model never loaded
-        assert time.monotonic() - started < 120
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
