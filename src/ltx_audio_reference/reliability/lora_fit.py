@@ -130,7 +130,8 @@ def target_problems(
     head: str,
     targets_label: str,
 ) -> list[str]:
-    """Where the LoRA's adapted modules differ from the modules ``targets`` name, in the blocks it covers.
+    """Where the LoRA's adapted modules differ from the modules ``targets`` name, in the blocks it covers (modules
+    the model does not have are left to :func:`lora_fit`'s other checks).
 
     Args:
         modules: :func:`lora_modules` of the LoRA.
@@ -141,7 +142,8 @@ def target_problems(
     """
     expected = {m for m in weights if any(_peft_matches(m, t) for t in targets)}
     blocks = {b[0] for m in modules if (b := _block_of(m)) is not None}
-    extra = sorted(set(modules) - expected, key=_sort_key)
+    # A module the model does not have says "another model", which lora_fit's other checks name.
+    extra = sorted((set(modules) & set(weights)) - expected, key=_sort_key)
     covered = {m for m in expected if (b := _block_of(m)) is None or b[0] in blocks}
     absent = sorted(covered - set(modules), key=_sort_key)
     what = "it was trained with another LoRA preset or target list"
