@@ -12,6 +12,7 @@ wraps the real ones, and a ``--stock`` run meets the same fault unwrapped:
 
 - ``write:STEP``: the weights file of that step is written half, flushed, then the write stalls (a slow disk).
 - ``state:STEP``: the run stalls right before writing that step's training state (the weights are already saved).
+- ``full:STEP``: right before that step's training state, the marker file fills the disk it is on (no stall).
 
 When it stalls, the driver writes the marker file; the test then kills it with ``SIGKILL``.
 """
@@ -19,6 +20,7 @@ When it stalls, the driver writes the marker file; the test then kills it with `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import time
@@ -67,6 +69,19 @@ def _install_faults(fault: str | None, marker: Path | None) -> None:
             if self._global_step == int(step):
                 marker.write_text(f"stalled before the training state of step {step}\n")
                 time.sleep(STALL_SECONDS)
+            real_save_state(self, save_dir)
+
+        trainer_cls._save_training_state = _save_training_state
+    elif kind == "full":
+        trainer_cls = trainer_module.LtxvTrainer
+        real_save_state = trainer_cls._save_training_state
+
+        def _save_training_state(self: Any, save_dir: Path) -> None:  # noqa: ANN401
+            if self._global_step == int(step):
+                # The disk fills between the weights and the training state.
+                with open(marker, "wb", buffering=0) as filler, contextlib.suppress(OSError):
+                    while True:
+                        filler.write(b"\0" * 4096)
             real_save_state(self, save_dir)
 
         trainer_cls._save_training_state = _save_training_state

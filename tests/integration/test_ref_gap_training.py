@@ -154,8 +154,9 @@ def test_gap_stays_near_zero_when_references_are_shuffled(
 
 def test_training_loss_curve_is_identical_with_the_probe_on_and_off(tmp_path: Path) -> None:
     _, config = _write_task(tmp_path / "task", informative=True)
-    probed = _train(config, steps=12, interval=4, ref_gap_samples=8)
-    plain = _train(config, steps=12, interval=4, ref_gap_samples=0)
+    # Two runs, two output folders: a second run into the first one's folder is refused (it would overwrite it).
+    probed = _train({**config, "output_dir": str(tmp_path / "probed")}, steps=12, interval=4, ref_gap_samples=8)
+    plain = _train({**config, "output_dir": str(tmp_path / "plain")}, steps=12, interval=4, ref_gap_samples=0)
 
     assert len(probed["gaps"]) >= 3  # steps 4, 8 and 12 (and the final save, where the bridge does not skip it)
     assert plain["gaps"] == []

@@ -519,10 +519,16 @@ def test_a_lora_of_another_model_is_refused_with_the_matched_count_which_stock_i
         },
         str(foreign),
     )
-    with _ours(fresh_pm), pytest.raises(CheckpointError) as raised:
+    # Refused before the model loads, from the two headers (issue 25; it used to be after the load, by key count).
+    with _ours(fresh_pm), pytest.raises(ConfigurationError) as raised:
         _trainer(demo_config(demo_root, tmp_path / "ours", {"model.load_checkpoint": str(foreign)}))
     message = str(raised.value)
-    assert message.startswith(f"{foreign}: 0 of the model's 40 LoRA tensors match this file; 2 tensor(s)")
+    assert (
+        f"config model.load_checkpoint: {foreign} does not fit the model in {demo_root / 'tiny_ltx2.safetensors'}: 1 "
+        "adapted module(s) of the LoRA are not Linear layers of this model (the first is "
+        "diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight): it was trained for another model" in message
+    )
+    assert not (tmp_path / "ours").exists()
 
     # Same keys, another rank: refused too, before peft would fail on the shapes.
     rank8 = tmp_path / "rank8.safetensors"
@@ -533,7 +539,7 @@ def test_a_lora_of_another_model_is_refused_with_the_matched_count_which_stock_i
     )
     with (
         _ours(fresh_pm),
-        pytest.raises(CheckpointError, match=r"0 of the model's 40 LoRA tensors match.*another shape"),
+        pytest.raises(ConfigurationError, match=r"is rank 8, while lora.rank is 4: it was trained with another LoRA"),
     ):
         _trainer(demo_config(demo_root, tmp_path / "ours", {"model.load_checkpoint": str(rank8)}))
 

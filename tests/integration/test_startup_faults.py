@@ -361,7 +361,9 @@ def test_an_os_error_during_training_is_one_message(
     fresh_pm.register(_DiskFull(), name="disk_full")
     code, text = _train(_config(tmp_path, demo_root, {"checkpoints.interval": 1}))
     assert code == 1, text
-    assert f"Training failed: OSError: [Errno {errno.ENOSPC}] No space left on device: '{tmp_path / 'out'}'" in text
+    # An OSError carrying a write-only errno is a storage failure: one message, what is safe, how to go on.
+    assert f"Training stopped: cannot write {tmp_path / 'out'}: no space left on device (ENOSPC)." in text
+    assert f"No complete checkpoint was saved under {tmp_path / 'out' / 'checkpoints'}" in text
     assert "Traceback" not in text
 
 

@@ -14,6 +14,7 @@ and ``MultiModalGuider`` names that ``ltx_trainer.validation_runner`` calls, and
 - :mod:`.trainer`: the factory, checks before the model loads, LoRA and model hooks, the step guard, data order;
 - :mod:`.schedule`: the LR schedule counted in optimizer steps on any number of processes, and across resume;
 - :mod:`.checkpoints`: checkpoint hooks and metadata, atomic saves, resume;
+- :mod:`.run_folder`: one run per ``output_dir`` (a lock) and the run's identity recorded there;
 - :mod:`.validation`: reference placement in validation (:func:`reference_placement`, public);
 - :mod:`.guidance`: reference guidance in validation's denoising loop (its scale is set by
   :func:`reference_placement`);
@@ -87,7 +88,7 @@ def install(pm: pluggy.PluginManager | None = None) -> Installation:
     if _current is not None and _current.pm is pm:
         return _current
     require_ltx_trainer()
-    from ltx_audio_reference.bridge import checkpoints, config, schedule, trainer, validation  # noqa: PLC0415
+    from ltx_audio_reference.bridge import checkpoints, config, run_folder, schedule, trainer, validation  # noqa: PLC0415
 
     stock = state.stock()
     strategies = collect_strategies(pm)
@@ -104,6 +105,7 @@ def install(pm: pluggy.PluginManager | None = None) -> Installation:
     checkpoints.install_checkpoint_hooks(installation)
     checkpoints.install_atomic_checkpoints()
     checkpoints.install_resume()
+    run_folder.install_run_folder()
     validation.install_validation_conditioning(installation)
     _current = installation
     logger.debug("ltx-trainer bridge installed: strategies %s", strategies.available())

@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import default_collate
 
-from ltx_audio_reference.bridge import state
+from ltx_audio_reference.bridge import run_folder, state
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
 from ltx_audio_reference.errors import CheckpointError, NonFiniteError
 from ltx_audio_reference.registry import CheckpointContext, CheckpointMetadata
@@ -109,6 +110,7 @@ def _guard_parameters(trainer: Any) -> None:  # noqa: ANN401
 def _save_reliably(trainer: Any, stock: dict[str, Any]) -> Any:  # noqa: ANN401
     """Run the stock save with the old checkpoints kept until the new weights and training state are both on disk."""
     if trainer._accelerator.is_main_process:
+        run_folder.check_still_there(trainer)
         files.remove_stale_temps(Path(trainer._config.output_dir) / CHECKPOINTS_DIR_NAME)
     _guard_parameters(trainer)
     trainer._bridge_defer_cleanup = True
@@ -146,14 +148,29 @@ def install_atomic_checkpoints() -> None:
         # Given a staging folder, its file is flushed and moved up only once complete.
         save_dir = Path(save_dir)
         staging = save_dir / files.STAGING_DIR_NAME
-        staging.mkdir(parents=True, exist_ok=True)
+        name = checkpoints.STATE_NAME.format(step=f"{self._global_step:05d}")
+        # torch.save on a full disk raises "unexpected pos" (no errno), and the stock method deletes its partial
+        # .pt.tmp before re-raising, which frees the space that would show the disk is full. A second link to the
+        # same file keeps that space taken until the failure is diagnosed.
+        partial, hold = staging / f"{name}.tmp", staging / ".hold"
         try:
+            staging.mkdir(parents=True, exist_ok=True)
+            partial.touch()
+            os.link(partial, hold)
             stock["_save_training_state"](self, staging)
             paths = self._training_state_paths
             if paths and Path(paths[-1]).parent == staging:
                 paths[-1] = files.atomic_move(Path(paths[-1]), save_dir / Path(paths[-1]).name)
                 logger.debug("Training state flushed and moved to %s", paths[-1])
+        except Exception as e:
+            diagnosed = files.storage_error(e, save_dir / name)
+            if diagnosed is None or diagnosed is e:
+                raise
+            raise diagnosed from e
         finally:
+            for leftover in (hold, partial):  # the partial file is already gone after a success (renamed)
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 staging.rmdir()
 

@@ -1,5 +1,5 @@
 """Config seam: the closed strategy union of ``LtxTrainerConfig`` opened to registered strategies, plugin config
-fields, and the YAML reader that every command shares.
+fields, the bridge's own ``overwrite_output_dir``, and the YAML reader that every command shares.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import pluggy
 from ltx_audio_reference.errors import ConfigurationError
 from ltx_audio_reference.plugins import collect
 from ltx_audio_reference.registry import ConfigFieldRegistry, QuantizationRegistry, StrategyRegistry
+from ltx_audio_reference.reliability.identity import OVERWRITE_KEY as OVERWRITE_FIELD
+from ltx_audio_reference.reliability.parsing import DuplicateKeyError, read_yaml
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML training config into a dict (no validation).
 
     Raises:
-        ConfigurationError: If the file is missing, is not YAML, or is not a mapping of sections.
+        ConfigurationError: If the file is missing, is not YAML, writes a key twice in one mapping (naming both
+            lines), or is not a mapping of sections.
     """
     import yaml  # noqa: PLC0415
 
@@ -26,7 +29,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigurationError(f"Configuration file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
+    except DuplicateKeyError as e:
+        raise ConfigurationError(str(e)) from e
     except yaml.YAMLError as e:
         raise ConfigurationError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
@@ -88,10 +93,21 @@ def install_config(stock: Any, strategies: StrategyRegistry, pm: pluggy.PluginMa
     import ltx_trainer.config as config_module  # noqa: PLC0415
 
     extra: dict[str, dict[str, Any]] = {"root": {}, "acceleration": {}}
+    # The bridge's own field: how a new run may replace another run's checkpoints (bridge/run_folder.py).
+    extra["root"][OVERWRITE_FIELD] = FieldInfo.from_annotated_attribute(
+        bool,
+        Field(
+            default=False,
+            description="Start a new run in an output_dir that holds another run's checkpoints, deleting them when "
+            "the run starts. Without it such a run is refused before the model loads (resuming that run, with "
+            "model.load_checkpoint naming its checkpoints, needs no setting).",
+        ),
+    )
     for entry in collect(ConfigFieldRegistry, pm):
-        if entry.name in stock.config_fields[entry.owner]:
+        if entry.name in stock.config_fields[entry.owner] or entry.name in extra[entry.owner]:
             raise ValueError(
-                f"Plugin {entry.plugin!r} adds config field {entry.owner}.{entry.name}, which ltx-trainer already has"
+                f"Plugin {entry.plugin!r} adds config field {entry.owner}.{entry.name}, which ltx-trainer or the "
+                "bridge already has"
             )
         extra[entry.owner][entry.name] = FieldInfo.from_annotated_attribute(entry.annotation, entry.field)
     extra["acceleration"]["quantization"] = quantization_field(stock, collect(QuantizationRegistry, pm))

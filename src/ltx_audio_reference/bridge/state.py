@@ -13,6 +13,7 @@ from ltx_audio_reference.registry import ConditionerRegistry, StrategyRegistry
 #: The stock ``LtxvTrainer`` methods the bridge wraps; each is saved once, so every install starts from stock.
 TRAINER_METHODS = (
     "__init__",
+    "train",
     "_setup_lora",
     "_prepare_models_for_training",
     "_save_checkpoint",

@@ -11,7 +11,7 @@ import math
 import os
 from typing import Any
 
-from ltx_audio_reference.bridge import schedule, state
+from ltx_audio_reference.bridge import run_folder, schedule, state
 from ltx_audio_reference.bridge.ranks import is_global_main_process
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
 from ltx_audio_reference.data.check import check_strategy_data
@@ -108,8 +108,8 @@ def install_main_process_flag() -> None:
 
 
 def install_trainer_hooks(installation: Installation) -> None:
-    """Run ``validate_config``, the run-settings and data checks before the model loads, ``configure_lora`` and
-    ``configure_model``."""
+    """Run ``validate_config``, the run-settings and data checks and the run-folder claim before the model loads,
+    ``configure_lora`` and ``configure_model``."""
     import torch  # noqa: PLC0415
 
     trainer_cls, stock = trainer_parts()
@@ -123,7 +123,14 @@ def install_trainer_hooks(installation: Installation) -> None:
         except ValueError as e:
             raise ConfigurationError(str(e)) from e
         check_before_loading(trainer_config)
-        stock["__init__"](self, trainer_config)
+        # One run per output folder, before the 40 GB load; released by train() or if the load fails.
+        self._bridge_run = run_folder.claim(trainer_config)
+        try:
+            stock["__init__"](self, trainer_config)
+        except BaseException:
+            if self._bridge_run is not None:
+                self._bridge_run.release()
+            raise
 
     @functools.wraps(stock["_setup_lora"])
     def _setup_lora(self: Any) -> None:  # noqa: ANN401
@@ -238,7 +245,8 @@ def check_before_loading(config: Any) -> None:  # noqa: ANN401 - the stock LtxTr
         ConfigurationError: Listing each problem on its own line (``config <key>: ...`` or ``file: expected ...;
             found ...``).
     """
-    run = preflight.check_run(preflight.RunSettings.from_config(config))
+    # The run's main process takes output_dir's lock; its other processes would find it held.
+    run = preflight.check_run(preflight.RunSettings.from_config(config), probe_lock=is_global_main_process())
     lines = list(run.problems)
     report = check_strategy_data(
         config.data.preprocessed_data_root,
@@ -258,9 +266,7 @@ def check_before_loading(config: Any) -> None:  # noqa: ANN401 - the stock LtxTr
     if len(problems) > MAX_LISTED_PROBLEMS:
         lines.append(f"... and {len(problems) - MAX_LISTED_PROBLEMS} more (`ltx-trainer check CONFIG` lists all)")
     count = len(run.problems) + len(problems)
-    raise ConfigurationError(
-        f"{count} problem(s) before training could start (nothing was loaded or written):\n" + "\n".join(lines)
-    )
+    raise ConfigurationError(f"{count} problem(s) {run_folder.REFUSED}\n" + "\n".join(lines))
 
 
 def install_data_order() -> None:

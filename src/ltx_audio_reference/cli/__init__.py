@@ -131,7 +131,14 @@ def train_command(
 
     from ltx_audio_reference import bridge  # noqa: PLC0415
     from ltx_audio_reference.cli.check import validation_lines  # noqa: PLC0415
-    from ltx_audio_reference.cli.interrupt import TrainingStopped, stop_signals, stopped_message  # noqa: PLC0415
+    from ltx_audio_reference.cli.interrupt import (  # noqa: PLC0415
+        TrainingStopped,
+        stop_signals,
+        stopped_message,
+        storage_message,
+    )
+    from ltx_audio_reference.reliability.checkpoints import safetensors_problem  # noqa: PLC0415
+    from ltx_audio_reference.reliability.files import as_storage_error  # noqa: PLC0415
 
     verbose = bool((ctx.obj or {}).get("verbose"))
     try:
@@ -146,7 +153,7 @@ def train_command(
     try:
         trainer_config = LtxTrainerConfig(**data)
     except ValidationError as e:
-        for line in validation_lines(e):
+        for line in validation_lines(e, config_dir=config.parent):
             console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from e
     with stop_signals():
@@ -159,8 +166,15 @@ def train_command(
                     console.print(line, markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from e
         except (ValueError, OSError, NonFiniteError) as e:
+            if (storage := as_storage_error(e)) is not None and not verbose:
+                _print_lines("\n".join(storage_message(storage, trainer_config.output_dir, config)))
+                raise typer.Exit(1) from e
             raise _fail(e, verbose) from e
     if saved_path is not None:
+        # "Saved" only for a file that passes the check a resume makes (complete header and size).
+        if (problem := safetensors_problem(Path(saved_path))) is not None:
+            _print_lines(f"The final checkpoint {saved_path} is incomplete ({problem}); it was not saved correctly.")
+            raise typer.Exit(1)
         logger.info("Saved %s (%.2f steps/s)", saved_path, stats.steps_per_second)
 
 
@@ -209,7 +223,9 @@ def check_command(
 
     registry = collect_strategies()
     data = apply_strategy_override(load_yaml(config), strategy, registry.available())
-    report = check_config(data, registry=registry, pm=get_plugin_manager(), max_files=max_files)
+    report = check_config(
+        data, registry=registry, pm=get_plugin_manager(), max_files=max_files, config_dir=config.parent
+    )
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     for problem in report.problems:

@@ -57,6 +57,11 @@ def progress_bar(description: str, *fields: str) -> Iterator[Any]:
         yield update
 
 
+_EVAL_SAFE = (
+    "each reference tone and each finished arm's outputs in --out are complete (an arm's files appear only once it "
+    "is done); sweep.json and sweep.png are written last, so they were not"
+)
+_EVAL_NEXT = "Free space (or make --out writable) and run the same eval again; it starts over."
 _RECIPES_HINT = "The dataset recipes need the recipes extra: pip install 'ltx-audio-reference[recipes]'"
 
 
@@ -106,6 +111,7 @@ def precompute(
     """Encode reference audio through the LTX-2 audio VAE into reference_audio_latents/ (paired by relative path)."""
     from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
     from ltx_audio_reference.data.precompute import PrecomputeError, precompute_reference_latents  # noqa: PLC0415
+    from ltx_audio_reference.errors import StorageError  # noqa: PLC0415
 
     if front_end not in ("auto", "ltx-core", "torch"):
         raise typer.BadParameter("choose auto, ltx-core or torch", param_hint="--front-end")
@@ -128,12 +134,15 @@ def precompute(
                 media_column=media_column,
                 progress=update,
             )
-    except (PrecomputeError, MissingToolError) as e:
+    except (PrecomputeError, MissingToolError, StorageError) as e:
         raise _fail(f"error: {e}") from e
+    # Every file written passed the data check `ltx-trainer check` runs on audio latents (precompute refuses others).
     console.print(
         f"[green]OK[/green]: {len(result.encoded)} encoded, {len(result.skipped)} already done -> {result.output_dir}",
         highlight=False,
     )
+    if result.warnings:  # each was logged as the files were measured
+        console.print(f"[yellow]{len(result.warnings)} warning(s)[/yellow] above: read them", highlight=False)
     if result.unpaired:
         console.print(
             f"[yellow]warning:[/yellow] {len(result.unpaired)} reference(s) have no audio_latents/ twin, "
@@ -321,6 +330,7 @@ def build_dataset(
         from ltx_audio_reference.data.build import BuildError, build_dataset  # noqa: PLC0415
         from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
         from ltx_audio_reference.data.recipe import RecipeError, load_recipe  # noqa: PLC0415
+        from ltx_audio_reference.errors import StorageError  # noqa: PLC0415
     except ImportError as e:
         raise _fail(f"error: {e}. {_RECIPES_HINT}", code=2) from e
 
@@ -345,7 +355,7 @@ def build_dataset(
                     done, total, kept=counts.get("kept", 0), dropped=counts.get("dropped", 0)
                 ),
             )
-    except (RecipeError, BuildError) as e:
+    except (RecipeError, BuildError, StorageError) as e:
         raise _fail(f"error: {e}") from e
     except MissingToolError as e:
         raise _fail(f"error: {e}", code=2) from e
@@ -368,6 +378,12 @@ def build_dataset(
     console.print(
         f"Manifest: {result.manifest}\nReport: {output / 'report.json'}, {result.report_png}", highlight=False
     )
+    if report["kept"] == 0:
+        raise _fail(
+            f"error: no pair was kept, so the dataset in {output} is empty and nothing could train on it: every clip "
+            "was dropped (reasons above, per clip in report.json). Check the clips (speech with audio) and the "
+            "recipe's analysis and tolerance settings"
+        )
 
 
 def _render_report(report: LoraReport, *, per_module: bool) -> None:
@@ -520,12 +536,19 @@ def _parse_dims(value: str | None) -> tuple[int, int, int] | None:
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
     import yaml  # noqa: PLC0415
 
+    from ltx_audio_reference.reliability.parsing import DuplicateKeyError, load_yaml  # noqa: PLC0415
+
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--validation")
-        overrides[key.strip()] = yaml.safe_load(value)
+        if key.strip() in overrides:
+            raise typer.BadParameter(f"{key.strip()} is given twice; give it once", param_hint="--validation")
+        try:
+            overrides[key.strip()] = load_yaml(value, f"--validation {key.strip()}")
+        except (DuplicateKeyError, yaml.YAMLError) as e:
+            raise typer.BadParameter(str(e), param_hint="--validation") from e
     return overrides
 
 
@@ -599,6 +622,7 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     With --reference-guidance, every arm is also sampled with each reference-guidance scale.
     """
     from ltx_audio_reference.data.media_tools import MissingToolError  # noqa: PLC0415
+    from ltx_audio_reference.errors import StorageError  # noqa: PLC0415
     from ltx_audio_reference.evaluation.sweep import ARMS, SweepSettings, run_sweep  # noqa: PLC0415
 
     settings = SweepSettings(
@@ -622,6 +646,8 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     )
     try:
         result = run_sweep(settings)
+    except StorageError as e:
+        raise _fail(f"error: {e.with_context(safe=e.safe or _EVAL_SAFE, next_step=e.next_step or _EVAL_NEXT)}") from e
     except (ValueError, ModuleNotFoundError, MissingToolError) as e:
         raise _fail(f"error: {e}") from e
 

@@ -35,12 +35,14 @@ class CheckReport:
     summary: str = ""
 
 
-def validation_lines(error: ValidationError, prefix: str = "") -> list[str]:
+def validation_lines(error: ValidationError, prefix: str = "", config_dir: Path | None = None) -> list[str]:
     """One ``config <location>: <message>; found <value>`` line per pydantic error.
 
     Args:
         error: The validation error.
         prefix: The section the validated model sits under (e.g. ``training_strategy``), prepended to locations.
+        config_dir: The config file's folder: a relative path that does not exist is said to resolve against the
+            current folder, and where it exists next to the config, that path is named.
     """
     lines = []
     for err in error.errors():
@@ -49,6 +51,8 @@ def validation_lines(error: ValidationError, prefix: str = "") -> list[str]:
         if err["type"] == "unknown_training_strategy" and isinstance(value, dict):
             value = value.get("name")
         shown = "" if isinstance(value, dict) else f"; found {value!r}"
+        if isinstance(value, str) and "does not exist" in err["msg"]:
+            shown += preflight.relative_path_note(value, config_dir)
         lines.append(f"config {loc or '(root)'}: {err['msg']}{shown}")
     return lines
 
@@ -58,7 +62,7 @@ def _strategy_section(data: dict[str, Any]) -> dict[str, Any]:
     return section if isinstance(section, dict) else {}
 
 
-def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckReport) -> Any:  # noqa: ANN401
+def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckReport, config_dir: Path | None) -> Any:  # noqa: ANN401
     """Validate through the stock config model and the run-settings checks; returns the strategy config or None."""
     from pydantic import TypeAdapter  # noqa: PLC0415
 
@@ -70,14 +74,16 @@ def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckR
     except ValidationError as e:
         # The stock validator also reports missing data folders; the data check names them more precisely.
         report.problems.extend(
-            line for line in validation_lines(e) if "does not exist under preprocessed_data_root" not in line
+            line
+            for line in validation_lines(e, config_dir=config_dir)
+            if "does not exist under preprocessed_data_root" not in line
         )
     else:
         try:
             pm.hook.validate_config(config=parsed)
         except ValueError as e:
             report.problems.append(f"config: {e}")
-        _add(report, preflight.check_run(preflight.RunSettings.from_config(parsed)))
+        _add(report, preflight.check_run(preflight.RunSettings.from_config(parsed, config_dir)))
         return parsed.training_strategy
     annotation = LtxTrainerConfig.model_fields["training_strategy"].rebuild_annotation()
     try:
@@ -91,13 +97,15 @@ def _add(report: CheckReport, result: preflight.Preflight) -> None:
     report.notes.extend(result.notes)
 
 
-def _without_trainer(data: dict[str, Any], registry: StrategyRegistry, report: CheckReport) -> Any:  # noqa: ANN401
+def _without_trainer(
+    data: dict[str, Any], registry: StrategyRegistry, report: CheckReport, config_dir: Path | None
+) -> Any:  # noqa: ANN401
     name = _strategy_section(data).get("name", "text_to_video")
     report.notes.append(
         "ltx-trainer is not importable here: only the strategy section, the run settings and the data are checked "
         "(install ltx-trainer for a full check of every section)"
     )
-    _add(report, preflight.check_run(preflight.RunSettings.from_dict(data)))
+    _add(report, preflight.check_run(preflight.RunSettings.from_dict(data, config_dir)))
     if name not in registry:
         if name not in registry.available():
             report.problems.append(
@@ -119,6 +127,7 @@ def check_config(
     registry: StrategyRegistry,
     pm: pluggy.PluginManager,
     max_files: int | None = None,
+    config_dir: Path | None = None,
 ) -> CheckReport:
     """Check a raw config dict and the preprocessed data it points to.
 
@@ -127,15 +136,16 @@ def check_config(
         registry: Registered strategies.
         pm: The plugin manager (for ``validate_config`` hooks).
         max_files: Read at most this many samples' contents.
+        config_dir: The config file's folder, to say where a relative path that does not exist would be found.
 
     Returns:
         The problems (one line each), notes and a one-line summary.
     """
     report = CheckReport()
     if bridge.ltx_trainer_available():
-        strategy_config = _with_trainer(data, pm, report)
+        strategy_config = _with_trainer(data, pm, report, config_dir)
     else:
-        strategy_config = _without_trainer(data, registry, report)
+        strategy_config = _without_trainer(data, registry, report, config_dir)
 
     data_section = data.get("data")
     root = data_section.get("preprocessed_data_root") if isinstance(data_section, dict) else None

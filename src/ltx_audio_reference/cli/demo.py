@@ -32,6 +32,7 @@ def demo_command(
     ] = DEMO_MODELS[0],
 ) -> None:
     """Write a tiny model, dataset and config that train on CPU in under a minute."""
+    from ltx_audio_reference.errors import StorageError  # noqa: PLC0415
     from ltx_audio_reference.testing.demo import write_demo  # noqa: PLC0415 - torch and ltx-core only when run
     from ltx_audio_reference.testing.tiny_ltx25 import Ltx25NotSupportedError  # noqa: PLC0415
 
@@ -42,4 +43,33 @@ def demo_command(
     except Ltx25NotSupportedError as e:
         console.print(f"[red]error:[/red] {e}", highlight=False)
         raise typer.Exit(1) from e
+    except StorageError as e:
+        safe = (
+            f"{directory} holds an incomplete demo: each file in it is complete, but config.yaml, written last, is "
+            "not there, so nothing points at it"
+        )
+        again = f"Free space (or choose another folder) and run `ltx-trainer demo {directory}` again; it rewrites it."
+        console.print(f"error: {e.with_context(safe=e.safe or safe, next_step=again)}", style="red", markup=False)
+        raise typer.Exit(1) from e
+    problems, notes = _check_written(config_path)
+    if problems:  # "ready" only for a demo that passes `ltx-trainer check`
+        for problem in problems:
+            console.print(problem, style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    for note in notes:
+        console.print(f"note: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     console.print(f"Demo ready. Train it with:\n  ltx-trainer train {config_path}", highlight=False)
+
+
+def _check_written(config_path: Path) -> tuple[list[str], list[str]]:
+    """What `ltx-trainer check` finds in the demo just written: problems with what demo wrote (none, unless the write
+    went wrong), and notes about the output folder an earlier run left (not demo's to judge)."""
+    from ltx_audio_reference.cli.check import check_config  # noqa: PLC0415
+    from ltx_audio_reference.plugins import collect_strategies, get_plugin_manager  # noqa: PLC0415
+    from ltx_audio_reference.reliability.parsing import read_yaml  # noqa: PLC0415
+
+    data = read_yaml(config_path)
+    report = check_config(data, registry=collect_strategies(), pm=get_plugin_manager(), config_dir=config_path.parent)
+    earlier = [p for p in report.problems if p.startswith("config output_dir:")]
+    problems = [f"the demo just written fails `ltx-trainer check`: {p}" for p in report.problems if p not in earlier]
+    return problems, earlier

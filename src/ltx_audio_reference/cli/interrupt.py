@@ -1,9 +1,10 @@
-"""``ltx-trainer train`` under SIGINT and SIGTERM: stop cleanly and say where the last good checkpoint is.
+"""``ltx-trainer train`` stopped early, by SIGINT or SIGTERM or by the storage: say where the last good checkpoint is.
 
 Python turns SIGINT into a ``KeyboardInterrupt`` and dies silently on SIGTERM (a scheduler's or ``kill``'s default).
 Both now raise :class:`TrainingStopped`, a ``KeyboardInterrupt``, so every ``finally`` and atomic write unwinds as for
 Ctrl-C (a file being written is left under its temporary name and removed by the next save), and the command prints
-the newest complete checkpoint and how to resume from it.
+the newest complete checkpoint and how to resume from it. A full disk, a read-only or vanished folder
+(:class:`~ltx_audio_reference.errors.StorageError`) prints the same after one line naming the path and the errno.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from ltx_audio_reference.errors import StorageError
 from ltx_audio_reference.reliability.checkpoints import select_checkpoint
 from ltx_audio_reference.reliability.preflight import CHECKPOINTS_DIR_NAME
 
@@ -64,20 +66,35 @@ def stop_signals() -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def stopped_message(stop: TrainingStopped, output_dir: str | Path, config_path: str | Path) -> list[str]:
-    """What to tell the user after a stop: the newest complete checkpoint and how to resume from it."""
+def checkpoint_lines(output_dir: str | Path, config_path: str | Path) -> list[str]:
+    """The newest complete checkpoint under ``output_dir`` and how to resume from it (or that there is none)."""
     folder = Path(output_dir) / CHECKPOINTS_DIR_NAME
     choice = select_checkpoint(folder) if folder.is_dir() else None
-    lines = [f"Training stopped by {stop.name}."]
     if choice is None:
-        lines.append(f"No complete checkpoint was saved under {folder}: running again starts at step 0.")
-        return lines
+        return [f"No complete checkpoint was saved under {folder}: running again starts at step 0."]
     state = "with its training state" if choice.state is not None else "without a training state (steps restart at 0)"
-    lines += [
+    return [
         f"The last complete checkpoint is {choice.weights} ({state}).",
         f"To resume from it, set in {config_path}:",
         "  model:",
         f"    load_checkpoint: {folder}",
         f"and run `ltx-trainer train {config_path}` again.",
     ]
-    return lines
+
+
+def stopped_message(stop: TrainingStopped, output_dir: str | Path, config_path: str | Path) -> list[str]:
+    """What to tell the user after a stop: the newest complete checkpoint and how to resume from it."""
+    return [f"Training stopped by {stop.name}.", *checkpoint_lines(output_dir, config_path)]
+
+
+def storage_message(error: StorageError, output_dir: str | Path, config_path: str | Path) -> list[str]:
+    """What to tell the user after a write failed: the path and errno, what is safe on disk, how to resume."""
+    safe = error.safe or (
+        "no partial file was left (each checkpoint file is written under a temporary name and published only once "
+        "complete)"
+    )
+    return [
+        f"Training stopped: cannot write {error.path}: {error.reason}.",
+        f"Safe on disk: {safe}.",
+        *checkpoint_lines(output_dir, config_path),
+    ]

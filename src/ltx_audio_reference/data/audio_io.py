@@ -7,6 +7,7 @@ FLAC, OGG and float WAV, and PyAV adds everything FFmpeg decodes (MP3, AAC, M4A,
 from __future__ import annotations
 
 import logging
+import struct
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,39 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         return waveform, sample_rate
     reason = "; ".join(complaints) if complaints else "not a WAV file; install the recipes extra for other formats"
     raise AudioReadError(f"{path}: cannot read audio ({reason})")
+
+
+def wav_shortfall(path: Path) -> tuple[float, float] | None:
+    """For a WAV file whose sample data ends before its header says: ``(declared seconds, seconds present)``.
+
+    Read from the RIFF chunks alone. None for a complete file, a file that is not a RIFF WAV, or a streamed WAV whose
+    header leaves the length open (a data size of 0 or 0xFFFFFFFF, as pipes and RF64 write).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        return None
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        bytes_per_second = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if kind == b"fmt ":
+                fmt = f.read(length + length % 2)
+                if len(fmt) >= 12:
+                    bytes_per_second = struct.unpack("<I", fmt[8:12])[0]
+            elif kind == b"data":
+                present = size - f.tell()
+                if not bytes_per_second or length in (0, 0xFFFFFFFF) or present >= length:
+                    return None
+                return length / bytes_per_second, present / bytes_per_second
+            else:
+                f.seek(length + length % 2, 1)
 
 
 def needs_pyav(path: Path) -> bool:

@@ -43,12 +43,21 @@ import numpy as np
 import yaml
 
 from ltx_audio_reference.data.audio_io import AudioReadError, read_audio, write_wav
+from ltx_audio_reference.data.manifest import ManifestError, read_manifest
 from ltx_audio_reference.data.media import VIDEO_EXTENSIONS, probe, replace_audio, target_suffix
 from ltx_audio_reference.data.media_tools import missing_pyav, require
 from ltx_audio_reference.data.pairs import PairOutcome, make_pair
 from ltx_audio_reference.data.recipe import Recipe
 from ltx_audio_reference.data.report import plot_report, rounded, summarize
-from ltx_audio_reference.reliability.files import atomic_file, atomic_write_json, atomic_write_text, is_temp_name
+from ltx_audio_reference.errors import StorageError
+from ltx_audio_reference.reliability.files import (
+    atomic_file,
+    atomic_write_json,
+    atomic_write_text,
+    is_temp_name,
+    require_writable,
+)
+from ltx_audio_reference.reliability.parsing import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +127,20 @@ def find_clips(source: Path, column: str | None = None) -> list[Clip]:
     """
     source = Path(source)
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        files = sorted(p for p in source.rglob("*") if p.is_file())
+        paths = [p for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
+        if not paths:
+            others = f"; it holds {len(files)} other file(s), such as {files[0].name}" if files else "; it is empty"
+            raise BuildError(
+                f"{source}: no video clips (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}, in sub-folders too)"
+                f"{others}. Pass the folder of talking-head clips with audio, or a manifest with a video column"
+            )
         clips = [Clip(p, p.relative_to(source).with_suffix("").as_posix()) for p in paths]
     elif source.is_file() and source.suffix.lower() in (".csv", ".json", ".jsonl"):
-        rows = _read_rows(source)
+        try:
+            rows = read_manifest(source)
+        except ManifestError as e:
+            raise BuildError(str(e)) from e
         columns = [column] if column else [c for c in _INPUT_COLUMNS if rows and c in rows[0]]
         if not rows:
             raise BuildError(f"{source}: the manifest has no rows")
@@ -145,19 +164,6 @@ def find_clips(source: Path, column: str | None = None) -> list[Clip]:
     if duplicates:
         raise BuildError(f"{source}: clips share names (e.g. {duplicates[0]!r}); rename them so each is unique")
     return clips
-
-
-def _read_rows(manifest: Path) -> list[dict[str, Any]]:
-    suffix = manifest.suffix.lower()
-    text = manifest.read_text(encoding="utf-8")
-    if suffix == ".csv":
-        return list(csv.DictReader(io.StringIO(text)))
-    if suffix == ".json":
-        rows = json.loads(text)
-        if not isinstance(rows, list):
-            raise BuildError(f"{manifest}: a JSON manifest must hold a list of objects")
-        return rows
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _record(clip: Clip, outcome: PairOutcome | None, **extra: Any) -> dict[str, Any]:  # noqa: ANN401
@@ -202,6 +208,8 @@ def process_clip(clip: Clip, recipe: Recipe, output: Path) -> dict[str, Any]:
         else:
             try:
                 record = _process_media(clip, recipe, output)
+            except StorageError:
+                raise  # a full disk is not this clip's fault: every later clip would be dropped the same way
             except Exception as e:  # one odd clip must not stop a long build; the report lists it
                 logger.exception("Dropping %s: processing failed", clip.path)
                 record = _dropped(clip, "error", f"{type(e).__name__}: {e}")
@@ -296,7 +304,7 @@ def _check_snapshot(output: Path, recipe: Recipe, overwrite: bool) -> None:
     snapshot = output / RECIPE_SNAPSHOT
     current = recipe.model_dump(mode="json")
     if snapshot.is_file() and not overwrite:
-        previous = yaml.safe_load(snapshot.read_text(encoding="utf-8"))
+        previous = read_yaml(snapshot)
         if previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise BuildError(
@@ -335,8 +343,10 @@ def build_dataset(
         The report and what was written.
 
     Raises:
-        BuildError: On a bad input or an output that belongs to something else.
+        BuildError: On a bad input (a folder without video clips, say) or an output that belongs to something else.
         MissingToolError: If PyAV, praat-parselmouth or matplotlib is missing (checked before anything is written).
+        StorageError: If ``output`` cannot be written (before any clip), or the disk fills or the folder vanishes
+            during the build; the message says what is committed and how to go on.
     """
     check_tools()
     source, output = Path(source), Path(output)
@@ -344,6 +354,11 @@ def build_dataset(
     if limit is not None:
         clips = clips[:limit]
     _check_layout(clips, source, output, recipe)
+    require_writable(
+        output,
+        safe="nothing was written (checked before processing any clip)",
+        next_step="Point --output at a folder this user can write, with free space.",
+    )
     _check_snapshot(output, recipe, overwrite)
     if overwrite and (output / RECORDS_DIR).is_dir():
         for path in (output / RECORDS_DIR).rglob("*.json"):
@@ -359,19 +374,28 @@ def build_dataset(
     counts = Counter(record["status"] for record in records.values())
     if progress is not None:
         progress(0, len(todo), dict(counts))
-    for record in _run(todo, recipe, output, workers):
-        records[record["clip"]] = record
-        counts[record["status"]] += 1
-        result.processed += 1
-        if progress is not None:
-            progress(result.processed, len(todo), dict(counts))
+    try:
+        for record in _run(todo, recipe, output, workers):
+            records[record["clip"]] = record
+            counts[record["status"]] += 1
+            result.processed += 1
+            if progress is not None:
+                progress(result.processed, len(todo), dict(counts))
 
-    ordered = [records[key] for key in sorted(records)]
-    result.records = ordered
-    result.manifest = write_manifest(output / recipe.output.manifest, ordered, recipe.caption)
-    result.report = summarize(ordered, recipe)
-    atomic_write_json(output / REPORT_JSON, result.report)
-    result.report_png = plot_report(result.report, ordered, output / REPORT_PNG)
+        ordered = [records[key] for key in sorted(records)]
+        result.records = ordered
+        result.manifest = write_manifest(output / recipe.output.manifest, ordered, recipe.caption)
+        result.report = summarize(ordered, recipe)
+        atomic_write_json(output / REPORT_JSON, result.report)
+        result.report_png = plot_report(result.report, ordered, output / REPORT_PNG)
+    except StorageError as e:
+        raise e.with_context(
+            safe=f"{len(records)} clip(s) are processed and committed under {output} ({result.processed} in this run; "
+            "a pair is committed by its record, written after both of its files), and no half pair or partial file "
+            "was left; the manifest and report are written at the end, so they are not updated",
+            next_step="Free space (or make the folder writable) and run the same command again: committed clips are "
+            "skipped.",
+        ) from e
     return result
 
 

@@ -11,6 +11,8 @@ each reference is compared with its target.
 from __future__ import annotations
 
 import logging
+import re
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,8 @@ TARGET_OF_REFERENCE: dict[str, str] = {"ref_audio_latents": "audio_latents"}
 #: A reference whose latents differ from its target's by at most this relative (Frobenius) norm is the target itself
 #: (0.1 %: the same audio through another mel front end or dtype still counts).
 IDENTICAL_RTOL = 1e-3
+#: A reference gap longer than this (seconds) reads as a milliseconds slip where references overrun the RoPE range.
+LONG_REFERENCE_GAP_S = 1.0
 
 _KIND_DESCRIPTION = {
     "video": f"latents [{VIDEO_LATENT_CHANNELS}, F, H, W]",
@@ -202,16 +206,45 @@ CHECKS = {"video": check_video_latents, "audio": check_audio_latents, "condition
 def load_sample_file(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load one ``.pt`` file the way training does (``weights_only=True``).
 
-    With ``mmap`` the zip structure is validated (a truncated file still fails) but tensor data is read lazily.
+    With ``mmap`` the zip structure is validated (a truncated file still fails) but tensor data is read lazily; a
+    file in torch's legacy (non-zip) format, which cannot be memory-mapped, is read whole, so ``check`` and training
+    start say the same thing about every file.
 
     Raises:
-        ValueError: If the file is unreadable, truncated, holds a pickled object or is not a dict.
+        ValueError: If the file is empty, unreadable, truncated, holds a pickled object or is not a dict; the message
+            says which, and how to fix it.
     """
+    import pickle  # noqa: PLC0415 - only for its exception type
+
+    path = Path(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        size = path.stat().st_size
+    except OSError as e:
+        raise ValueError(f"unreadable ({e.strerror or e})") from e
+    if size == 0:
+        raise ValueError(
+            "unreadable: an empty file (0 bytes; a preprocessing run that died while writing it, or a full disk). "
+            "Re-run the preprocessing for this sample, or remove it from every folder"
+        )
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"a pickled {found[1]} object" if found else "a pickled Python object"
+        numpy = " (torch.from_numpy(array) for a numpy array)" if found and found[1].startswith("numpy") else ""
+        raise ValueError(
+            f"unreadable: it holds {what}, which weights_only=True refuses to load (nothing in it was executed). "
+            f"Save tensors and plain numbers only{numpy}, and re-run the preprocessing for this sample"
+        ) from e
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"unreadable ({type(e).__name__}: {first_line})") from e
+        first_sentence = first_line.split(". ", 1)[0]
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"unreadable (truncated: {size} bytes with no zip directory at the end; {first_sentence}). Re-run "
+                "the preprocessing for this sample"
+            ) from e
+        raise ValueError(f"unreadable ({type(e).__name__}: {first_sentence})") from e
     if not isinstance(data, dict):
         raise ValueError(f"a {type(data).__name__}, not a dict of tensors")
     return data
@@ -401,19 +434,41 @@ def _reference_length_notes(
                 f"(most: {name}, {ref:.2f} s of reference for {target:.2f} s of target). That trains; each reference "
                 "costs one token per 0.04 s every step"
             )
-        if reference_gap_s is None:
-            continue
+        if reference_gap_s is None or reference_gap_s >= rope_max_pos_s:
+            continue  # a gap past the range is a problem of its own (_reference_gap_problem)
         past = [(name, ref) for name, ref, _ in pairs if ref + reference_gap_s > rope_max_pos_s + 1e-9]
         if past:
             name, ref = max(past, key=lambda item: item[1])
+            if reference_gap_s > LONG_REFERENCE_GAP_S:
+                fix = (
+                    f"The {reference_gap_s:g} s gap takes most of that: reference_gap_s is in seconds (0.04 is one "
+                    f"audio latent); if {reference_gap_s:g} was meant in milliseconds, write "
+                    f"{reference_gap_s / 1000:g}. Else trim references to at most "
+                    f"{rope_max_pos_s - reference_gap_s:.2f} s"
+                )
+            else:
+                fix = f"Trim references to at most {rope_max_pos_s - reference_gap_s:.2f} s"
             notes.append(
                 f"{len(past)} of {len(pairs)} references in {data_root / ref_dir}/ reach past the audio RoPE range: "
                 f"{name} ({ref:.2f} s) starts {ref + reference_gap_s:.2f} s before the target (with the "
                 f"{reference_gap_s:g} s gap), more than the {rope_max_pos_s:g} s that ltx-core scales audio "
-                f"positions by (audio_positional_embedding_max_pos). Trim references to at most "
-                f"{rope_max_pos_s - reference_gap_s:.2f} s"
+                f"positions by (audio_positional_embedding_max_pos). {fix}"
             )
     return notes
+
+
+def _reference_gap_problem(reference_gap_s: float | None, rope_max_pos_s: float) -> Problem | None:
+    """A gap that alone reaches past the audio RoPE range puts every reference where the model has no positions."""
+    if reference_gap_s is None or reference_gap_s < rope_max_pos_s:
+        return None
+    return Problem(
+        "config training_strategy.reference_gap_s",
+        f"seconds between a reference's end and its target's start, well inside the {rope_max_pos_s:g} s audio RoPE "
+        "range (0.04 s is one audio latent)",
+        f"{reference_gap_s:g} s, which alone reaches past that range, so every reference would sit outside the "
+        f"positions the model knows. It is in seconds: for {reference_gap_s:g} ms write "
+        f"reference_gap_s: {reference_gap_s / 1000:g}",
+    )
 
 
 def check_sources(
@@ -603,5 +658,7 @@ def _scan(
     if batch_size > 1:
         problems.extend(_batch_shape_problems(data_root, records, present, batch_size))
     problems.extend(_identical_reference_problems(data_root, records, references))
+    if references and (gap := _reference_gap_problem(reference_gap_s, rope_max_pos_s)) is not None:
+        problems.append(gap)
     report.notes.extend(_reference_length_notes(data_root, records, references, reference_gap_s, rope_max_pos_s))
     return report

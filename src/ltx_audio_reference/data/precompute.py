@@ -27,7 +27,6 @@ Before anything is loaded or written, the run checks:
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import logging
@@ -39,10 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ltx_audio_reference.data.audio_io import AUDIO_EXTENSIONS, AudioReadError, needs_pyav, read_audio
+from ltx_audio_reference.data.audio_io import AUDIO_EXTENSIONS, AudioReadError, needs_pyav, read_audio, wav_shortfall
+from ltx_audio_reference.data.check import check_audio_latents
+from ltx_audio_reference.data.manifest import MANIFEST_SUFFIXES, ManifestError, read_manifest
 from ltx_audio_reference.data.media_tools import missing_pyav, require
 from ltx_audio_reference.data.mel import FrontEnd, FrontEndChoice, front_end_for, import_audio_vae
-from ltx_audio_reference.reliability.files import atomic_write
+from ltx_audio_reference.errors import StorageError
+from ltx_audio_reference.reliability.files import atomic_write, require_writable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,7 +53,6 @@ logger = logging.getLogger(__name__)
 
 REFERENCE_DIR = "reference_audio_latents"
 TARGET_AUDIO_DIR = "audio_latents"
-MANIFEST_SUFFIXES = (".csv", ".json", ".jsonl")
 #: Config sections that only a full checkpoint or a component file carries (a split pack's transformer has none).
 _COMPONENT_SECTIONS = frozenset({"vae", "audio_vae", "vocoder"})
 _SHOWN = 10  # names listed in one message before "and N more"
@@ -78,6 +79,8 @@ class PrecomputeResult:
     skipped: list[Path] = field(default_factory=list)
     unpaired: list[Path] = field(default_factory=list)  # no audio_latents/ twin, where that folder exists
     front_end: str | None = None
+    #: References that encode but may not be what was meant (clipping, a file shorter than its header).
+    warnings: list[str] = field(default_factory=list)
 
 
 def _relative_to(path: Path, root: Path) -> Path:
@@ -86,25 +89,6 @@ def _relative_to(path: Path, root: Path) -> Path:
         return path.relative_to(root)
     except ValueError:
         return Path(*path.parts[1:]) if path.is_absolute() else path
-
-
-def read_manifest_rows(manifest: Path) -> list[dict[str, Any]]:
-    """The rows of a CSV, JSON (a list of objects) or JSONL manifest.
-
-    Raises:
-        PrecomputeError: For a JSON file that is not a list.
-        ValueError: For a JSON or JSONL file that does not parse (``json.JSONDecodeError``).
-    """
-    suffix = manifest.suffix.lower()
-    if suffix == ".csv":
-        with manifest.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    if suffix == ".json":
-        rows = json.loads(manifest.read_text(encoding="utf-8"))
-        if not isinstance(rows, list):
-            raise PrecomputeError(f"{manifest}: a JSON manifest must hold a list of objects")
-        return rows
-    return [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def find_references(
@@ -136,7 +120,11 @@ def find_references(
         )
     root = source.parent
     items = []
-    for index, row in enumerate(read_manifest_rows(source)):
+    try:
+        rows = read_manifest(source)
+    except ManifestError as e:
+        raise PrecomputeError(str(e)) from e
+    for index, row in enumerate(rows):
         reference = str(row.get(reference_column) or "").strip()
         if not reference:
             raise PrecomputeError(
@@ -333,14 +321,55 @@ def _read_trimmed(item: ReferenceItem, max_duration: float | None) -> tuple[np.n
     return samples, sample_rate
 
 
-def _check_references(items: list[ReferenceItem], encoder_rate: int, n_fft: int, max_duration: float | None) -> None:
-    """Read every reference once and raise naming each one that is unreadable or too short (all at once)."""
-    problems = []
+def _measure(item: ReferenceItem, samples: np.ndarray, warnings: list[str]) -> str | None:
+    """A problem (non-finite samples) or warnings (clipping, a file shorter than its header) about one reference."""
+    import numpy as np  # noqa: PLC0415
+
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int((~finite).sum())
+        return (
+            f"{item.audio_path}: {bad} of {samples.size} samples are NaN or Inf; the encoder would turn them into "
+            "non-finite latents. Re-export the file (a float WAV written from a failed computation, say)"
+        )
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak > 1.0:
+        warnings.append(
+            f"{item.audio_path}: peaks at {peak:.3g} ({20 * math.log10(peak):+.1f} dB over full scale): a float file "
+            "louder than [-1, 1], which the audio VAE never saw in training (it encodes clipped audio as loud "
+            "distortion). Normalize it (divide by its peak) or check the export gain"
+        )
+    short = wav_shortfall(item.audio_path)
+    if short is not None:
+        declared, present = short
+        warnings.append(
+            f"{item.audio_path}: ends after {present:.2f} s, while its header says {declared:.2f} s (cut short by an "
+            "interrupted copy or export?): only the part present is encoded"
+        )
+    return None
+
+
+def _check_references(
+    items: list[ReferenceItem], encoder_rate: int, n_fft: int, max_duration: float | None
+) -> list[str]:
+    """Read and measure every reference once; raise naming each one that cannot be encoded (all at once).
+
+    Returns:
+        Warnings: references that encode but may not be what was meant (clipping, cut short).
+
+    Raises:
+        PrecomputeError: Naming every file that is unreadable, too short, or holds NaN or Inf samples.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
     for item in items:
         try:
             samples, sample_rate = _read_trimmed(item, max_duration)
         except AudioReadError as e:
             problems.append(str(e))
+            continue
+        if (problem := _measure(item, samples, warnings)) is not None:
+            problems.append(problem)
             continue
         # The centred STFT reflect-pads n_fft // 2 samples, which needs a longer signal at the encoder's rate.
         min_samples = math.ceil((n_fft // 2 + 1) * sample_rate / encoder_rate)
@@ -358,6 +387,41 @@ def _check_references(items: list[ReferenceItem], encoder_rate: int, n_fft: int,
                 ]
             )
         )
+    return warnings
+
+
+def _written_so_far(result: PrecomputeResult, todo: list[ReferenceItem]) -> str:
+    return (
+        f"{len(result.encoded)} of the {len(todo)} reference(s) to encode were written, each complete, under "
+        f"{result.output_dir}"
+    )
+
+
+def _write_checked(
+    item: ReferenceItem, record: dict[str, Any], result: PrecomputeResult, todo: list[ReferenceItem]
+) -> None:
+    """Write one record, only if it passes the data check ``ltx-trainer check`` runs (an encoder that produced NaN).
+
+    Raises:
+        PrecomputeError: If the record fails the check (not written).
+        StorageError: If the write failed, saying what was written and how to go on.
+    """
+    target = result.output_dir / item.relative
+    bad = [str(problem) for problem in check_audio_latents(str(target), record)]
+    if bad:
+        raise PrecomputeError(
+            f"{item.audio_path}: its latents fail the data check, so they were not written: {'; '.join(bad)}. "
+            f"{_written_so_far(result, todo)}"
+        )
+    try:
+        atomic_write(target, functools.partial(torch.save, record))
+    except StorageError as e:
+        raise e.with_context(
+            safe=_written_so_far(result, todo) + "; no partial file was left",
+            next_step="Free space (or make the folder writable) and run the same command again: the references "
+            "already encoded are skipped.",
+        ) from e
+    result.encoded.append(item.relative)
 
 
 @dataclass
@@ -368,6 +432,7 @@ class ReferencePlan:
     todo: list[ReferenceItem]
     skipped: list[Path]
     output_dir: Path
+    warnings: list[str] = field(default_factory=list)
 
 
 def plan_reference_latents(
@@ -410,7 +475,7 @@ def plan_reference_latents(
     out_dir = Path(output_root) / REFERENCE_DIR
     if max_duration is not None and max_duration <= 0:
         raise PrecomputeError(f"max_duration must be positive, got {max_duration}")
-    todo, skipped = [], []
+    todo, skipped, warnings = [], [], []
     for item in items:
         if (out_dir / item.relative).is_file() and not overwrite:
             skipped.append(item.relative)
@@ -430,8 +495,8 @@ def plan_reference_latents(
                 f"precompute ({len(pyav_files)} reference(s) such as {pyav_files[0]} are not WAV, FLAC or OGG)",
                 missing_pyav(),
             )
-        _check_references(todo, sample_rate, n_fft, max_duration)
-    return ReferencePlan(items=items, todo=todo, skipped=skipped, output_dir=out_dir)
+        warnings = _check_references(todo, sample_rate, n_fft, max_duration)
+    return ReferencePlan(items=items, todo=todo, skipped=skipped, output_dir=out_dir, warnings=warnings)
 
 
 def precompute_reference_latents(  # noqa: PLR0913
@@ -472,8 +537,11 @@ def precompute_reference_latents(  # noqa: PLR0913
         The encoded, skipped and unpaired relative paths.
 
     Raises:
-        PrecomputeError: Before anything loads or is written: naming every unreadable or too-short file, a bad
-            source, no model, or a checkpoint without a complete audio VAE encoder.
+        PrecomputeError: Before anything loads or is written: naming every unreadable, too-short or non-finite
+            file, a bad source, no model, or a checkpoint without a complete audio VAE encoder. During the run: a
+            file whose latents fail the data check (not written).
+        StorageError: The output folder cannot be written (before the encoder loads), or the disk fills or the
+            folder vanishes during the run; the message says what was written and how to go on.
         MissingToolError: If some reference needs PyAV and it is not installed.
     """
     # Everything that can fail is checked before the model loads and before the first file is written.
@@ -493,6 +561,15 @@ def precompute_reference_latents(  # noqa: PLR0913
     if not items:
         logger.warning("No reference audio found in %s", source)
         return result
+    result.warnings = list(plan.warnings)
+    for warning in result.warnings:
+        logger.warning("%s", warning)
+    if todo:
+        require_writable(
+            out_dir,
+            safe="nothing was written (checked before loading the encoder)",
+            next_step="Point --output at a folder this user can write, with free space.",
+        )
 
     if progress is not None:
         progress(len(result.skipped), len(items))
@@ -506,9 +583,7 @@ def precompute_reference_latents(  # noqa: PLR0913
             result.front_end = fe.name
             logger.info("Front end: %s", fe.name)
         samples, sample_rate = _read_trimmed(item, max_duration)
-        record = encode_waveform(encoder, fe, torch.from_numpy(samples), sample_rate)
-        atomic_write(out_dir / item.relative, functools.partial(torch.save, record))
-        result.encoded.append(item.relative)
+        _write_checked(item, encode_waveform(encoder, fe, torch.from_numpy(samples), sample_rate), result, todo)
         if progress is not None:
             progress(done, len(items))
 

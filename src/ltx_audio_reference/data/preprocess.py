@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from ltx_audio_reference.data.manifest import ManifestError, read_manifest
 from ltx_audio_reference.data.media_tools import MissingToolError, missing_ffmpeg, missing_torchcodec, require
 from ltx_audio_reference.data.model_check import PackPaths, check_preprocessing_pack, read_config
 from ltx_audio_reference.data.precompute import (
@@ -52,7 +53,6 @@ from ltx_audio_reference.data.precompute import (
     ReferencePlan,
     plan_reference_latents,
     precompute_reference_latents,
-    read_manifest_rows,
 )
 from ltx_audio_reference.layout import PRECOMPUTED_DIR_NAME
 from ltx_audio_reference.reliability.files import atomic_write_json
@@ -537,8 +537,8 @@ def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
     if manifest.suffix.lower() not in MANIFEST_SUFFIXES:
         raise PreprocessError(f"{manifest}: expected a {', '.join(MANIFEST_SUFFIXES)} manifest")
     try:
-        rows = read_manifest_rows(manifest)
-    except (PrecomputeError, ValueError) as e:
+        rows = read_manifest(manifest)
+    except ManifestError as e:
         raise PreprocessError(f"{manifest}: cannot be read ({e})") from e
     problems = _column_problems(
         rows,

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ltx_audio_reference.reliability.parsing import DuplicateKeyError, read_yaml
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -247,7 +249,9 @@ def load_recipe(path: Path) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path)
+    except DuplicateKeyError as e:
+        raise RecipeError(str(e)) from e
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML: {e}") from e
     try:

@@ -36,13 +36,12 @@ from typing import Any
 
 import torch
 
+from ltx_audio_reference.reliability.lora_fit import LORA_KEY
 from ltx_audio_reference.strategies.audio_reference.lora_targets import PRESETS
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "diffusion_model."
-#: ``diffusion_model.<module>.lora_A.weight`` / ``.lora_B.weight``: the only keys an exported LoRA may hold.
-LORA_KEY = re.compile(r"^diffusion_model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
 _BLOCK_MODULE = re.compile(r"^transformer_blocks\.(?P<block>\d+)\.(?P<inner>.+)$")
 _ALPHA_KEY = re.compile(r"(^|\.)alpha$")
 
@@ -72,6 +71,10 @@ EXPECTED_FORMAT = (
     "only lora_A/lora_B pairs, so these keys would be skipped)"
 )
 EXPORT_FORMAT = "comfyui"
+#: Unknown keys listed one per line before "and N more".
+MAX_UNKNOWN_LISTED = 10
+#: Key prefixes of a model checkpoint's own weights (a monolithic LTX-2 file, a bare transformer, a VAE).
+MODEL_KEY_PREFIXES = ("model.diffusion_model.", "transformer_blocks.", "vae.", "audio_vae.", "vocoder.", "text_")
 
 
 class LoraFileError(RuntimeError):
@@ -154,6 +157,8 @@ def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open  # noqa: PLC0415
 
     path = Path(path)
+    if path.is_dir():
+        raise LoraFileError(f"{path} is a folder, not a LoRA file: {_lora_in_folder(path)}")
     if not path.is_file():
         raise LoraFileError(f"{path}: no such file")
     try:
@@ -163,6 +168,22 @@ def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     except (SafetensorError, OSError) as e:
         raise LoraFileError(f"{path}: not a readable safetensors file ({e})") from e
     return tensors, metadata
+
+
+def _lora_in_folder(folder: Path) -> str:
+    """What to pass instead of a folder: its newest complete checkpoint, or its .safetensors files."""
+    from ltx_audio_reference.reliability.checkpoints import select_checkpoint  # noqa: PLC0415
+
+    for candidate in (folder / "checkpoints", folder):
+        choice = select_checkpoint(candidate) if candidate.is_dir() else None
+        if choice is not None:
+            return f"pass a .safetensors file, such as its newest complete checkpoint {choice.weights}"
+    found = sorted(folder.glob("*.safetensors"))
+    if found:
+        return f"pass one of its .safetensors files, such as {found[0]}"
+    return (
+        "it holds no .safetensors file; pass an exported LoRA (output_dir/checkpoints/lora_weights_step_N.safetensors)"
+    )
 
 
 def _decode_metadata(metadata: dict[str, str]) -> dict[str, Any]:
@@ -190,6 +211,7 @@ def lora_factors(
     problems: list[str] = []
     halves: dict[str, dict[str, torch.Tensor]] = {}
     foreign: dict[str, list[str]] = {}
+    unknown: list[str] = []
     for key in sorted(tensors):
         tensor = tensors[key]
         if tensor.is_floating_point():
@@ -207,14 +229,13 @@ def lora_factors(
                     "1 (train with lora.alpha equal to lora.rank)"
                 )
             else:
-                problems.append(
-                    f"{key}: unknown key; expected {KEY_PREFIX}<module>.lora_A.weight or .lora_B.weight (ComfyUI)"
-                )
+                unknown.append(key)
             continue
         if tensor.ndim != 2:
             problems.append(f"{key}: expected a 2-D matrix, found shape {tuple(tensor.shape)}")
             continue
         halves.setdefault(match.group("module"), {})[match.group("factor")] = tensor
+    problems.extend(_unknown_key_problems(unknown, lora_keys=len(tensors) - len(unknown)))
     for name, keys in foreign.items():
         _, layout, fix = FOREIGN_FORMATS[name]
         example = next((k for k in keys if not _ALPHA_KEY.search(k)), keys[0])
@@ -237,6 +258,24 @@ def lora_factors(
             continue
         factors[module] = (a, b)
     return factors, problems
+
+
+def _unknown_key_problems(unknown: list[str], lora_keys: int) -> list[str]:
+    """One line per unknown key, or one line for a file with no LoRA key at all (a model checkpoint, say)."""
+    if not unknown:
+        return []
+    expected = f"expected {KEY_PREFIX}<module>.lora_A.weight or .lora_B.weight (ComfyUI)"
+    if lora_keys == 0 and len(unknown) > MAX_UNKNOWN_LISTED:
+        model = any(k.startswith(MODEL_KEY_PREFIXES) and k.endswith((".weight", ".bias")) for k in unknown)
+        what = "a model checkpoint (its weights and biases), not a LoRA" if model else "not a LoRA"
+        return [
+            f"this file is {what}: none of its {len(unknown)} tensors is a LoRA factor (e.g. {unknown[0]}); "
+            f"{expected}. Pass an exported LoRA, such as output_dir/checkpoints/lora_weights_step_N.safetensors"
+        ]
+    shown = [f"{key}: unknown key; {expected}" for key in unknown[:MAX_UNKNOWN_LISTED]]
+    if len(unknown) > MAX_UNKNOWN_LISTED:
+        shown.append(f"... and {len(unknown) - MAX_UNKNOWN_LISTED} more unknown keys")
+    return shown
 
 
 def foreign_format(key: str) -> str | None:

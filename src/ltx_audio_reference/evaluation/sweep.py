@@ -27,9 +27,11 @@ folder, next to the references and the generated files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ import torch
 from ltx_audio_reference.data.media_tools import missing_ffmpeg, missing_torchcodec, require
 from ltx_audio_reference.evaluation.sweep_stats import ArmResult, PitchMeasurement, measure_pitch, plot_sweep
 from ltx_audio_reference.layout import AUDIO_SAMPLE_RATE
-from ltx_audio_reference.reliability.files import atomic_write_json
+from ltx_audio_reference.reliability.files import atomic_write, atomic_write_json, require_writable, storage_error
 from ltx_audio_reference.strategies.audio_reference import STRATEGY_NAME
 
 logger = logging.getLogger(__name__)
@@ -137,13 +139,15 @@ def write_reference_tones(folder: Path, frequencies: Sequence[float], duration_s
     from ltx_audio_reference.data.audio_io import write_wav  # noqa: PLC0415
     from ltx_audio_reference.data.pitch import Timbre, synthesize_tone  # noqa: PLC0415
 
-    folder.mkdir(parents=True, exist_ok=True)
     tones = []
     for index, f0 in enumerate(frequencies):
         tone = synthesize_tone(
             f0, Timbre(), sample_rate=REFERENCE_SAMPLE_RATE, duration_s=duration_s, rng=np.random.default_rng(index)
         )
-        path = write_wav(folder / f"tone_{index:02d}_{f0:.1f}hz.wav", np.stack([tone, tone]), REFERENCE_SAMPLE_RATE)
+        path = atomic_write(
+            folder / f"tone_{index:02d}_{f0:.1f}hz.wav",
+            lambda tmp, tone=tone: write_wav(tmp, np.stack([tone, tone]), REFERENCE_SAMPLE_RATE),
+        )
         measured = measure_pitch(tone, REFERENCE_SAMPLE_RATE).f0_hz
         tones.append((path, float(measured) if measured is not None else f0))
     return tones
@@ -188,6 +192,35 @@ def _load_config_sections(path: Path) -> tuple[Any, Any, dict[str, Any], dict[st
     )
 
 
+def check_lora_fits(lora: Path, config: Path) -> None:
+    """Compare the LoRA's header with the config's model checkpoint's header: widths and blocks (nothing loads).
+
+    Raises:
+        ValueError: Naming the first differing tensor, or the blocks the LoRA covers beyond (or short of) the model.
+    """
+    from ltx_audio_reference.bridge.config import read_config_file  # noqa: PLC0415
+    from ltx_audio_reference.reliability.checkpoints import CheckpointError, safetensors_shapes  # noqa: PLC0415
+    from ltx_audio_reference.reliability.lora_fit import lora_fit  # noqa: PLC0415
+
+    model = read_config_file(config).get("model") or {}
+    model_path = Path(str(model.get("model_path") or "")).expanduser() if isinstance(model, dict) else None
+    lora = Path(lora)
+    if not lora.is_file():
+        raise ValueError(
+            f"--lora {lora}: no such file" + (" (a folder: pass a .safetensors file)" if lora.is_dir() else "")
+        )
+    if model_path is None or not model_path.is_file():
+        return  # the config's own check names a missing model
+    try:
+        fit = lora_fit(safetensors_shapes(lora), safetensors_shapes(model_path), lora_path=lora, model_path=model_path)
+    except CheckpointError as e:
+        raise ValueError(f"--lora: {e}") from e
+    if fit.problems:
+        raise ValueError(f"--lora {fit.problems[0]}")
+    for note in fit.notes:
+        logger.warning("%s", note)
+
+
 def _default_prompt(validation: dict[str, Any]) -> str | None:
     samples = validation.get("samples") or []
     if samples and isinstance(samples[0], dict) and samples[0].get("prompt"):
@@ -212,6 +245,29 @@ def _check_lora(lora: Path, strategy_config: Any) -> None:  # noqa: ANN401
         )
 
 
+def _check_before_loading(settings: SweepSettings) -> None:
+    """The arms, the LoRA against the model (headers only) and the output folder, before anything loads or is written.
+
+    Raises:
+        ValueError: On an unknown arm, a LoRA arm without a LoRA, or a LoRA that does not fit the model.
+        StorageError: If ``--out`` cannot be written.
+    """
+    unknown = [arm for arm in settings.arms if arm not in ARM_SPECS]
+    if unknown or not settings.arms:
+        raise ValueError(f"Unknown arms {unknown}; choose from {', '.join(ARMS)}")
+    if settings.lora is None and any(ARM_SPECS[arm][0] for arm in settings.arms):
+        raise ValueError("The lora and overlap arms need --lora; run only --arms base without one")
+    # A LoRA of another width would fail inside ltx-core's fusion after every model loaded; one of more blocks would
+    # lose them without a word.
+    if settings.lora is not None:
+        check_lora_fits(settings.lora, settings.config)
+    require_writable(
+        Path(settings.out),
+        safe="nothing was written (checked before loading any model)",
+        next_step="Point --out at a folder this user can write, with free space.",
+    )
+
+
 def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one linear pipeline, easiest read in order
     """Generate and measure every arm of the pitch sweep.
 
@@ -222,18 +278,17 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         The measured arms, and the paths of ``sweep.json`` and ``sweep.png``.
 
     Raises:
-        ValueError: On an unknown arm, a LoRA arm without a LoRA (or with a broken one), a negative reference-guidance
-            scale, a config that does not train ``audio_reference``, or no prompt.
+        ValueError: On an unknown arm, a LoRA arm without a LoRA (or with a broken one, or one that does not fit the
+            model), a negative reference-guidance scale, a config that does not train ``audio_reference``, or no
+            prompt; all before any model loads.
+        StorageError: If ``out`` cannot be written (before any model loads), or the disk fills or the folder
+            vanishes during the sweep; no half-written file is left (each arm's outputs are staged).
         ModuleNotFoundError: If ltx-trainer is not installed.
         MissingToolError: If FFmpeg or torchcodec is missing (checked before any model loads).
     """
     from ltx_audio_reference import bridge  # noqa: PLC0415
 
-    unknown = [arm for arm in settings.arms if arm not in ARM_SPECS]
-    if unknown or not settings.arms:
-        raise ValueError(f"Unknown arms {unknown}; choose from {', '.join(ARMS)}")
-    if settings.lora is None and any(ARM_SPECS[arm][0] for arm in settings.arms):
-        raise ValueError("The lora and overlap arms need --lora; run only --arms base without one")
+    _check_before_loading(settings)
     # ltx-trainer's validation runner reads the reference tones with torchaudio.load (torchcodec, FFmpeg): without
     # them the sweep would die in a torchcodec traceback after loading every model.
     require(
@@ -324,15 +379,16 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
                     placement,
                     scale,
                 )
-                with bridge.reference_placement(arm_config, reference_guidance=scale):
+                with bridge.reference_placement(arm_config, reference_guidance=scale), _staged(out / label) as staging:
                     results = runner.run(
                         transformer=transformer,
                         step=0,
-                        output_dir=out / label,
+                        output_dir=staging,
                         device=device,
                         progress=TrainingProgress(enabled=False, total_steps=1),
                     )
-                measured[label] = [_measure_file(path) for _, path in sorted(results)]
+                files = [out / label / Path(path).relative_to(staging) for _, path in sorted(results)]
+                measured[label] = [_measure_file(path) for path in files]
         del transformer
 
     from ltx_audio_reference.evaluation.sweep_stats import summarize_arm  # noqa: PLC0415
@@ -373,6 +429,27 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
     title = f"Pitch sweep: {settings.lora.name if settings.lora else 'base only'}"
     plot_path = plot_sweep(list(arms.values()), out / "sweep.png", title=title)
     return SweepResult(arms=arms, json_path=json_path, plot_path=plot_path, document=document)
+
+
+@contextlib.contextmanager
+def _staged(folder: Path) -> Iterator[Path]:
+    """Yield a hidden staging folder for one arm's outputs; it replaces ``folder`` only once the arm is complete.
+
+    The stock validation runner writes its audio and video files in place, so a full disk could leave half a file.
+    On any failure the staging folder is removed and a write failure is raised as a :class:`StorageError`.
+    """
+    staging = folder.with_name(f".incoming-{folder.name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        yield staging
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.replace(folder)
+    except BaseException as error:
+        diagnosed = storage_error(error, staging / "output")
+        shutil.rmtree(staging, ignore_errors=True)
+        if diagnosed is not None and diagnosed is not error:
+            raise diagnosed from error
+        raise
 
 
 def _measure_file(path: Path) -> tuple[PitchMeasurement, str]:

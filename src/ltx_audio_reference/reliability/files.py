@@ -5,18 +5,27 @@ the suffix kept last so that format-sniffing writers such as FFmpeg and matplotl
 (``fsync``), renamed over the final name (``os.replace``, atomic within a filesystem), and the folder is flushed so
 the rename is durable. A ``SIGKILL`` at any moment leaves either the previous complete file or the new complete one
 under the final name, never a partial one; :func:`remove_stale_temps` clears what an interrupted write left.
+
+A write that fails because of the storage (a full disk, a quota, a read-only or vanished folder) raises
+:class:`~ltx_audio_reference.errors.StorageError` naming the final path and the errno in words, whatever the writer
+raised (safetensors' ``SafetensorError``, torch's ``unexpected pos`` ``RuntimeError``, PyAV's errors):
+:func:`storage_error` reads the errno from the error, or else measures the folder by writing one block into it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from ltx_audio_reference.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +34,24 @@ TEMP_MARK = ".tmp"
 # finished file up, so its own ``.pt.tmp`` name never appears next to the checkpoints.
 STAGING_DIR_NAME = ".incoming"
 _TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)" + re.escape(TEMP_MARK) + r"(?:\.[^.]*)?$")
+#: Errnos that say the storage cannot take a write (rather than that the writer has a bug).
+STORAGE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EIO,
+        errno.EFBIG,
+        errno.ESTALE,
+    }
+)
+# Rust's io::Error (safetensors) and Python's OSError, quoted inside another library's message.
+_ERRNO_IN_TEXT = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
+_PROBE_BYTES = 4096
 
 
 def fsync_path(path: Path) -> None:
@@ -59,6 +86,88 @@ def is_temp_name(name: str) -> bool:
     return _TEMP_NAME.match(name) is not None
 
 
+def probe_write(folder: Path) -> int | None:
+    """The errno that writing (and flushing) one block into ``folder`` fails with right now, or None if it works.
+
+    Nothing is left behind: the probe file is hidden and removed.
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ltx-write-probe-", dir=folder)
+    except OSError as e:
+        return e.errno
+    try:
+        os.write(fd, b"\0" * _PROBE_BYTES)
+        os.fsync(fd)
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            Path(name).unlink()
+    return None
+
+
+def require_writable(folder: Path, *, safe: str, next_step: str) -> None:
+    """Refuse a folder (or, where it does not exist yet, the nearest folder above it) that cannot take a write now.
+
+    For commands to call before any work, so a read-only or full output fails in a second, not after an hour.
+
+    Raises:
+        StorageError: Naming ``folder`` and the errno, with ``safe`` and ``next_step`` for the message.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    code = probe_write(existing) if existing.is_dir() else errno.ENOTDIR
+    if code is not None:
+        raise StorageError(code, folder, safe=safe, next_step=next_step)
+
+
+def storage_error(error: BaseException, path: Path) -> StorageError | None:
+    """The :class:`StorageError` behind a failed write of ``path``, or None when the storage is not the cause.
+
+    The errno comes from the error itself (an ``OSError``, or ``(os error 28)`` / ``[Errno 28]`` in its message);
+    otherwise ``path``'s folder is probed with a one-block write, which fails the same way while the disk is full
+    (call this before removing the failed partial file, which holds the space).
+
+    Args:
+        error: What the writer raised.
+        path: The file being written (named in the message).
+    """
+    if isinstance(error, StorageError):
+        return error
+    if not isinstance(error, Exception):
+        return None  # an interrupt, not the storage
+    path = Path(path)
+    code = error.errno if isinstance(error, OSError) else None
+    if code is None and (match := _ERRNO_IN_TEXT.search(str(error))):
+        code = int(match[1] or match[2])
+    if code not in STORAGE_ERRNOS:
+        # A folder that is gone (deleted, unmounted) is the cause whatever the writer said.
+        code = probe_write(path.parent) if path.parent.is_dir() else errno.ENOENT
+    if code in STORAGE_ERRNOS:
+        return StorageError(code, path)
+    return None
+
+
+#: Errnos only a write raises: an ``OSError`` carrying one is a storage failure wherever it was raised.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def as_storage_error(error: BaseException) -> StorageError | None:
+    """``error`` as a :class:`StorageError`: itself, or an ``OSError`` with a write-only errno and a file name.
+
+    For commands that catch what any code raised (the stock runner writes ``training_config.yaml`` with ``open``);
+    an ``ENOENT`` or ``EACCES`` there could come from a read, so only write sites (:func:`storage_error`) name those.
+    """
+    if isinstance(error, StorageError):
+        return error
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS and error.filename:
+        return StorageError(error.errno, error.filename)
+    return None
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield the temporary path to write ``path``'s new content to; publish it only if the block succeeds.
@@ -66,16 +175,26 @@ def atomic_file(path: Path) -> Iterator[Path]:
     On success the temporary file is flushed to disk, renamed over ``path`` and the folder is flushed. On any
     exception (an interrupt, a full disk) the temporary file is removed and ``path`` keeps its old content, or stays
     absent. The folder is created if needed.
+
+    Raises:
+        StorageError: If the storage refused the write (full, read-only, vanished), whatever the writer raised.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise (storage_error(e, path) or e) from e
     tmp = temp_path_for(path)
     try:
         yield tmp
         fsync_path(tmp)
         tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as error:
+        diagnosed = storage_error(error, path)  # before the partial file gives its space back
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if diagnosed is not None and diagnosed is not error:
+            raise diagnosed from error
         raise
     fsync_path(path.parent)
 

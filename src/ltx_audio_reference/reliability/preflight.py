@@ -1,5 +1,6 @@
-"""Checks of a run's settings that need no model: step and batch counts, the text encoder, writable output folders
-and the checkpoint to resume from.
+"""Checks of a run's settings that need no model: step and batch counts, the text encoder, writable output folders,
+an output folder holding another run (:mod:`.identity`) and the checkpoint to resume from (its LoRA's header against
+the model's, :mod:`.lora_fit`).
 
 Training start (the bridge, before any model loads) and ``ltx-trainer check`` run the same checks, so both say the
 same thing. Each problem is one line naming the config key, what it holds and how to fix it; notes say what will
@@ -16,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltx_audio_reference.reliability import checkpoints
+from ltx_audio_reference.reliability import checkpoints, identity, runlock
 from ltx_audio_reference.reliability.files import is_temp_name
+from ltx_audio_reference.reliability.lora_fit import lora_fit
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +49,21 @@ class RunSettings:
     text_encoder_path: str | Path | None = None
     load_checkpoint: str | Path | None = None
     no_resume: bool = False
+    #: The whole config, to say what differs from the run already in ``output_dir`` (None: not compared).
+    config: Mapping[str, Any] | None = None
+    #: ``config`` is raw YAML without the defaults (only the keys it writes are compared).
+    config_is_partial: bool = False
+    overwrite_output_dir: bool = False
+    model_path: str | Path | None = None
+    training_mode: str = "lora"
+    lora_rank: int | None = None
+    #: The config file's folder, to say where a relative path would have been found.
+    config_dir: Path | None = None
 
     @classmethod
-    def from_config(cls, config: Any) -> RunSettings:  # noqa: ANN401 - ltx-trainer's LtxTrainerConfig
+    def from_config(cls, config: Any, config_dir: Path | None = None) -> RunSettings:  # noqa: ANN401 - LtxTrainerConfig
         """Read a parsed ``LtxTrainerConfig``."""
+        lora = getattr(config, "lora", None)
         return cls(
             steps=config.optimization.steps,
             batch_size=config.optimization.batch_size,
@@ -59,10 +72,16 @@ class RunSettings:
             text_encoder_path=config.model.text_encoder_path,
             load_checkpoint=config.model.load_checkpoint,
             no_resume=bool(config.checkpoints.no_resume),
+            config=config.model_dump(mode="json"),
+            overwrite_output_dir=bool(getattr(config, identity.OVERWRITE_KEY, False)),
+            model_path=config.model.model_path,
+            training_mode=str(config.model.training_mode),
+            lora_rank=lora.rank if lora is not None else None,
+            config_dir=config_dir,
         )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunSettings:
+    def from_dict(cls, data: Mapping[str, Any], config_dir: Path | None = None) -> RunSettings:
         """Read a raw YAML config (where ltx-trainer is not importable to parse it)."""
 
         def section(name: str) -> Mapping[str, Any]:
@@ -70,6 +89,7 @@ class RunSettings:
             return value if isinstance(value, Mapping) else {}
 
         optimization, model = section("optimization"), section("model")
+        rank = section("lora").get("rank")
         return cls(
             steps=optimization.get("steps"),
             batch_size=optimization.get("batch_size"),
@@ -78,6 +98,13 @@ class RunSettings:
             text_encoder_path=model.get("text_encoder_path"),
             load_checkpoint=model.get("load_checkpoint"),
             no_resume=bool(section("checkpoints").get("no_resume", False)),
+            config=data,
+            config_is_partial=True,
+            overwrite_output_dir=data.get(identity.OVERWRITE_KEY) is True,
+            model_path=model.get("model_path"),
+            training_mode=str(model.get("training_mode", "lora")),
+            lora_rank=rank if isinstance(rank, int) and not isinstance(rank, bool) else None,
+            config_dir=config_dir,
         )
 
 
@@ -87,6 +114,27 @@ class Preflight:
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def relative_path_note(path: str | Path, config_dir: Path | None = None) -> str:
+    """For a relative path that was not found: where it was looked for, and where it would have been found.
+
+    Relative paths in a config resolve against the current folder (as the stock trainer opens them), not against the
+    config file's folder, which reads as a missing file when ``ltx-trainer`` runs from elsewhere.
+
+    Returns:
+        ``" (a relative path: ...)"``, or ``""`` for an absolute path.
+    """
+    p = Path(str(path)).expanduser()
+    if p.is_absolute():
+        return ""
+    note = f" ({str(path)!r} is a relative path, resolved against the current folder {Path.cwd()}, not the config's"
+    if config_dir is not None:
+        beside = (Path(config_dir) / p).resolve()
+        if beside.exists() and beside != p.resolve():
+            return f"{note}; {beside} exists: write that absolute path, or run from {Path(config_dir).resolve()})"
+        return f"{note} folder {Path(config_dir).resolve()})"
+    return f"{note} file's folder)"
 
 
 def count_problems(settings: RunSettings) -> list[str]:
@@ -101,7 +149,7 @@ def count_problems(settings: RunSettings) -> list[str]:
     return problems
 
 
-def text_encoder_problem(path: str | Path | None) -> str | None:
+def text_encoder_problem(path: str | Path | None, config_dir: Path | None = None) -> str | None:
     """Why ``model.text_encoder_path`` cannot load, or None.
 
     The trainer builds its text-embedding connectors from the Gemma config even when every prompt is precomputed and
@@ -117,7 +165,8 @@ def text_encoder_problem(path: str | Path | None) -> str | None:
         return f"{key}: required; found nothing. {fix}"
     p = Path(path).expanduser()
     if not p.exists():
-        return f"{key}: expected an existing folder or file; found {str(path)!r} (no such file or folder). {fix}"
+        where = relative_path_note(path, config_dir)
+        return f"{key}: expected an existing folder or file; found {str(path)!r} (no such file or folder){where}. {fix}"
     if p.is_dir():
         missing = [name for name in ("config.json", "tokenizer.json") if next(p.rglob(name), None) is None]
         if missing:
@@ -201,13 +250,43 @@ def _finished(weights: Path, steps: Any, no_resume: bool) -> str | None:  # noqa
     )
 
 
-def resume_check(load_checkpoint: str | Path | None, steps: Any, no_resume: bool) -> Preflight:  # noqa: ANN401
+def lora_fit_problems(weights: Path, settings: RunSettings) -> Preflight:
+    """The LoRA ``weights`` a run loads, against the model's header and ``lora.rank`` (nothing is loaded)."""
+    result = Preflight()
+    model = Path(settings.model_path).expanduser() if settings.model_path else None
+    if settings.training_mode != "lora" or model is None or not model.is_file():
+        return result
+    try:
+        fit = lora_fit(
+            checkpoints.safetensors_shapes(weights),
+            checkpoints.safetensors_shapes(model),
+            lora_path=weights,
+            model_path=model,
+            rank=settings.lora_rank,
+        )
+    except (checkpoints.CheckpointError, OSError) as e:
+        logger.debug("LoRA header check skipped: %s", e)
+        return result
+    fix = "Point model.load_checkpoint at a LoRA of this model, rank and preset, or remove it to start a new run"
+    result.problems.extend(f"config model.load_checkpoint: {problem}. {fix}" for problem in fit.problems)
+    result.notes.extend(f"model.load_checkpoint: {note}; the other blocks keep new LoRA weights" for note in fit.notes)
+    return result
+
+
+def resume_check(
+    load_checkpoint: str | Path | None,
+    steps: Any,  # noqa: ANN401
+    no_resume: bool,
+    settings: RunSettings | None = None,
+) -> Preflight:
     """What ``model.load_checkpoint`` will do: refuse what cannot load, note what starts from step 0.
 
     Args:
         load_checkpoint: The config's ``model.load_checkpoint``.
         steps: ``optimization.steps``.
         no_resume: ``checkpoints.no_resume`` (load the weights, restart the schedule).
+        settings: The run's settings; with ``model_path`` and ``lora_rank``, the LoRA's header is compared with the
+            model's (:func:`lora_fit_problems`).
     """
     result = Preflight()
     if load_checkpoint is None or str(load_checkpoint).strip() == "":
@@ -215,8 +294,9 @@ def resume_check(load_checkpoint: str | Path | None, steps: Any, no_resume: bool
     key = "config model.load_checkpoint"
     path = Path(load_checkpoint).expanduser()
     if not path.exists():
+        where = relative_path_note(load_checkpoint, settings.config_dir if settings else None)
         result.problems.append(
-            f"{key}: {path} does not exist. Point it at a checkpoints folder (training resumes from its newest "
+            f"{key}: {path} does not exist{where}. Point it at a checkpoints folder (training resumes from its newest "
             "complete checkpoint) or at a .safetensors LoRA file, or remove model.load_checkpoint to start a new run"
         )
         return result
@@ -238,6 +318,10 @@ def resume_check(load_checkpoint: str | Path | None, steps: Any, no_resume: bool
             )
         elif (problem := _finished(path, steps, no_resume)) is not None:
             result.problems.append(problem)
+        elif settings is not None:
+            fit = lora_fit_problems(path, settings)
+            result.problems.extend(fit.problems)
+            result.notes.extend(fit.notes)
         return result
     choice = checkpoints.select_checkpoint(path)
     if choice is None:
@@ -248,7 +332,12 @@ def resume_check(load_checkpoint: str | Path | None, steps: Any, no_resume: bool
         return result
     if (problem := _finished(choice.weights, steps, no_resume)) is not None:
         result.problems.append(problem)
-    elif choice.note:
+        return result
+    if settings is not None:
+        fit = lora_fit_problems(choice.weights, settings)
+        result.problems.extend(fit.problems)
+        result.notes.extend(fit.notes)
+    if choice.note:
         result.notes.append(
             f"model.load_checkpoint: {path}: {choice.note}; {choice.weights.name} is loaded without a training state, "
             "so the schedule restarts at step 0"
@@ -256,13 +345,45 @@ def resume_check(load_checkpoint: str | Path | None, steps: Any, no_resume: bool
     return result
 
 
-def check_run(settings: RunSettings) -> Preflight:
-    """Every check of this module on one run's settings."""
+def run_folder_problem(settings: RunSettings) -> str | None:
+    """Why starting would overwrite another run's checkpoints in ``output_dir`` (:mod:`.identity`), or None."""
+    return identity.folder_problem(
+        settings.output_dir,
+        settings.config,
+        load_checkpoint=settings.load_checkpoint,
+        no_resume=settings.no_resume,
+        overwrite=settings.overwrite_output_dir,
+        partial=settings.config_is_partial,
+    )
+
+
+def lock_problem(output_dir: str | Path | None) -> str | None:
+    """Why ``output_dir`` cannot take a run now: another run holds its lock (:mod:`.runlock`), or None."""
+    if output_dir is None:
+        return None
+    out = Path(output_dir).expanduser()
+    locked, record = runlock.holder(out)
+    return runlock.held_message(out, record) if locked else None
+
+
+def check_run(settings: RunSettings, *, probe_lock: bool = True) -> Preflight:
+    """Every check of this module on one run's settings.
+
+    Args:
+        settings: The run's settings.
+        probe_lock: Whether to look for a run holding ``output_dir`` (not on a run's other processes, whose main
+            process holds it).
+    """
     result = Preflight(problems=count_problems(settings))
-    for problem in (text_encoder_problem(settings.text_encoder_path), output_problem(settings.output_dir)):
+    output = output_problem(settings.output_dir)
+    # Where output_dir cannot be written, what it holds is moot; a run in progress there explains its checkpoints.
+    folder = None
+    if output is None:
+        folder = (lock_problem(settings.output_dir) if probe_lock else None) or run_folder_problem(settings)
+    for problem in (text_encoder_problem(settings.text_encoder_path, settings.config_dir), output, folder):
         if problem is not None:
             result.problems.append(problem)
-    resume = resume_check(settings.load_checkpoint, settings.steps, settings.no_resume)
+    resume = resume_check(settings.load_checkpoint, settings.steps, settings.no_resume, settings)
     result.problems.extend(resume.problems)
     result.notes.extend(resume.notes)
     return result

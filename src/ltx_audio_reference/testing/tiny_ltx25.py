@@ -46,7 +46,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 
-from ltx_audio_reference.reliability.files import atomic_write
+from ltx_audio_reference.reliability.files import atomic_write, atomic_write_text
 from ltx_audio_reference.testing import tiny_model
 
 logger = logging.getLogger(__name__)
@@ -459,11 +459,11 @@ def _write_gemma4_root(root: Path, seed: int, weights: bool) -> None:
                 hf_logging.enable_progress_bar()
     else:
         # Training with validation off reads only the config, the tokenizer, the sidecars and the projection.
-        (root / "config.json").write_text(json.dumps(config), encoding="utf-8")
-        save_file({}, str(root / "model.safetensors"), metadata={"format": "pt"})
-    (root / "tokenizer.json").write_text(tokenizer.to_str(), encoding="utf-8")
+        atomic_write_text(root / "config.json", json.dumps(config))
+        atomic_write(root / "model.safetensors", lambda tmp: save_file({}, str(tmp), metadata={"format": "pt"}))
+    atomic_write_text(root / "tokenizer.json", tokenizer.to_str())
     for name, content in _gemma4_sidecars(token_id).items():
-        (root / name).write_text(json.dumps(content), encoding="utf-8")
+        atomic_write_text(root / name, json.dumps(content))
 
 
 def write_tiny_gemma4_text_encoder(

@@ -40,7 +40,7 @@ from ltx_audio_reference.layout import (
     PROMPT_LENGTH_MULTIPLE,
     VIDEO_LATENT_CHANNELS,
 )
-from ltx_audio_reference.reliability.files import atomic_file, atomic_write
+from ltx_audio_reference.reliability.files import atomic_file, atomic_write, atomic_write_text
 from ltx_core.model.transformer.model import LTXModel
 from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
 
@@ -314,7 +314,7 @@ def write_text_encoder_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
 
     tokenizer = _build_tokenizer()
-    (path / "tokenizer.json").write_text(tokenizer.to_str(), encoding="utf-8")
+    atomic_write_text(path / "tokenizer.json", tokenizer.to_str())
     token_id = tokenizer.token_to_id
     vocab_size = tokenizer.get_vocab_size()
 
@@ -382,13 +382,16 @@ def write_text_encoder_dir(path: Path) -> Path:
         "preprocessor_config.json": image_processor,
     }
     for name, content in files.items():
-        (path / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(path / name, json.dumps(content, indent=2) + "\n")
 
     # ltx-core 1.2 globs model*.safetensors to find the weights; nothing reads them while validation is off.
-    save_file(
-        {"placeholder": torch.zeros(1)},
-        str(path / "model.safetensors"),
-        metadata={"format": "pt", "note": "ltx-audio-reference kit placeholder: no Gemma weights"},
+    atomic_write(
+        path / "model.safetensors",
+        lambda tmp: save_file(
+            {"placeholder": torch.zeros(1)},
+            str(tmp),
+            metadata={"format": "pt", "note": "ltx-audio-reference kit placeholder: no Gemma weights"},
+        ),
     )
     logger.info("Wrote tiny Gemma-3 text-encoder folder to %s", path)
     return path

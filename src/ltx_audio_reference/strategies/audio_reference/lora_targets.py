@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
+from ltx_audio_reference.reliability.lora_fit import transformer_weight_shapes
+
 if TYPE_CHECKING:  # torch loads only where LoRA is applied; the config imports the presets without it
     from torch import nn
 
@@ -101,23 +103,13 @@ def preset_target_problem(preset: LoraPreset, targets: Sequence[str]) -> str | N
     return None
 
 
-#: Where ltx-core's transformer loader takes its weights from in a checkpoint.
-CHECKPOINT_TRANSFORMER_PREFIX = "model.diffusion_model."
-
-
 def checkpoint_modules(shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
     """Transformer module name -> number of dimensions of its weight, from a checkpoint's tensor shapes.
 
-    Names are those of the transformer peft wraps (``transformer_blocks.0.audio_attn1.to_q``): the loader's prefix
-    is stripped, and the text connectors (loaded by the embeddings processor, not the transformer) are left out.
+    Names are those of the transformer peft wraps (``transformer_blocks.0.audio_attn1.to_q``), as
+    :func:`~ltx_audio_reference.reliability.lora_fit.transformer_weight_shapes` reads them.
     """
-    keys = [k for k in shapes if k.startswith(CHECKPOINT_TRANSFORMER_PREFIX)] or list(shapes)
-    modules = {}
-    for key in keys:
-        if not key.endswith(".weight") or "embeddings_connector" in key:
-            continue
-        modules[key.removeprefix(CHECKPOINT_TRANSFORMER_PREFIX).removesuffix(".weight")] = len(shapes[key])
-    return modules
+    return {module: len(shape) for module, shape in transformer_weight_shapes(shapes).items()}
 
 
 def custom_target_problems(targets: Sequence[str], modules: Mapping[str, int], source: str) -> list[str]:

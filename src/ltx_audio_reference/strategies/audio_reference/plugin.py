@@ -63,6 +63,51 @@ def validate_config(config: Any) -> None:  # noqa: ANN401
             f"alpha, and ltx-core and ComfyUI apply them with scale 1. Set lora.alpha: {config.lora.rank}"
         )
     _validate_reference_guidance(strategy.validation_reference_guidance, getattr(config, "validation", None))
+    _validate_resumed_lora_targets(strategy.lora_preset, config)
+
+
+def _validate_resumed_lora_targets(preset: str, config: Any) -> None:  # noqa: ANN401 - the stock LtxTrainerConfig
+    """A LoRA to resume from (``model.load_checkpoint``) must adapt what the preset adapts, read from the headers.
+
+    Widths, blocks and rank are the run-settings check's (:func:`~ltx_audio_reference.reliability.preflight
+    .lora_fit_problems`); the target set needs the preset, which only this plugin knows.
+
+    Raises:
+        ValueError: Naming the first module the LoRA adapts and the preset does not (or the reverse).
+    """
+    from ltx_audio_reference.reliability import checkpoints  # noqa: PLC0415 - torch-free header reads
+    from ltx_audio_reference.reliability.lora_fit import (  # noqa: PLC0415
+        lora_modules,
+        target_problems,
+        transformer_weight_shapes,
+    )
+    from ltx_audio_reference.strategies.audio_reference import lora_targets  # noqa: PLC0415
+
+    load = config.model.load_checkpoint
+    model = Path(config.model.model_path).expanduser() if config.model.model_path else None
+    if not load or model is None or not model.is_file():
+        return
+    path = Path(load).expanduser()
+    if path.is_dir():
+        choice = checkpoints.select_checkpoint(path)
+        path = choice.weights if choice is not None else None
+    if path is None or not path.is_file() or checkpoints.safetensors_problem(path) is not None:
+        return  # nothing to load, or a broken file: the run-settings check says so
+    custom = preset == "custom"
+    targets = list(config.lora.target_modules) if custom else list(lora_targets.preset_block_modules(preset))
+    weights = {m: w for m, w in transformer_weight_shapes(checkpoints.safetensors_shapes(model)).items() if len(w) == 2}
+    problems = target_problems(
+        lora_modules(checkpoints.safetensors_shapes(path)),
+        weights,
+        targets,
+        head=f"{path} does not fit this config",
+        targets_label="lora.target_modules" if custom else f"lora_preset {preset!r}",
+    )
+    if problems:
+        raise ValueError(
+            f"model.load_checkpoint: {problems[0]}. Set training_strategy.lora_preset (or lora.target_modules) to what "
+            "it was trained with, or point model.load_checkpoint at a LoRA of this preset"
+        )
 
 
 def _has_audio_reference(sample: Any) -> bool:  # noqa: ANN401 - the stock ValidationSample
