@@ -173,6 +173,7 @@ def run_config(demo: Path, name: str, steps: int, out: Path) -> dict[str, Any]:
     config["validation"] = {"interval": None, "generate_video": False, "generate_audio": False}
     config["checkpoints"] = {"interval": steps, "keep_last_n": -1}
     config["output_dir"] = str(out)
+    config["overwrite_output_dir"] = True  # a rerun into the same --root replaces that run's checkpoints
     return config
 
 

@@ -43,6 +43,7 @@ def _config(base: Path, steps: int, quantization: str | None, swap: int, out: Pa
         config["acceleration"]["block_swap_blocks"] = swap
     config["checkpoints"] = {"interval": steps, "keep_last_n": -1, "precision": "float32"}
     config["output_dir"] = str(out)
+    config["overwrite_output_dir"] = True  # a rerun into the same --root replaces that run's checkpoints
     return config
 
 
