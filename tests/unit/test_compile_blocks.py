@@ -80,6 +80,23 @@ def train(model: nn.Module, steps: int = len(LENGTHS)) -> tuple[list[float], lis
     return losses, grads
 
 
+def train_under_ddp(
+    model: nn.Module, engine: BlockSwapEngine, store: object, steps: int
+) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
+    """:func:`train` inside ``DistributedDataParallel`` (gloo, a world of one), the swapped tensors left to each rank,
+    as ``accelerator.prepare`` and the block-swap plugin set it up."""
+    import torch.distributed as dist  # noqa: PLC0415
+
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, engine.swapped_tensor_names(model)
+    )
+    dist.init_process_group("gloo", init_method=f"file://{store}/store", rank=0, world_size=1)
+    try:
+        return train(nn.parallel.DistributedDataParallel(model), steps=steps)
+    finally:
+        dist.destroy_process_group()
+
+
 @functools.cache
 def eager_run(quantized: bool) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
     return train(build(quantized=quantized))
@@ -183,20 +200,11 @@ def test_compile_problem_names_a_missing_cpu_compiler(monkeypatch: pytest.Monkey
 
 def test_compiled_and_swapped_blocks_under_ddp_train_like_eager(tmp_path: object) -> None:
     """``accelerator.prepare`` wraps the model in DDP after the blocks are compiled (gloo, a world of one)."""
-    import torch.distributed as dist  # noqa: PLC0415
-
     model = build()
     engine = BlockSwapEngine(model, spread_blocks(NUM_LAYERS, 3), device="cpu", prefetch=1)
     engine.place(model)
-    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-        model, engine.swapped_tensor_names(model)
-    )
     compile_blocks(find_transformer(model), backend="aot_eager")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        losses, grads = train(nn.parallel.DistributedDataParallel(model), steps=2)
-    finally:
-        dist.destroy_process_group()
+    losses, grads = train_under_ddp(model, engine, tmp_path, steps=2)
     expected_losses, expected_grads = eager_run(False)
     assert losses == expected_losses[:2]
     for step_expected, step_actual in zip(expected_grads[:2], grads, strict=True):

@@ -27,7 +27,7 @@ from ltx_audio_reference.blockswap.tensors import find_transformer
 from ltx_audio_reference.testing import swap_workload as workload
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_compile_blocks import LENGTHS, NUM_LAYERS, eager_run, train
+from test_compile_blocks import LENGTHS, NUM_LAYERS, eager_run, train, train_under_ddp
 
 BACKEND = "aot_eager_decomp_partition"
 
@@ -204,18 +204,9 @@ def test_cuda_graphs_settings_are_checked_before_the_model_loads(caplog: pytest.
 
 def test_recompute_in_graph_with_swap_under_ddp_trains_like_eager(tmp_path: Path) -> None:
     """``accelerator.prepare`` wraps the model in DDP after the blocks are compiled (gloo, a world of one)."""
-    import torch.distributed as dist  # noqa: PLC0415
-
     model, engine = build(swapped=3)
-    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-        model, engine.swapped_tensor_names(model)
-    )
     compile_blocks(find_transformer(model), backend=BACKEND, recompute_in_graph=True)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        losses, grads = train(nn.parallel.DistributedDataParallel(model), steps=2)
-    finally:
-        dist.destroy_process_group()
+    losses, grads = train_under_ddp(model, engine, tmp_path, steps=2)
     expected_losses, expected_grads = eager_run(False)
     assert losses == expected_losses[:2]
     _close([{n.removeprefix("module."): g for n, g in step.items()} for step in grads], expected_grads[:2], 1e-4)
