@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator, Field
 
 from ltx_audio_reference.hookspecs import hookimpl
-from ltx_audio_reference.quantization.int8 import Int8Backend
-from ltx_audio_reference.quantization.quanto import QUANTO_TYPES, QuantoBackend
 
 if TYPE_CHECKING:
     from ltx_audio_reference.registry import ConfigFieldRegistry, QuantizationRegistry
@@ -74,6 +72,9 @@ def register_config_fields(register: ConfigFieldRegistry) -> None:
 @hookimpl
 def register_quantization_backends(register: QuantizationRegistry) -> None:
     """``int8-quanto`` ... ``fp8uz-quanto`` (optimum-quanto), then ``int8`` and ``int8-dynamic``."""
+    from ltx_audio_reference.quantization.int8 import Int8Backend  # noqa: PLC0415 - torch only once used
+    from ltx_audio_reference.quantization.quanto import QUANTO_TYPES, QuantoBackend  # noqa: PLC0415
+
     for name in QUANTO_TYPES:
         register(QuantoBackend(name))
     register(Int8Backend(dynamic=False))
