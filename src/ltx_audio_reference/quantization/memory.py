@@ -87,7 +87,7 @@ def checkpoint_sizes(
 ) -> list[PartSize]:
     """Every part's bytes for ``checkpoint`` trained with ``backend`` (None: unquantized)."""
     header = read_header(Path(checkpoint))
-    model, sd_ops = meta_transformer(Path(checkpoint))
+    model, sd_ops = meta_transformer(Path(checkpoint), header)
     parts = model_parts(model)
     sources = source_keys(header, sd_ops, model, parts)
     sizes = []

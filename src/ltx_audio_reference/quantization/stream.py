@@ -83,27 +83,34 @@ class LoadPlan:
         return self.device
 
 
-def meta_transformer(checkpoint: Path) -> tuple[nn.Module, Any]:
-    """The transformer on the meta device, built from the checkpoint's config as the stock ``load_transformer`` does,
-    and the key map from checkpoint names to model names.
+def meta_transformer(checkpoint: Path, header: Header | None = None) -> tuple[nn.Module, Any]:
+    """The transformer on the meta device, built from the checkpoint's config as the stock ``load_transformer`` does
+    (ltx-core's ``LTXModelConfigurator``), and the key map from checkpoint names to model names.
 
-    Works with ltx-core 1.0.0 (configurators read the ``config`` entry) and 1.2.0 (they read the whole metadata).
+    The config comes from the header this module reads itself: ltx-core's loader would map the whole file to read it.
+    Works with ltx-core 1.0.0 (``from_config`` reads the ``config`` entry) and 1.2.0 (``from_metadata`` reads the whole
+    metadata, each value parsed as JSON where it is JSON, as its loader does).
     """
-    from ltx_core.loader.single_gpu_model_builder import SingleGPUModelBuilder  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
     from ltx_core.model.transformer.model_configurator import (  # noqa: PLC0415
         LTXV_MODEL_COMFY_RENAMING_MAP,
         LTXModelConfigurator,
     )
 
-    builder = SingleGPUModelBuilder(
-        model_path=str(checkpoint),
-        model_class_configurator=LTXModelConfigurator,
-        model_sd_ops=LTXV_MODEL_COMFY_RENAMING_MAP,
-    )
-    if hasattr(builder, "model_metadata"):  # ltx-core >= 1.2
-        model = builder.meta_model(builder.model_metadata(), builder.module_ops)
-    else:
-        model = builder.meta_model(builder.model_config(), builder.module_ops)
+    header = header or read_header(Path(checkpoint))
+    metadata: dict[str, Any] = {}
+    for key, value in header.metadata.items():
+        try:
+            metadata[key] = json.loads(value)
+        except json.JSONDecodeError:
+            metadata[key] = value
+    with torch.device("meta"):
+        if hasattr(LTXModelConfigurator, "from_metadata"):  # ltx-core >= 1.2
+            model = LTXModelConfigurator.from_metadata(metadata)
+        else:
+            config = metadata.get("config", {})
+            model = LTXModelConfigurator.from_config(config if isinstance(config, dict) else {})
     return model, LTXV_MODEL_COMFY_RENAMING_MAP
 
 
@@ -390,7 +397,7 @@ def load_transformer_streamed(
     start = time.perf_counter()
     checkpoint = Path(checkpoint)
     header = read_header(checkpoint)
-    model, sd_ops = meta_transformer(checkpoint)
+    model, sd_ops = meta_transformer(checkpoint, header)
     parts = model_parts(model)
     sources = source_keys(header, sd_ops, model, parts)
 
@@ -408,7 +415,7 @@ def load_transformer_streamed(
             logger.info("Quantized-weight cache hit: loaded %s (%.1f GB) from %s", backend.name, gigabytes, folder)
     if build is None:
         if cached is not None:  # the failed attempt may have filled some parts: start from a fresh meta model
-            model, _ = meta_transformer(checkpoint)
+            model, _ = meta_transformer(checkpoint, header)
         writer = None
         if folder is not None and key is not None and write_cache:
             writer = qcache.begin_write(folder, key, estimated_bytes(model, parts, backend, plan.dtype))
