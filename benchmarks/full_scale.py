@@ -331,6 +331,7 @@ def child(args: argparse.Namespace) -> None:
 
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.losses: list[str] = []
             self.engine: Any = None
             self.compiled: Any = None
             self.profiler: Any = None
@@ -343,9 +344,10 @@ def child(args: argparse.Namespace) -> None:
             self.compiled = context.notes.get("compile_blocks")
 
         @hookimpl
-        def on_train_step(self, context: Any) -> None:  # noqa: ANN401, ARG002
+        def on_train_step(self, context: Any) -> None:  # noqa: ANN401
             torch.cuda.synchronize()
             self.times.append(time.perf_counter())
+            self.losses.append(" ".join(float.hex(v) for v in context.loss.float().tolist()))
             if len(self.times) == args.warmup:
                 torch.cuda.reset_peak_memory_stats()
             if len(self.times) == profile_at:
@@ -424,8 +426,44 @@ def child(args: argparse.Namespace) -> None:
         "steps_timed": len(timed),
         "time_to_first_step_s": probe.times[0] - START if probe.times else None,
         "export": str(saved),
+        "export_sha256": _tensors_digest(Path(saved)) if saved else None,
+        "losses": probe.losses,
     }
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+
+
+def _tensors_digest(path: Path) -> str:
+    """SHA-256 of a safetensors file's tensors (names, dtypes, bytes), whatever its metadata."""
+    import hashlib  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(load_file(str(path)).items()):
+        digest.update(f"{key}:{tensor.dtype}".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def same_training(rows: list[dict[str, Any]]) -> None:
+    """Mark each row with the other runs of its base run (any load, cache) whose per-sample losses and exported LoRA
+    are identical to its own, bit for bit (``same_losses_as``, ``same_export_as``)."""
+
+    def base(name: str) -> str | None:
+        try:
+            return parse_run(name)[0]
+        except KeyError:  # a row of a run this version no longer has
+            return None
+
+    for row in rows:
+        if not row.get("losses") or base(row["name"]) is None:
+            continue
+        others = [r for r in rows if r is not row and r.get("losses") and base(r["name"]) == base(row["name"])]
+        row["same_losses_as"] = sorted(r["name"] for r in others if r["losses"] == row["losses"])
+        row["same_export_as"] = sorted(
+            r["name"] for r in others if r.get("export_sha256") and r["export_sha256"] == row.get("export_sha256")
+        )
 
 
 def fusion_check(model_path: Path, loras: list[Path], device: str = "cuda") -> dict[str, dict[str, Any]]:
@@ -543,6 +581,7 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
         if args.out:  # after every run: a later run that times out loses nothing measured before it
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    same_training(rows)
     exports = [Path(r["export"]) for r in rows if r.get("export") and Path(r["export"]).is_file()]
     if exports and not args.no_fusion:
         fusion = fusion_check(demo / "tiny_ltx2.safetensors", exports)
