@@ -439,10 +439,11 @@ def load_transformer_streamed(
     build.model.__dict__[REPORT_ATTR] = report
     host = sorted(b for b in plan.host_blocks if b < blocks) if plan.device.type != "cpu" else []
     logger.info(
-        "Loaded the transformer part by part (%s, %d layers in %d blocks) on %s in %.1f s%s",
-        "from the quantized-weight cache" if source == "cache" else f"quantized with {backend.name}",
+        "Loaded the transformer part by part (%s): %d layers (%d blocks) with %s on %s in %.1f s%s",
+        "from the quantized-weight cache" if source == "cache" else "quantized as each part arrived",
         report.layers,
         blocks,
+        backend.name,
         plan.device,
         seconds,
         f"; {len(host)} block(s) left in host memory for block swap" if host else "",
