@@ -11,12 +11,24 @@
 3. Checks every exported LoRA with ltx-core's own fusion (``apply_loras`` on the checkpoint's state dict, the ComfyUI
    key map): every audio weight moves, by ``B @ A``, and nothing else does.
 
-Per run: startup peak (loading and the stock int8 quantization pass included: the peak when the trainer is built),
-steady peak (training steps after the warm-up), host RSS peak and pinned bytes, seconds per step (median over the
-steps after the warm-up), time to the first step, the exported LoRA's tensor count and the fusion check. Writes
-``{"meta": ..., "rows": [...]}``.
+Per run: startup peak (loading and the int8 quantization included: the peak when the trainer is built), steady peak
+(training steps after the warm-up), host memory (peak RSS split into anonymous, shared and file-backed pages, and
+their non-reclaimable sum; pinned bytes), seconds per step (median over the steps after the warm-up), time to the
+first step, the exported LoRA's tensor count and the fusion check. Writes ``{"meta": ..., "rows": [...]}``.
+
+A run name is one of :data:`RUNS`, optionally followed by a load suffix (``docs/memory.md``):
+
+- none: the streamed load with no quantized-weight cache (``cache: none``);
+- ``_stockload``: ltx-trainer's own load and quantization pass (``acceleration.streamed_load: false``);
+- ``_cold``: the cache folder ``--root/quantized_cache`` is cleared, then written (``cache: cold``);
+- ``_warm``: the cache is read (run it after ``_cold``; ``cache: warm``).
+
+``--host-limit-gb N`` runs each process under a hard host-memory limit: ``systemd-run --scope -p MemoryMax=``, else a
+cgroup v2 child with ``memory.max``; where neither works, the run goes on without one and the row says why.
 
     python benchmarks/full_scale.py --out benchmarks/results/full_scale_h200.json
+    python benchmarks/full_scale.py --runs int8_swap24_stockload int8_swap24_cold int8_swap24_warm --no-fusion \
+        --out benchmarks/results/full_scale_h200.json --merge benchmarks/results/full_scale_h200.json
 """
 
 from __future__ import annotations
@@ -26,11 +38,13 @@ import time
 START = time.perf_counter()  # a child's "time to first step" counts from here (imports included)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -65,6 +79,29 @@ for _backend, _tag in (("int8", "int8w"), ("int8-dynamic", "int8d")):
     for _swap, _settings in (("swap24", {"block_swap_blocks": 24}), ("auto22", RUNS["int8_auto22"][1])):
         RUNS[f"{_tag}_{_swap}_compiled"] = (_backend, {**_settings, "compile_blocks": True}, 24.0)
         RUNS[f"{_tag}_{_swap}_graphs"] = (_backend, {**_settings, "compile_blocks": True, "cuda_graphs": True}, 24.0)
+
+
+#: Run-name suffix -> (cache column, acceleration.streamed_load, acceleration.quantized_cache uses --root's folder).
+LOAD_VARIANTS: dict[str, tuple[str, bool, bool]] = {
+    "_stockload": ("none", False, False),
+    "_cold": ("cold", True, True),
+    "_warm": ("warm", True, True),
+}
+CACHE_DIR = "quantized_cache"
+
+
+def parse_run(name: str) -> tuple[str, str, bool, bool]:
+    """``(base run, cache column, streamed load, cache on)`` of a run name (see the module docstring).
+
+    Raises:
+        KeyError: If the base run is not in :data:`RUNS`.
+    """
+    for suffix, (cache, streamed, cached) in LOAD_VARIANTS.items():
+        if name.endswith(suffix) and name.removesuffix(suffix) in RUNS:
+            return name.removesuffix(suffix), cache, streamed, cached
+    if name not in RUNS:
+        raise KeyError(f"unknown run {name!r}: one of {', '.join(RUNS)}, optionally + {', '.join(LOAD_VARIANTS)}")
+    return name, "none", True, False
 
 
 #: Row columns from the sampled /proc status peaks (GB).
@@ -117,15 +154,113 @@ def write_checkpoint(root: Path, steps: int) -> dict[str, Any]:
     }
 
 
-def _run_sampling_memory(command: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, dict[str, float]]:
+class HostLimit:
+    """A hard host-memory limit for one run's process tree, and what it measured.
+
+    The first that works: ``systemd-run --scope -p MemoryMax=`` (a transient scope; ``--user`` when not root), or a
+    cgroup v2 child of this process's cgroup with ``memory.max`` (the process moves in before it starts). Swap is
+    turned off for the run in both, so the limit cannot be met by swapping. Where neither works, :attr:`problem` says
+    why and the run goes on without a limit.
+    """
+
+    _systemd: tuple[list[str], str | None] | None = None  # probed once: (prefix, problem)
+
+    def __init__(self, gb: float, name: str) -> None:
+        self.gb = gb
+        self.name = name
+        self.method: str | None = None
+        self.problem: str | None = None
+        self.cgroup: Path | None = None
+
+    @classmethod
+    def _probe_systemd(cls) -> tuple[list[str], str | None]:
+        if cls._systemd is None:
+            exe = shutil.which("systemd-run")
+            if exe is None:
+                cls._systemd = ([], "systemd-run is not installed")
+            else:
+                prefix = [exe, *([] if os.geteuid() == 0 else ["--user"]), "--scope", "--quiet"]
+                probe = subprocess.run(
+                    [*prefix, "-p", "MemoryMax=1G", "true"], capture_output=True, text=True, timeout=60, check=False
+                )
+                problem = None if probe.returncode == 0 else f"systemd-run failed: {' '.join(probe.stderr.split())}"
+                cls._systemd = (prefix, problem)
+        return cls._systemd
+
+    def _cgroup_child(self) -> Path:
+        root = Path("/sys/fs/cgroup")
+        if not (root / "cgroup.controllers").is_file():
+            raise OSError("no cgroup v2 hierarchy at /sys/fs/cgroup")
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        parent = root / next(line[3:] for line in lines if line.startswith("0::")).lstrip("/")
+        if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
+            (parent / "cgroup.subtree_control").write_text("+memory")
+        child = parent / f"full_scale_{os.getpid()}_{self.name}"
+        child.mkdir(exist_ok=True)
+        (child / "memory.max").write_text(str(int(self.gb * GB)))
+        if (child / "memory.swap.max").exists():
+            (child / "memory.swap.max").write_text("0")
+        return child
+
+    def wrap(self, command: list[str]) -> list[str]:
+        """The command to run under the limit (it keeps its process id, so its /proc status can be sampled)."""
+        prefix, problem = self._probe_systemd()
+        if problem is None:
+            self.method = f"systemd-run MemoryMax={self.gb:g}G"
+            return [*prefix, "-p", f"MemoryMax={int(self.gb * GB)}", "-p", "MemorySwapMax=0", "--", *command]
+        try:
+            self.cgroup = self._cgroup_child()
+        except (OSError, StopIteration) as e:
+            self.problem = f"no limit: {problem}; cgroup v2: {e}"
+            print(f"--host-limit-gb {self.gb:g} not applied to {self.name}: {self.problem}", flush=True)  # noqa: T201
+            return command
+        self.method = f"cgroup memory.max={self.gb:g}G"
+        # The shell moves itself into the group, then becomes the command (same process id).
+        return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.cgroup), *command]
+
+    def columns(self, sampled: dict[str, float]) -> dict[str, Any]:
+        """The row's columns: the limit, how it was set (or why not), the group's peak and its OOM kills."""
+        if self.cgroup is not None:
+            sampled = {**sampled, **_cgroup_figures(self.cgroup)}
+            with contextlib.suppress(OSError):
+                self.cgroup.rmdir()
+        return {
+            "host_limit_gb": self.gb if self.method else None,
+            "host_limit": self.method or self.problem,
+            "cgroup_peak_gb": sampled.get("cgroup_peak_gb"),
+            "oom_kills": sampled.get("oom_kills"),
+        }
+
+
+def _cgroup_figures(folder: Path) -> dict[str, float]:
+    """``memory.peak`` (or the current use where the kernel has no peak) and ``oom_kill`` of a cgroup."""
+    figures: dict[str, float] = {}
+    for name in ("memory.peak", "memory.current"):
+        with contextlib.suppress(OSError, ValueError):
+            figures["cgroup_peak_gb"] = round(int((folder / name).read_text().split()[0]) / GB, 2)
+            break
+    with contextlib.suppress(OSError, ValueError):
+        events = dict(line.split() for line in (folder / "memory.events").read_text().splitlines())
+        figures["oom_kills"] = int(events.get("oom_kill", 0))
+    return figures
+
+
+def _run_sampling_memory(
+    command: list[str], timeout: float, limit: HostLimit | None = None
+) -> tuple[subprocess.CompletedProcess, dict[str, float]]:
     """Run ``command``, sampling its /proc status: peak RSS split into anonymous memory and file-backed pages.
 
     File-backed pages are the mmapped checkpoint (the stock loader reads safetensors through mmap): the kernel drops
     them under memory pressure and rereads them from disk, so on a smaller machine only the anonymous part must fit.
+    Under a host limit, the limited cgroup's peak (the whole process tree, page cache included) is sampled too.
     """
+    if limit is not None:
+        command = limit.wrap(command)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
     status = Path(f"/proc/{proc.pid}/status")
+    group: Path | None = None
     peaks: dict[str, float] = {}
+    cgroup: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     out_chunks: list[str] = []
     import threading  # noqa: PLC0415
@@ -150,23 +285,41 @@ def _run_sampling_memory(command: list[str], timeout: float) -> tuple[subprocess
             now["NonReclaimable"] = now["RssAnon"] + now["RssShmem"]
         for key, value in now.items():
             peaks[key] = max(peaks.get(key, 0.0), value)
+        if limit is not None and limit.method is not None:
+            group = group or _own_cgroup(proc.pid)
+            for key, value in (_cgroup_figures(group) if group is not None else {}).items():
+                cgroup[key] = max(cgroup.get(key, 0.0), value)
         time.sleep(0.2)
     proc.wait()
     reader.join()
     err_reader.join()
     return subprocess.CompletedProcess(command, proc.returncode, "".join(out_chunks), "".join(err_chunks)), {
-        f"peak_{k}": round(v, 2) for k, v in peaks.items()
+        **{f"peak_{k}": round(v, 2) for k, v in peaks.items()},
+        **cgroup,
     }
 
 
+def _own_cgroup(pid: int) -> Path | None:
+    """The cgroup v2 folder of process ``pid`` (the scope ``systemd-run`` made for it), or None."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        return Path("/sys/fs/cgroup") / next(line[3:] for line in lines if line.startswith("0::")).lstrip("/")
+    except (OSError, StopIteration):
+        return None
+
+
 def run_config(demo: Path, name: str, steps: int, out: Path) -> dict[str, Any]:
-    """The seed's recipe on the full-scale checkpoint, with run ``name``'s acceleration settings."""
-    quantization, settings, _ = RUNS[name]
+    """The seed's recipe on the full-scale checkpoint, with run ``name``'s acceleration and load settings."""
+    base, _, streamed, cached = parse_run(name)
+    quantization, settings, _ = RUNS[base]
     config = yaml.safe_load(RECIPE.read_text())
     config["model"].update(model_path=str(demo / "tiny_ltx2.safetensors"), text_encoder_path=str(demo / "text_encoder"))
     config["data"] = {"preprocessed_data_root": str(demo / "data"), "num_dataloader_workers": 2}
     config["optimization"]["steps"] = steps
     config["acceleration"] = {"mixed_precision_mode": "bf16", "quantization": quantization}
+    config["acceleration"].update(
+        streamed_load=streamed, quantized_cache=str(demo.parent / CACHE_DIR) if cached else False
+    )
     config["acceleration"].update({k: v for k, v in settings.items() if k != "block_swap"})
     if "block_swap" in settings:
         config["block_swap"] = settings["block_swap"]
@@ -181,7 +334,8 @@ def child(args: argparse.Namespace) -> None:
     """One run in this process: cap, build the stock trainer, train, report one RESULT line."""
     import torch  # noqa: PLC0415
 
-    quantization, settings, cap = RUNS[args.child]
+    base, cache, streamed, _ = parse_run(args.child)
+    quantization, settings, cap = RUNS[base]
     if cap is not None:
         torch.cuda.set_per_process_memory_fraction(cap * GB / torch.cuda.get_device_properties(0).total_memory)
     from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
@@ -196,6 +350,7 @@ def child(args: argparse.Namespace) -> None:
 
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.losses: list[str] = []
             self.engine: Any = None
             self.compiled: Any = None
             self.profiler: Any = None
@@ -208,9 +363,10 @@ def child(args: argparse.Namespace) -> None:
             self.compiled = context.notes.get("compile_blocks")
 
         @hookimpl
-        def on_train_step(self, context: Any) -> None:  # noqa: ANN401, ARG002
+        def on_train_step(self, context: Any) -> None:  # noqa: ANN401
             torch.cuda.synchronize()
             self.times.append(time.perf_counter())
+            self.losses.append(" ".join(float.hex(v) for v in context.loss.float().tolist()))
             if len(self.times) == args.warmup:
                 torch.cuda.reset_peak_memory_stats()
             if len(self.times) == profile_at:
@@ -236,8 +392,13 @@ def child(args: argparse.Namespace) -> None:
 
     config = run_config(Path(args.root) / "demo", args.child, args.warmup + args.steps, Path(args.root) / args.child)
     torch.cuda.reset_peak_memory_stats()
+    init_start = time.perf_counter()
     trainer = LtxvTrainer(LtxTrainerConfig(**config))
     torch.cuda.synchronize()
+    init_s = time.perf_counter() - init_start
+    from ltx_audio_reference.quantization.model import quantization_report  # noqa: PLC0415
+
+    report = quantization_report(trainer._transformer)
     startup_peak = torch.cuda.max_memory_allocated() / GB
     startup_reserved = torch.cuda.max_memory_reserved() / GB
     torch.cuda.reset_peak_memory_stats()
@@ -270,6 +431,11 @@ def child(args: argparse.Namespace) -> None:
         "graphs_recorded": graphs["recorded"],
         "graph_skips": graphs["skips"],
         "warmup_s": sum(durations[: args.warmup]) - args.warmup * median if median else None,
+        "cache": cache if quantization else "none",
+        "load": "streamed" if streamed and quantization else "stock",
+        "loaded_from": report.source if report is not None else None,
+        "load_s": report.seconds if report is not None else None,
+        "trainer_init_s": init_s,
         "swapped": len(engine.blocks) if engine is not None else 0,
         "swap_setting": settings.get("block_swap", settings.get("block_swap_blocks")),
         "cap_gb": cap,
@@ -288,8 +454,44 @@ def child(args: argparse.Namespace) -> None:
         "steps_timed": len(timed),
         "time_to_first_step_s": probe.times[0] - START if probe.times else None,
         "export": str(saved),
+        "export_sha256": _tensors_digest(Path(saved)) if saved else None,
+        "losses": probe.losses,
     }
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+
+
+def _tensors_digest(path: Path) -> str:
+    """SHA-256 of a safetensors file's tensors (names, dtypes, bytes), whatever its metadata."""
+    import hashlib  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(load_file(str(path)).items()):
+        digest.update(f"{key}:{tensor.dtype}".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def same_training(rows: list[dict[str, Any]]) -> None:
+    """Mark each row with the other runs of its base run (any load, cache) whose per-sample losses and exported LoRA
+    are identical to its own, bit for bit (``same_losses_as``, ``same_export_as``)."""
+
+    def base(name: str) -> str | None:
+        try:
+            return parse_run(name)[0]
+        except KeyError:  # a row of a run this version no longer has
+            return None
+
+    for row in rows:
+        if not row.get("losses") or base(row["name"]) is None:
+            continue
+        others = [r for r in rows if r is not row and r.get("losses") and base(r["name"]) == base(row["name"])]
+        row["same_losses_as"] = sorted(r["name"] for r in others if r["losses"] == row["losses"])
+        row["same_export_as"] = sorted(
+            r["name"] for r in others if r.get("export_sha256") and r["export_sha256"] == row.get("export_sha256")
+        )
 
 
 def fusion_check(model_path: Path, loras: list[Path], device: str = "cuda") -> dict[str, dict[str, Any]]:
@@ -352,6 +554,12 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
     parser.add_argument("--merge", type=Path, default=None, help="a previous result file whose rows are kept")
     parser.add_argument("--no-fusion", action="store_true", help="skip ltx-core's fusion check of the exports")
     parser.add_argument("--run-timeout", type=float, default=420, help="seconds one run may take")
+    parser.add_argument(
+        "--host-limit-gb",
+        type=float,
+        default=None,
+        help="run each process under this hard host-memory limit (systemd-run MemoryMax, else a cgroup v2 memory.max)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -364,19 +572,23 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
         sys.stdout.write("RESULT " + json.dumps(write_checkpoint(demo, args.warmup + args.steps)) + "\n")
         return
 
-    def spawn(*extra: str) -> dict[str, Any] | None:
+    def spawn(*extra: str, limit: HostLimit | None = None) -> dict[str, Any] | None:
         command = [sys.executable, __file__, "--root", str(args.root), "--warmup", str(args.warmup)]
         command += ["--steps", str(args.steps), *extra]
         try:
-            proc, memory = _run_sampling_memory(command, args.run_timeout)
+            proc, memory = _run_sampling_memory(command, args.run_timeout, limit)
         except subprocess.TimeoutExpired as e:
             return {"error": f"timed out after {args.run_timeout} s: {str(e.stdout or '')[-300:]}"}
+        limited = limit.columns(memory) if limit is not None else {}
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             tail = (proc.stdout + proc.stderr)[-3000:]
             logger.error("%s failed (rc %d):\n%s", " ".join(extra), proc.returncode, tail)
-            return {"error": tail.strip().splitlines()[-1] if tail.strip() else f"rc {proc.returncode}"}
-        row = {**json.loads(lines[-1].removeprefix("RESULT ")), "host_memory_gb": memory}
+            error = tail.strip().splitlines()[-1] if tail.strip() else f"rc {proc.returncode}"
+            if limited.get("oom_kills") or (limit is not None and proc.returncode in (-9, 137)):
+                error = f"killed by the host-memory limit (oom_kill {limited.get('oom_kills')}): {error}"
+            return {"error": error, **limited}
+        row = {**json.loads(lines[-1].removeprefix("RESULT ")), "host_memory_gb": memory, **limited}
         for column, key in HOST_COLUMNS.items():
             row[column] = memory.get(f"peak_{key}")
         return row
@@ -387,13 +599,17 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
         logger.info("checkpoint: %s", meta["checkpoint"])
     rows = json.loads(args.merge.read_text())["rows"] if args.merge and args.merge.is_file() else []
     for name in args.runs:
-        row = spawn("--child", name) or {}
+        if parse_run(name)[1] == "cold":  # a cold run starts from no cache
+            shutil.rmtree(args.root / CACHE_DIR, ignore_errors=True)
+        limit = HostLimit(args.host_limit_gb, name) if args.host_limit_gb else None
+        row = spawn("--child", name, limit=limit) or {}
         row.setdefault("name", name)
         logger.info("%s: %s", name, json.dumps(row))
         rows = [r for r in rows if r.get("name") != name] + [row]
         if args.out:  # after every run: a later run that times out loses nothing measured before it
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    same_training(rows)
     exports = [Path(r["export"]) for r in rows if r.get("export") and Path(r["export"]).is_file()]
     if exports and not args.no_fusion:
         fusion = fusion_check(demo / "tiny_ltx2.safetensors", exports)
@@ -413,7 +629,8 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
         blocks=BLOCKS,
     )
     resident = next((r for r in rows if r.get("name") == "int8_resident" and r.get("s_per_step")), None)
-    header = f"{'run':26} {'swap':>4} {'cap':>4} {'startup':>7} {'steady':>7} {'RSS':>6} {'pinned':>6} {'s/step':>7} "
+    header = f"{'run':32} {'swap':>4} {'cap':>4} {'startup':>7} {'steady':>7} {'RSS':>6} {'nonrcl':>6} {'pinned':>6} "
+    header += f"{'cache':>5} {'s/step':>7} "
     lines = [header + f"{'x res':>6} {'busy%':>5} {'kernels':>7} {'rerec':>5} {'first':>6} {'LoRA':>5} fused"]
     for r in rows:
         ratio = r["s_per_step"] / resident["s_per_step"] if resident and r.get("s_per_step") else None
@@ -424,8 +641,9 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
             return "-" if value is None else format(value, spec)
 
         lines.append(
-            f"{r['name']:26} {f('swapped', '4d')} {f('cap_gb', '4.0f')} {f('startup_peak_gb', '7.2f')} "
-            f"{f('steady_peak_gb', '7.2f')} {f('host_rss_gb', '6.1f')} {f('pinned_gb', '6.1f')} "
+            f"{r['name']:32} {f('swapped', '4d')} {f('cap_gb', '4.0f')} {f('startup_peak_gb', '7.2f')} "
+            f"{f('steady_peak_gb', '7.2f')} {f('host_rss_gb', '6.1f')} {f('host_nonreclaimable_gb', '6.1f')} "
+            f"{f('pinned_gb', '6.1f')} {r.get('cache', '-'):>5} "
             f"{f('s_per_step', '7.3f')} {'-' if ratio is None else format(ratio, '6.2f')} "
             f"{'-' if r.get('gpu_busy_frac') is None else format(100 * r['gpu_busy_frac'], '5.0f')} "
             f"{f('kernels_per_step', '7d')} {f('rerecords', '5d')} "

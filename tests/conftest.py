@@ -48,6 +48,16 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"tier 2 (integration): SKIPPED: {LTX_TRAINER_SKIP_REASON}"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The quantized-weight cache is on by default, in the user's cache folder: tests (and the CLI runs they start)
+    write it to a temporary folder instead."""
+    folder = tmp_path_factory.mktemp("xdg_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
+
+
 @pytest.fixture
 def fresh_pm(monkeypatch: pytest.MonkeyPatch) -> Iterator[pluggy.PluginManager]:
     """A newly built plugin manager, also installed as the shared one for the test's duration."""

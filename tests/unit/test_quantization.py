@@ -376,10 +376,14 @@ def test_the_layout_keeps_every_backend_in_its_own_module() -> None:
     assert sorted(p.name for p in package.glob("*.py")) == [
         "__init__.py",
         "base.py",
+        "cache.py",
         "int8.py",
+        "memory.py",
         "model.py",
         "plugin.py",
         "quanto.py",
+        "stream.py",
+        "tensorfile.py",
     ]
     assert "quantization" in {ep.name for ep in __import__("importlib").metadata.entry_points(group="ltx_trainer")}
     assert build_plugin_manager().get_plugin("quantization") is builtin

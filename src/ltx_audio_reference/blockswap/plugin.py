@@ -225,7 +225,10 @@ def setup_block_swap(
     everything = tensor_bytes([*model.parameters(), *model.buffers()])
     non_block = max(everything - sum(block_bytes) - tensor_bytes(trainable), 0)
     allocated = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    fixed = allocated + non_block + _TRAINABLE_OVERHEAD * tensor_bytes(trainable)
+    # The streamed load puts the resident parts on the GPU before this runs: they are counted above and in the plan,
+    # so they are taken out of what is already allocated.
+    on_device = tensor_bytes([t for t in (*model.parameters(), *model.buffers()) if t.device.type == device.type])
+    fixed = max(allocated - on_device, 0) + non_block + _TRAINABLE_OVERHEAD * tensor_bytes(trainable)
     if swap.is_auto:
         assert swap.max_vram_gb is not None
         plan = plan_auto(

@@ -4,8 +4,8 @@ ltx-trainer 1.2.0 has no plugin seam: its strategy config is a closed pydantic u
 ``match``, and model setup, checkpoint metadata and validation conditioning are private methods. :func:`install`
 teaches the stock classes the registered strategies and routes those steps through the plugin hooks. It edits no
 file and copies no upstream code: it rebuilds two pydantic fields (the strategy union and ``quantization``), rebinds
-the factory, ``save_file``, ``get_peft_model_state_dict``, ``get_gpu_memory_gb`` and ``quantize_model`` names that
-``ltx_trainer.trainer`` calls and the ``X0Model``
+the factory, ``save_file``, ``get_peft_model_state_dict``, ``get_gpu_memory_gb``, ``quantize_model`` and
+``load_transformer`` names that ``ltx_trainer.trainer`` calls and the ``X0Model``
 and ``MultiModalGuider`` names that ``ltx_trainer.validation_runner`` calls, and wraps the trainer methods listed in
 :data:`~ltx_audio_reference.bridge.state.TRAINER_METHODS` and the runner's ``_apply_audio_conditionings`` and
 ``_run_denoising``. One module per seam:
@@ -101,6 +101,7 @@ def install(pm: pluggy.PluginManager | None = None) -> Installation:
     trainer.install_gpu_memory_probe()
     trainer.install_main_process_flag()
     trainer.install_quantization(installation)
+    trainer.install_streamed_load(installation)
     schedule.install_schedule()
     checkpoints.install_checkpoint_hooks(installation)
     checkpoints.install_atomic_checkpoints()
@@ -129,6 +130,7 @@ def uninstall() -> None:
     trainer_module.get_peft_model_state_dict = stock.get_peft_model_state_dict
     trainer_module.get_gpu_memory_gb = stock.get_gpu_memory_gb
     trainer_module.quantize_model = stock.quantize_model
+    trainer_module.load_transformer = stock.load_transformer
     trainer_module.IS_MAIN_PROCESS = stock.is_main_process
     for name, method in stock.trainer_methods.items():
         setattr(trainer_module.LtxvTrainer, name, method)

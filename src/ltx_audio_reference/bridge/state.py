@@ -14,6 +14,7 @@ from ltx_audio_reference.registry import ConditionerRegistry, StrategyRegistry
 TRAINER_METHODS = (
     "__init__",
     "train",
+    "_load_models",
     "_setup_lora",
     "_prepare_models_for_training",
     "_save_checkpoint",
@@ -44,6 +45,7 @@ class Stock:
     get_peft_model_state_dict: Any
     get_gpu_memory_gb: Any
     quantize_model: Any
+    load_transformer: Any
     is_main_process: bool
     trainer_methods: dict[str, Any]
     apply_audio_conditionings: Any
@@ -85,6 +87,7 @@ def stock() -> Stock:
             get_peft_model_state_dict=trainer_module.get_peft_model_state_dict,
             get_gpu_memory_gb=trainer_module.get_gpu_memory_gb,
             quantize_model=trainer_module.quantize_model,
+            load_transformer=trainer_module.load_transformer,
             is_main_process=trainer_module.IS_MAIN_PROCESS,
             trainer_methods={name: trainer_module.LtxvTrainer.__dict__[name] for name in TRAINER_METHODS},
             apply_audio_conditionings=validation_module.ValidationRunner.__dict__["_apply_audio_conditionings"],

@@ -5,6 +5,7 @@ per-step guard and hooks, and the exact-resume data order.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import math
@@ -91,6 +92,59 @@ def install_quantization(installation: Installation) -> None:
         return quantization.quantize_model(model, precision, quantize_activations, device, backends=backends)
 
     trainer_module.quantize_model = quantize_model
+
+
+_STREAMED_LOAD: contextvars.ContextVar[Any] = contextvars.ContextVar("streamed_load", default=None)
+
+
+def install_streamed_load(installation: Installation) -> None:
+    """Rebind the ``load_transformer`` that ``ltx_trainer.trainer`` calls, and wrap ``_load_models``, so that a
+    quantized config loads through the streamed load (:mod:`ltx_audio_reference.quantization.stream`).
+
+    ``_load_models`` knows the config; it sets the load's settings for the ``load_transformer`` call inside it:
+    quantize on this process's GPU (``LOCAL_RANK``, as the trainer does), leave the blocks block swap will stream in
+    host memory, read and write the quantized-weight cache (written by the first process of each machine only). The
+    routed ``quantize_model`` then finds the model quantized and leaves it. Without quantization, in full training,
+    or with ``acceleration.streamed_load: false``, both run as stock.
+    """
+    import torch  # noqa: PLC0415
+
+    import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
+    from ltx_audio_reference.quantization import cache, memory, stream  # noqa: PLC0415
+
+    trainer_cls, stock = trainer_parts()
+    stock_load = state.stock().load_transformer
+    backends = collect(QuantizationRegistry, installation.pm)
+
+    @functools.wraps(stock["_load_models"])
+    def _load_models(self: Any) -> None:  # noqa: ANN401
+        token = _STREAMED_LOAD.set(self._config if memory.streams(self._config) else None)
+        try:
+            stock["_load_models"](self)
+        finally:
+            _STREAMED_LOAD.reset(token)
+
+    @functools.wraps(stock_load)
+    def load_transformer(checkpoint_path: Any, device: Any = "cpu", dtype: Any = torch.bfloat16) -> Any:  # noqa: ANN401
+        config = _STREAMED_LOAD.get()
+        if config is None:
+            return stock_load(checkpoint_path, device=device, dtype=dtype)
+        backend = backends.get(config.acceleration.quantization)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        target = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        host_blocks = memory.planned_host_blocks(config, checkpoint_path, backend) if target.type == "cuda" else ()
+        plan = stream.LoadPlan(device=target, host_blocks=frozenset(host_blocks), dtype=dtype)
+        return stream.load_transformer_streamed(
+            checkpoint_path,
+            backend,
+            plan,
+            cache_root=cache.cache_root(getattr(config.acceleration, "quantized_cache", True)),
+            write_cache=local_rank == 0,
+            progress=is_global_main_process(),
+        )
+
+    trainer_cls._load_models = _load_models
+    trainer_module.load_transformer = load_transformer
 
 
 def install_main_process_flag() -> None:

@@ -33,6 +33,7 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     summary: str = ""
+    config: Any = None  # the parsed LtxTrainerConfig, when ltx-trainer is importable and the config parsed
 
 
 def validation_lines(error: ValidationError, prefix: str = "", config_dir: Path | None = None) -> list[str]:
@@ -84,6 +85,7 @@ def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckR
         except ValueError as e:
             report.problems.append(f"config: {e}")
         _add(report, preflight.check_run(preflight.RunSettings.from_config(parsed, config_dir)))
+        report.config = parsed
         return parsed.training_strategy
     annotation = LtxTrainerConfig.model_fields["training_strategy"].rebuild_annotation()
     try:
@@ -146,6 +148,7 @@ def check_config(
         strategy_config = _with_trainer(data, pm, report, config_dir)
     else:
         strategy_config = _without_trainer(data, registry, report, config_dir)
+    report.notes.extend(memory_notes(data, report.config, pm))
 
     data_section = data.get("data")
     root = data_section.get("preprocessed_data_root") if isinstance(data_section, dict) else None
@@ -172,3 +175,51 @@ def check_config(
         report.summary = f"strategy {strategy_config.name}, {dataset.samples} samples, data folders {folders}"
     report.problems.extend(str(p) for p in problems)
     return report
+
+
+def _config_view(data: dict[str, Any]) -> Any:  # noqa: ANN401
+    """The sections the memory estimate reads, from the raw YAML (without ltx-trainer to parse it)."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from ltx_audio_reference.blockswap.config import BlockSwapConfig  # noqa: PLC0415
+
+    def section(name: str) -> dict[str, Any]:
+        value = data.get(name)
+        return value if isinstance(value, dict) else {}
+
+    swap = section("block_swap")
+    return SimpleNamespace(
+        model=SimpleNamespace(**{"training_mode": "lora", **section("model")}),
+        acceleration=SimpleNamespace(**{"quantization": None, **section("acceleration")}),
+        block_swap=BlockSwapConfig(**swap) if swap else None,
+    )
+
+
+def memory_notes(data: dict[str, Any], config: Any, pm: pluggy.PluginManager) -> list[str]:  # noqa: ANN401
+    """The host- and GPU-memory estimates of a config (lines for ``check``), read from the checkpoint's header.
+
+    Args:
+        data: The raw config.
+        config: The parsed ``LtxTrainerConfig``, or None (the raw sections are read then).
+        pm: The plugin manager (for the quantization backends).
+    """
+    model = data.get("model")
+    path = model.get("model_path") if isinstance(model, dict) else None
+    if not path or not Path(str(path)).expanduser().is_file():
+        return []
+    import torch  # noqa: PLC0415
+
+    from ltx_audio_reference.plugins import collect  # noqa: PLC0415
+    from ltx_audio_reference.quantization import memory  # noqa: PLC0415
+    from ltx_audio_reference.registry import QuantizationRegistry  # noqa: PLC0415
+
+    try:
+        view = config if config is not None else _config_view(data)
+        name = view.acceleration.quantization
+        backend = collect(QuantizationRegistry, pm).get(name) if name else None
+        checkpoint = Path(str(path)).expanduser()
+        estimate = memory.estimate_config(view, checkpoint, backend, cuda=torch.cuda.is_available())
+    except Exception as e:  # the estimate is advice: a checkpoint it cannot size must not fail the check
+        logger.debug("Memory estimate failed", exc_info=True)
+        return [f"memory estimate unavailable: {type(e).__name__}: {e}"]
+    return estimate.lines()

@@ -6,7 +6,12 @@
 - :mod:`.model`: :func:`quantize_model`, block by block with any backend (the bridge routes the stock trainer's
   quantization call here);
 - :mod:`.plugin`: registers the built-in backends through the ``register_quantization_backends`` hook, the same hook
-  a plugin uses to add one (``register(MyBackend())``).
+  a plugin uses to add one (``register(MyBackend())``), and the load settings;
+- :mod:`.stream`: the streamed load (the transformer built part by part, each part quantized and placed where it
+  trains), :mod:`.cache`: the quantized-weight cache, :mod:`.tensorfile`: safetensors read and written part by part,
+  :mod:`.memory`: the host- and GPU-memory estimates of a config.
+
+The modules are imported on first use.
 """
 
 from __future__ import annotations
@@ -31,10 +36,10 @@ if TYPE_CHECKING:
         registered_backends,
     )
     from ltx_audio_reference.quantization.quanto import QuantoBackend
+    from ltx_audio_reference.quantization.stream import LoadPlan, load_transformer_streamed
 
-#: Where each public name lives. Imported on first use: loading the plugin entry point (``ltx-trainer --help``,
-#: ``strategies``) must not import torch.
-_EXPORTS = {
+# Imported on first use, so that loading the plugin (``ltx-trainer --help``) does not import torch.
+_LAZY = {
     "EXCLUDE_PATTERNS": "base",
     "QuantizationBackend": "base",
     "excluded": "base",
@@ -48,28 +53,30 @@ _EXPORTS = {
     "quantize_model": "model",
     "registered_backends": "model",
     "QuantoBackend": "quanto",
+    "LoadPlan": "stream",
+    "load_transformer_streamed": "stream",
 }
-
-
-def __getattr__(name: str) -> Any:  # noqa: ANN401 - whatever the submodule defines
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
 
 __all__ = [
     "EXCLUDE_PATTERNS",
     "SKIP_ROOT_MODULES",
     "Int8Backend",
     "Int8Linear",
+    "LoadPlan",
     "QuantizationBackend",
     "QuantizationReport",
     "QuantoBackend",
     "excluded",
     "get_backend",
+    "load_transformer_streamed",
     "quantizable_linears",
     "quantization_report",
     "quantize_model",
     "registered_backends",
 ]
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - lazily re-exported objects
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"ltx_audio_reference.quantization.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,12 +53,14 @@ class QuantizationBackend(ABC):
         name: The config value (``int8``, ``int8-quanto``, ...).
         summary: One line for ``ltx-trainer quantization`` and the docs.
         traceable: Whether ``torch.compile`` sees its matmul (True) or it is an opaque custom op.
+        weight_bits: Bits per quantized weight element (sizes the memory estimates of ``ltx-trainer check``).
         plugin: The plugin that registered it (set by the registry).
     """
 
     name: str
     summary: str
     traceable: bool = False
+    weight_bits: int = 8
     plugin: str = "<direct>"
 
     def problem(self, device: torch.device | str | None = None) -> str | None:  # noqa: ARG002 - for subclasses
@@ -74,6 +77,44 @@ class QuantizationBackend(ABC):
     @abstractmethod
     def quantize_block(self, block: nn.Module) -> int:
         """Quantize ``block``'s eligible layers in place, frozen; returns how many layers were quantized."""
+
+    @property
+    def caches(self) -> bool:
+        """Whether the backend implements :meth:`save_quantized` and :meth:`load_quantized` (the quantized-weight
+        cache and the streamed load's placement use them)."""
+        return type(self).save_quantized is not QuantizationBackend.save_quantized
+
+    def save_quantized(self, part: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
+        """What rebuilds ``part`` once :meth:`quantize_block` has run on it.
+
+        Returns:
+            ``(tensors, layout)``: plain tensors by state-dict key (on the part's device, not copied), and the
+            quantization map: quantized module name (relative to ``part``) -> JSON-serializable settings.
+
+        Raises:
+            NotImplementedError: If the backend cannot save its quantized layers (then it is never cached).
+        """
+        raise NotImplementedError(f"the {self.name} backend cannot save its quantized layers")
+
+    def load_quantized(
+        self,
+        part: nn.Module,
+        tensors: dict[str, torch.Tensor],
+        layout: dict[str, dict[str, Any]],
+    ) -> None:
+        """Rebuild ``part`` in place from what :meth:`save_quantized` returned.
+
+        Args:
+            part: The part as built from the checkpoint's config, unquantized, on the meta device.
+            tensors: The saved tensors, on the device the part will live on; they become the part's tensors (no
+                copy).
+            layout: The saved quantization map.
+
+        Raises:
+            NotImplementedError: If the backend cannot load saved layers.
+            RuntimeError: If the tensors do not fit the part (``load_state_dict``'s missing or unexpected keys).
+        """
+        raise NotImplementedError(f"the {self.name} backend cannot load saved quantized layers")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

@@ -23,6 +23,8 @@ streams like any other.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -221,6 +223,33 @@ class Int8Backend(QuantizationBackend):
             setattr(parent, attr, Int8Linear.from_linear(linear, dynamic=self.dynamic))
             count += 1
         return count
+
+    def save_quantized(self, part: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
+        """The part's state dict (int8 weights, scales, everything else as is) and each Int8Linear's mode."""
+        layout = {n: {"dynamic": m.dynamic} for n, m in part.named_modules() if isinstance(m, Int8Linear)}
+        return dict(part.state_dict()), layout
+
+    def load_quantized(
+        self,
+        part: nn.Module,
+        tensors: dict[str, torch.Tensor],
+        layout: dict[str, dict[str, Any]],
+    ) -> None:
+        """Swap each listed ``nn.Linear`` of the meta part for an :class:`Int8Linear`, then assign the tensors."""
+        for name, settings in layout.items():
+            parent_name, _, attr = name.rpartition(".")
+            parent = part.get_submodule(parent_name) if parent_name else part
+            linear = getattr(parent, attr)
+            layer = Int8Linear(
+                linear.in_features,
+                linear.out_features,
+                bias=linear.bias is not None,
+                dynamic=bool(settings["dynamic"]),
+                device="meta",
+                dtype=tensors[f"{name}.weight_scale"].dtype,
+            )
+            setattr(parent, attr, layer)
+        part.load_state_dict(tensors, strict=True, assign=True)
 
 
 __all__ = [

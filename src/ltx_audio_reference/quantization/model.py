@@ -25,12 +25,22 @@ SKIP_ROOT_MODULES = frozenset(
 
 @dataclass
 class QuantizationReport:
-    """What :func:`quantize_model` did."""
+    """What :func:`quantize_model` (or the streamed load, :mod:`.stream`) did.
+
+    Attributes:
+        backend: The backend's name.
+        layers: Layers quantized.
+        blocks: Transformer blocks.
+        seconds: How long it took.
+        source: ``pass`` (:func:`quantize_model` on a loaded model), ``stream`` (quantized while it loaded) or
+            ``cache`` (loaded from the quantized-weight cache).
+    """
 
     backend: str
     layers: int
     blocks: int
     seconds: float
+    source: str = "pass"
 
 
 def registered_backends() -> object:
@@ -72,7 +82,10 @@ def quantize_model(
     """Quantize ``model`` in place with the backend named ``precision``; the call ltx-trainer 1.2.0 makes.
 
     Each part moves to ``device`` (CUDA when available, as in the stock trainer), is quantized there and moves back,
-    so the peak on the GPU is one block and the host never holds two copies of a block.
+    so the peak on the GPU is one block and the host never holds two copies of a block. The way back is a blocking
+    copy into pageable memory: a ``non_blocking`` one (the stock trainer's) puts the whole quantized model in
+    page-locked memory that torch's host caching allocator keeps for the life of the process. A model the streamed
+    load already quantized (:mod:`.stream`) is returned as it is.
 
     Args:
         model: The transformer (bf16, usually on the CPU).
@@ -91,6 +104,12 @@ def quantize_model(
     """
     if quantize_activations:
         raise ConfigurationError("quantize_activations is not supported; use quantization: int8-dynamic for W8A8")
+    done = quantization_report(model)
+    if done is not None and done.source != "pass":
+        if done.backend != precision:
+            raise ConfigurationError(f"The transformer was loaded quantized with {done.backend}, not {precision}")
+        logger.info("The transformer was quantized with %s while it loaded; nothing left to quantize", done.backend)
+        return model
     backend = get_backend(precision, backends)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     problem = backend.problem(device)
@@ -105,9 +124,12 @@ def quantize_model(
         for _, part in parts:
             part.to(device, dtype=dtype, non_blocking=True)
             layers += backend.quantize_block(part)
-            part.to(original_device, non_blocking=True)
+            part.to(original_device)  # blocking: see the docstring
             advance()
     model.to(original_device)
+    release = getattr(torch._C, "_host_emptyCache", None)
+    if release is not None and device.type == "cuda":
+        release()
     blocks = len(getattr(model, "transformer_blocks", ()))
     report = QuantizationReport(backend.name, layers, blocks, time.perf_counter() - start)
     logger.info(
