@@ -45,9 +45,10 @@ def _export(folder: Path, name: str) -> dict[str, torch.Tensor]:
 def test_a_cached_run_equals_an_uncached_one_and_the_stock_load(demo_root: Path, tmp_path: Path) -> None:
     cache = tmp_path / "qcache"
     stock = _run(demo_root, tmp_path, "stock", {"acceleration.streamed_load": False})
-    cold = _run(demo_root, tmp_path, "cold", {"acceleration.quantized_cache": str(cache)})
+    streamed = {"acceleration.streamed_load": True, "acceleration.quantized_cache": str(cache)}
+    cold = _run(demo_root, tmp_path, "cold", streamed)
     logs = {"stock": finish(*stock), "cold": finish(*cold)}
-    logs["warm"] = finish(*_run(demo_root, tmp_path, "warm", {"acceleration.quantized_cache": str(cache)}))
+    logs["warm"] = finish(*_run(demo_root, tmp_path, "warm", streamed))
 
     assert "Loaded the transformer part by part" not in logs["stock"]
     assert "Quantized 76 layers (2 blocks) with int8-quanto" in logs["stock"]
@@ -73,7 +74,9 @@ def test_a_cached_run_equals_an_uncached_one_and_the_stock_load(demo_root: Path,
 def test_check_prints_the_host_memory_estimate(demo_root: Path, tmp_path: Path) -> None:
     import yaml  # noqa: PLC0415
 
-    config = demo_config(demo_root, tmp_path / "out", {"acceleration.quantization": "int8-quanto"})
+    config = demo_config(
+        demo_root, tmp_path / "out", {"acceleration.quantization": "int8-quanto", "acceleration.streamed_load": True}
+    )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     result = run_cli("check", str(path))

@@ -320,7 +320,7 @@ def streams(config: object) -> bool:
     return (
         _quantization(config) is not None
         and getattr(getattr(config, "model", None), "training_mode", "lora") == "lora"
-        and bool(getattr(acceleration, "streamed_load", True))
+        and bool(getattr(acceleration, "streamed_load", False))
     )
 
 

@@ -46,11 +46,12 @@ def register_config_fields(register: ConfigFieldRegistry) -> None:
         "streamed_load",
         bool,
         Field(
-            default=True,
+            default=False,
             description=(
                 "With quantization: build the transformer part by part from the checkpoint (or the quantized-weight "
                 "cache), quantizing each block on the GPU and placing it where it trains, so the host never holds a "
-                "bf16 copy of the model. false: ltx-trainer's own load (the whole model in bf16 on the CPU first)."
+                "bf16 copy of the model. false (default until its GPU measurements are taken): ltx-trainer's own "
+                "load (the whole model in bf16 on the CPU first)."
             ),
         ),
     )
@@ -96,7 +97,7 @@ def validate_config(config: object) -> None:
     if problem is not None:
         raise ValueError(f"acceleration.quantization: {problem}")
     setting = getattr(config.acceleration, "quantized_cache", True)  # type: ignore[attr-defined]
-    if isinstance(setting, str) and getattr(config.acceleration, "streamed_load", True):  # type: ignore[attr-defined]
+    if isinstance(setting, str) and getattr(config.acceleration, "streamed_load", False):  # type: ignore[attr-defined]
         problem = _unwritable(Path(setting).expanduser())
         if problem is not None:
             raise ValueError(
