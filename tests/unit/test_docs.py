@@ -106,9 +106,8 @@ def test_every_strategy_and_block_swap_key_is_in_the_configuration_reference() -
     assert set(AudioReferenceConfig.model_fields) <= rows
     assert {f"block_swap.{name}" for name in BlockSwapConfig.model_fields} <= rows
     from ltx_audio_reference.blockswap import plugin as block_swap  # noqa: PLC0415
-    from ltx_audio_reference.registry import ConfigFieldRegistry  # noqa: PLC0415
-
     from ltx_audio_reference.quantization import plugin as quantization  # noqa: PLC0415
+    from ltx_audio_reference.registry import ConfigFieldRegistry  # noqa: PLC0415
 
     registry = ConfigFieldRegistry()
     block_swap.register_config_fields(registry)
