@@ -499,9 +499,14 @@ def test_the_load_settings_are_config_fields_with_messages_that_say_what_to_writ
         adapter.validate_python(" ")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    config = SimpleNamespace(acceleration=SimpleNamespace(quantization="int8", quantized_cache=str(blocker / "cache")))
+    config = SimpleNamespace(
+        acceleration=SimpleNamespace(quantization="int8", streamed_load=True, quantized_cache=str(blocker / "cache"))
+    )
     with pytest.raises(ValueError, match=r"acceleration.quantized_cache: .* is not a folder .*; give a folder"):
         plugin.validate_config(config)
+    config.acceleration.streamed_load = False
+    plugin.validate_config(config)  # the cache is used only by the streamed load: nothing to check
+    config.acceleration.streamed_load = True
     config.acceleration.quantized_cache = str(tmp_path / "new" / "cache")
     plugin.validate_config(config)
     assert not (tmp_path / "new").exists()  # probed, not created
