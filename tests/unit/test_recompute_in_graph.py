@@ -69,8 +69,9 @@ def test_blocks_recomputing_inside_their_graphs_and_swapped_train_like_eager() -
     record = compile_blocks(find_transformer(model), backend=BACKEND, recompute_in_graph=True)
     losses, grads = train(model)
     expected_losses, expected_grads = eager_run(False)
-    assert losses == expected_losses
-    _close(grads, expected_grads, rtol=1e-4)  # the decompositions reorder float32 sums
+    # The partitioner's decompositions may reorder float32 sums: equal on torch 2.13, one rounding apart on 2.9.
+    assert losses == pytest.approx(expected_losses, rel=1e-6, abs=0)
+    _close(grads, expected_grads, rtol=1e-4)
     assert record.compiled_calls == NUM_LAYERS * len(LENGTHS)  # one call per block and step: no recompute call
     assert int(torch._dynamo.utils.counters["stats"]["unique_graphs"]) <= 2
 
