@@ -218,9 +218,7 @@ class Int8Backend(QuantizationBackend):
     def quantize_block(self, block: nn.Module) -> int:
         count = 0
         for name, linear in list(quantizable_linears(block)):
-            parent_name, _, attr = name.rpartition(".")
-            parent = block.get_submodule(parent_name) if parent_name else block
-            setattr(parent, attr, Int8Linear.from_linear(linear, dynamic=self.dynamic))
+            _replace(block, name, Int8Linear.from_linear(linear, dynamic=self.dynamic))
             count += 1
         return count
 
@@ -237,9 +235,7 @@ class Int8Backend(QuantizationBackend):
     ) -> None:
         """Swap each listed ``nn.Linear`` of the meta part for an :class:`Int8Linear`, then assign the tensors."""
         for name, settings in layout.items():
-            parent_name, _, attr = name.rpartition(".")
-            parent = part.get_submodule(parent_name) if parent_name else part
-            linear = getattr(parent, attr)
+            linear = part.get_submodule(name)
             layer = Int8Linear(
                 linear.in_features,
                 linear.out_features,
@@ -248,8 +244,14 @@ class Int8Backend(QuantizationBackend):
                 device="meta",
                 dtype=tensors[f"{name}.weight_scale"].dtype,
             )
-            setattr(parent, attr, layer)
+            _replace(part, name, layer)
         part.load_state_dict(tensors, strict=True, assign=True)
+
+
+def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` where ``root.get_submodule(name)`` is."""
+    parent_name, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, attr, module)
 
 
 __all__ = [
