@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ltx_audio_reference.reliability.checkpoints import read_safetensors_header
 from ltx_audio_reference.reliability.files import atomic_file
 
 #: Offsets of the views inside a flat host buffer, as block swap aligns them (``blockswap.tensors.ALIGNMENT``).
@@ -73,7 +74,7 @@ class Header:
         path: The file.
         tensors: Name -> where the tensor lies.
         metadata: The ``__metadata__`` strings.
-        digest: SHA-256 of the header's bytes (size field included): names, dtypes, shapes, offsets and metadata.
+        digest: SHA-256 of the header's content: names, dtypes, shapes, offsets and metadata.
     """
 
     path: Path
@@ -88,37 +89,28 @@ class Header:
 
 
 def read_header(path: Path) -> Header:
-    """Read a safetensors file's header (no tensor data).
+    """Read a safetensors file's header (no tensor data), through the project's one header reader.
 
     Raises:
-        ValueError: If the file is not a safetensors file (too short, a header that is not JSON, an unknown dtype,
-            or offsets past the end of the file).
+        ValueError: If the file is not a complete safetensors file (too short, a header that is not JSON, a size
+            other than the header describes) or holds a dtype this reader does not know.
     """
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise ValueError(f"{path} is not a safetensors file ({size} bytes)")
-        (length,) = struct.unpack("<Q", raw)
-        if length > size - 8:
-            raise ValueError(f"{path} is not a safetensors file (header of {length} bytes in a {size}-byte file)")
-        encoded = f.read(length)
     try:
-        header = json.loads(encoded)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a safetensors file (its header is not JSON: {e})") from e
+        header = read_safetensors_header(path)
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"{path} is truncated or not a safetensors file ({e})") from e
+    # The reader checked that the file ends where the last tensor does, so the data starts that far before the end.
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    data_start = path.stat().st_size - max(ends, default=0)
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
     metadata = header.pop("__metadata__", None) or {}
-    start = 8 + length
     tensors = {}
     for name, entry in header.items():
         if entry["dtype"] not in _DTYPES:
             raise ValueError(f"{path}: tensor {name} has dtype {entry['dtype']}, which this reader does not know")
         begin, end = entry["data_offsets"]
-        if start + end > size:
-            raise ValueError(f"{path} is truncated: tensor {name} ends at byte {start + end} of {size}")
-        tensors[name] = TensorInfo(_DTYPES[entry["dtype"]], tuple(entry["shape"]), start + begin, end - begin)
-    digest = hashlib.sha256(raw + encoded).hexdigest()
+        tensors[name] = TensorInfo(_DTYPES[entry["dtype"]], tuple(entry["shape"]), data_start + begin, end - begin)
     return Header(path=path, tensors=tensors, metadata=dict(metadata), digest=digest)
 
 
