@@ -228,6 +228,7 @@ def _compiled_forward(
     """The ``forward`` every compiled block runs: the compiled graph under grad, eager otherwise (see the module
     docstring), with its fallbacks and CUDA-graph checks."""
     fallback, cuda_graphs, num_blocks, backend = record.fallback, record.cuda_graphs, record.num_blocks, record.backend
+    owner = blocks_owner(transformer)  # looked up once: every block call asks it
 
     def graphs_error(reason: str) -> CompileUnavailableError:
         return CompileUnavailableError(
@@ -252,7 +253,7 @@ def _compiled_forward(
             )
             record._started = time.perf_counter()
         try:
-            with _activation_budget(0.0 if recomputes_in_graph(transformer) else None):
+            with _activation_budget(0.0 if recomputes_in_graph(owner) else None):
                 out = compiled(self, *args, **kwargs)
         # Only compile failures: checkpoint's recompute stops itself early with an exception of its own.
         except (torch._dynamo.exc.TorchDynamoException, RuntimeError) as e:

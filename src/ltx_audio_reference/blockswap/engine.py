@@ -41,7 +41,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ltx_audio_reference.blockswap.compile import recomputes_in_graph
+from ltx_audio_reference.blockswap.compile import blocks_owner, recomputes_in_graph
 from ltx_audio_reference.blockswap.config import slot_count
 from ltx_audio_reference.blockswap.tensors import (
     Leaf,
@@ -145,6 +145,9 @@ class BlockSwapEngine:
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         self.transformer = find_transformer(model)
+        # The ltx-core model itself (inside a peft wrapper): where compiled blocks record that they recompute in
+        # their graphs. Looked up once; the hooks ask on every block call.
+        self._owner = blocks_owner(self.transformer)
         num_blocks = len(self.transformer.transformer_blocks)
         indices = sorted(set(blocks))
         if indices and (indices[0] < 0 or indices[-1] >= num_blocks):
@@ -385,13 +388,13 @@ class BlockSwapEngine:
 
     def _checkpointed(self) -> bool:
         root = self.transformer
-        checkpointing = getattr(root, "_enable_gradient_checkpointing", False) or recomputes_in_graph(root)
+        checkpointing = getattr(root, "_enable_gradient_checkpointing", False) or recomputes_in_graph(self._owner)
         return bool(checkpointing and root.training)
 
     def _after_block(self, index: int, module: nn.Module, args: Any, output: Any) -> None:  # noqa: ANN401, ARG002
         """When compiled blocks recompute inside their graphs, no pre-hook fires in the backward pass: a hook on the
         block's outputs (it runs right before the block's backward) loads the block and prefetches the next ones."""
-        if self._closed or not torch.is_grad_enabled() or not recomputes_in_graph(self.transformer):
+        if self._closed or not torch.is_grad_enabled() or not recomputes_in_graph(self._owner):
             return
         hook = functools.partial(self._before_backward, index)
         for tensor in _tensors(output):
