@@ -35,7 +35,7 @@ from ltx_audio_reference.bridge.ranks import is_global_main_process
 from ltx_audio_reference.bridge.state import Installation
 from ltx_audio_reference.bridge.validation import current_placement, current_reference_guidance, reference_placement
 from ltx_audio_reference.plugins import collect, collect_strategies, get_plugin_manager
-from ltx_audio_reference.registry import STOCK_STRATEGIES, ConditionerRegistry
+from ltx_audio_reference.registry import STOCK_STRATEGIES, ConditionerRegistry, QuantizationRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,13 @@ def install(pm: pluggy.PluginManager | None = None) -> Installation:
 
     stock = state.stock()
     strategies = collect_strategies(pm)
-    installation = Installation(pm=pm, strategies=strategies, conditioners=collect(ConditionerRegistry, pm))
-    config.install_config(stock, strategies, pm)
+    installation = Installation(
+        pm=pm,
+        strategies=strategies,
+        conditioners=collect(ConditionerRegistry, pm),
+        backends=collect(QuantizationRegistry, pm),
+    )
+    config.install_config(stock, strategies, pm, installation.backends)
     trainer.install_factory(installation)
     trainer.install_trainer_hooks(installation)
     trainer.install_step_guard(installation)

@@ -75,7 +75,12 @@ def quantization_field(stock: Any, backends: QuantizationRegistry) -> Any:  # no
     )
 
 
-def install_config(stock: Any, strategies: StrategyRegistry, pm: pluggy.PluginManager) -> None:  # noqa: ANN401
+def install_config(
+    stock: Any,  # noqa: ANN401
+    strategies: StrategyRegistry,
+    pm: pluggy.PluginManager,
+    backends: QuantizationRegistry,
+) -> None:
     """Rebuild ``LtxTrainerConfig.training_strategy`` over every registered strategy, add plugin config fields, and
     open ``acceleration.quantization`` to the registered backends.
 
@@ -83,6 +88,7 @@ def install_config(stock: Any, strategies: StrategyRegistry, pm: pluggy.PluginMa
         stock: The saved stock objects (:class:`~ltx_audio_reference.bridge.state.Stock`).
         strategies: The registered strategies.
         pm: The plugin manager whose ``register_config_fields`` hooks add fields.
+        backends: The registered quantization backends, the values ``acceleration.quantization`` takes.
 
     Raises:
         ValueError: If a plugin adds a field the stock config already has.
@@ -110,7 +116,7 @@ def install_config(stock: Any, strategies: StrategyRegistry, pm: pluggy.PluginMa
                 "bridge already has"
             )
         extra[entry.owner][entry.name] = FieldInfo.from_annotated_attribute(entry.annotation, entry.field)
-    extra["acceleration"]["quantization"] = quantization_field(stock, collect(QuantizationRegistry, pm))
+    extra["acceleration"]["quantization"] = quantization_field(stock, backends)
     _set_fields(config_module, stock.config_fields, extra)
 
     members = [*stock.strategy_union_args, *(Annotated[e.config_cls, Tag(e.name)] for e in strategies)]

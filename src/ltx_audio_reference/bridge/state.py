@@ -8,7 +8,7 @@ from typing import Any
 
 import pluggy
 
-from ltx_audio_reference.registry import ConditionerRegistry, StrategyRegistry
+from ltx_audio_reference.registry import ConditionerRegistry, QuantizationRegistry, StrategyRegistry
 
 #: The stock ``LtxvTrainer`` methods the bridge wraps; each is saved once, so every install starts from stock.
 TRAINER_METHODS = (
@@ -61,6 +61,7 @@ class Installation:
     pm: pluggy.PluginManager
     strategies: StrategyRegistry
     conditioners: ConditionerRegistry
+    backends: QuantizationRegistry
 
 
 _stock: Stock | None = None

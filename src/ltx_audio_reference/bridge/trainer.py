@@ -17,8 +17,7 @@ from ltx_audio_reference.bridge.ranks import is_global_main_process
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
 from ltx_audio_reference.data.check import check_strategy_data
 from ltx_audio_reference.errors import ConfigurationError, NonFiniteError
-from ltx_audio_reference.plugins import collect
-from ltx_audio_reference.registry import LoraContext, ModelContext, QuantizationRegistry, TrainStepContext
+from ltx_audio_reference.registry import LoraContext, ModelContext, TrainStepContext
 from ltx_audio_reference.reliability import determinism, guards, preflight
 
 logger = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ def install_quantization(installation: Installation) -> None:
     import ltx_trainer.trainer as trainer_module  # noqa: PLC0415
     from ltx_audio_reference.quantization import model as quantization  # noqa: PLC0415
 
-    backends = collect(QuantizationRegistry, installation.pm)
+    backends = installation.backends
     stock_quantize = state.stock().quantize_model
 
     @functools.wraps(stock_quantize)
@@ -114,7 +113,7 @@ def install_streamed_load(installation: Installation) -> None:
 
     trainer_cls, stock = trainer_parts()
     stock_load = state.stock().load_transformer
-    backends = collect(QuantizationRegistry, installation.pm)
+    backends = installation.backends
 
     @functools.wraps(stock["_load_models"])
     def _load_models(self: Any) -> None:  # noqa: ANN401
