@@ -46,9 +46,11 @@ def test_hook_has_a_test(hook: str) -> None:
 
 def test_ci_runs_the_documented_setup_and_test_commands() -> None:
     development = (REPO / "docs" / "development.md").read_text()
+    readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     for command in ("bash scripts/setup.sh", ".venv/bin/python -m pytest"):
         assert f"\n{command}\n" in development, f"docs/development.md lacks {command!r} on a line of its own"
+        assert f"\n{command}\n" in readme, f"README.md lacks {command!r} on a line of its own"
         assert f"\n{command}\n" in ci, f".ci/run does not run {command!r}"
 
 
