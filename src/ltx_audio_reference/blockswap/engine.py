@@ -355,7 +355,9 @@ class BlockSwapEngine:
         self._hooks.append(root.register_forward_hook(self._on_model_output))
         for index, block in enumerate(root.transformer_blocks):
             self._hooks.append(block.register_forward_pre_hook(functools.partial(self._on_block, index)))
-            self._hooks.append(block.register_forward_hook(functools.partial(self._after_block, index)))
+            self._hooks.append(
+                block.register_forward_hook(functools.partial(self._after_block, index), with_kwargs=True)
+            )
 
     # ------------------------------------------------------------------------------------------------------------
     # Hooks
@@ -391,14 +393,21 @@ class BlockSwapEngine:
         checkpointing = getattr(root, "_enable_gradient_checkpointing", False) or recomputes_in_graph(self._owner)
         return bool(checkpointing and root.training)
 
-    def _after_block(self, index: int, module: nn.Module, args: Any, output: Any) -> None:  # noqa: ANN401, ARG002
+    def _after_block(self, index: int, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:  # noqa: ANN401, ARG002
         """When compiled blocks recompute inside their graphs, no pre-hook fires in the backward pass: a hook on the
-        block's outputs (it runs right before the block's backward) loads the block and prefetches the next ones."""
+        block's outputs (it runs right before the block's backward) loads the block and prefetches the next ones.
+
+        Only the tensors the block made get the hook. An input it passes through unchanged (ltx-core's blocks return
+        their ``TransformerArgs`` with a new ``x`` and the same ``context``, timesteps and RoPE tables) is an output
+        of every block; where it requires grad (ltx-trainer leaves its text connectors trainable), its gradient is
+        complete only after the last block's backward, and hooks on it would load every block once more per hook.
+        """
         if self._closed or not torch.is_grad_enabled() or not recomputes_in_graph(self._owner):
             return
+        inputs = {id(t) for t in _tensors((args, kwargs))}
         hook = functools.partial(self._before_backward, index)
         for tensor in _tensors(output):
-            if tensor.requires_grad:
+            if tensor.requires_grad and id(tensor) not in inputs:
                 tensor.register_hook(hook)
 
     def _before_backward(self, index: int, grad: torch.Tensor) -> None:  # noqa: ARG002
