@@ -117,3 +117,33 @@ def test_on_checkpoint_metrics_reach_metadata_without_touching_training(tmp_path
     assert plain_weights.keys() == probed_weights.keys()
     for key, tensor in plain_weights.items():
         assert torch.equal(tensor, probed_weights[key]), key
+
+
+def test_the_text_connectors_are_frozen_so_no_gradient_flows_into_the_text_context(
+    fresh_pm: pluggy.PluginManager, tmp_path: Path
+) -> None:
+    from ltx_trainer.config import LtxTrainerConfig  # noqa: PLC0415
+    from ltx_trainer.trainer import LtxvTrainer  # noqa: PLC0415
+
+    bridge.uninstall()
+    bridge.install(fresh_pm)
+    try:
+        config = yaml.safe_load(write_demo(tmp_path / "demo", steps=2, num_samples=2).read_text())
+        trainer = LtxvTrainer(LtxTrainerConfig(**config))
+        connectors = list(trainer._embeddings_processor.parameters())
+        assert connectors
+        assert not any(p.requires_grad for p in connectors)
+        contexts: list[bool] = []
+
+        def record(module: torch.nn.Module, args: Any, output: Any) -> None:  # noqa: ANN401
+            if torch.is_grad_enabled():
+                contexts.extend(modality.context.requires_grad for modality in output)
+
+        model = trainer._transformer.get_base_model()
+        handle = model.transformer_blocks[0].register_forward_hook(record)
+        trainer.train(disable_progress_bars=True)
+        handle.remove()
+    finally:
+        bridge.uninstall()
+    assert contexts == [False, False] * 2  # video and audio, two steps
+    assert all(p.grad is None for p in connectors)

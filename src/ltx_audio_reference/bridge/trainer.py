@@ -205,6 +205,7 @@ def install_trainer_hooks(installation: Installation) -> None:
 
     @functools.wraps(stock["_prepare_models_for_training"])
     def _prepare_models_for_training(self: Any) -> None:  # noqa: ANN401
+        freeze_text_connectors(self)
         context = ModelContext(
             config=self._config,
             strategy=self._training_strategy,
@@ -224,6 +225,28 @@ def install_trainer_hooks(installation: Installation) -> None:
     trainer_cls.__init__ = __init__
     trainer_cls._setup_lora = _setup_lora
     trainer_cls._prepare_models_for_training = _prepare_models_for_training
+
+
+def freeze_text_connectors(trainer: Any) -> int:  # noqa: ANN401 - the stock LtxvTrainer
+    """Freeze the trainer's text connectors (``_embeddings_processor``); returns how many tensors were unfrozen.
+
+    ltx-trainer loads them with ``requires_grad`` on and never trains them (the optimizer holds transformer
+    parameters only), so every step back-propagated into them through each block's text cross-attention and kept
+    their gradients on the GPU. It also made ``context`` a tensor with a gradient that every block passes through.
+    """
+    processor = getattr(trainer, "_embeddings_processor", None)
+    if processor is None:
+        return 0
+    unfrozen = [p for p in processor.parameters() if p.requires_grad]
+    if unfrozen:
+        processor.requires_grad_(False)
+        logger.debug(
+            "Froze the text connectors: %d tensors, %.1f M parameters (ltx-trainer leaves them trainable and never "
+            "updates them)",
+            len(unfrozen),
+            sum(p.numel() for p in unfrozen) / 1e6,
+        )
+    return len(unfrozen)
 
 
 def install_step_guard(installation: Installation) -> None:
