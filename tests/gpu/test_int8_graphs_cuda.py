@@ -96,7 +96,8 @@ def test_graphs_swapped_equal_graphs_resident_bitwise_and_compiled_within_bf16(d
         swapped = _train(dtype, blocks_to_swap, steps=4, graphs=True)
         assert_bitwise(resident, swapped, f"{dtype} graphs, {blocks_to_swap}/{NUM_LAYERS} swapped")
         assert swapped.graph_stats["rerecords"] == 0, swapped.graph_stats
-        assert swapped.steady_peak < resident.steady_peak
+        if blocks_to_swap > 2:  # two slots (prefetch 1): swapping 2 of 4 blocks saves nothing, the ring holds both
+            assert swapped.steady_peak < resident.steady_peak
     torch._dynamo.reset()
     compiled = _train(dtype, NUM_LAYERS // 2, steps=4, compiled=True)
     for step, (a, b) in enumerate(zip(compiled.losses, resident.losses, strict=True)):

@@ -299,6 +299,18 @@ def test_setup_returns_none_when_auto_needs_no_swap() -> None:
     assert setup_block_swap(peft_model, BlockSwapConfig(blocks_to_swap="auto", max_vram_gb=100), "cpu") is None
 
 
+def test_auto_sizing_for_cuda_graphs_sets_their_reserve_aside() -> None:
+    peft_model = build()
+    trainable = tensor_bytes([p for p in peft_model.parameters() if p.requires_grad])
+    everything = tensor_bytes(list(peft_model.parameters()))
+    # Room for the whole tiny model plus 1 GB: eager needs no swap; CUDA graphs' 2 GB reserve fits nowhere.
+    budget_gb = (everything + 3 * trainable) / 1e9 + 1.0
+    settings = BlockSwapConfig(blocks_to_swap="auto", max_vram_gb=budget_gb, reserve_gb=0)
+    assert setup_block_swap(peft_model, settings, "cpu") is None
+    with pytest.raises(ValueError, match="too small"):
+        setup_block_swap(build(), settings, "cpu", cuda_graphs=True)
+
+
 def test_engine_rejects_bad_arguments() -> None:
     peft_model = build()
     with pytest.raises(ValueError, match="prefetch must be at least 1"):

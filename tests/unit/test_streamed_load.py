@@ -443,6 +443,33 @@ def test_the_swap_plan_and_the_host_blocks_follow_the_config(checkpoint: Path) -
     assert "is too small" in (tight.problem or "")
 
 
+def test_auto_sizing_sets_more_vram_aside_for_cuda_graphs_and_a_fixed_count_does_not() -> None:
+    from ltx_audio_reference.blockswap.config import GB, GRAPHS_RESERVE_GB  # noqa: PLC0415
+
+    block = int(GRAPHS_RESERVE_GB * GB) // 2  # two blocks make up the graphs' reserve
+    sizes = _sizes([(2 * block, block, block)] * 8, (2 * block, block, block))
+    auto = BlockSwapConfig(blocks_to_swap="auto", max_vram_gb=7.5 * block / GB, reserve_gb=0)
+    eager = memory.estimate_swap(_config(block_swap=auto, compile_blocks=True), sizes)
+    graphs = memory.estimate_swap(_config(block_swap=auto, compile_blocks=True, cuda_graphs=True), sizes)
+    assert eager is not None
+    assert graphs is not None
+    # Peak with n swapped (n >= 2, two slots): (11 - n) blocks + the reserve; 7.5 blocks fit from n = 4, and with the
+    # graphs' reserve of two blocks from n = 6.
+    assert (len(eager.blocks), len(graphs.blocks)) == (4, 6)
+    assert graphs.plan.estimated_peak_bytes <= 7.5 * block
+    # cuda_graphs without compiled blocks records nothing; a fixed count sets nothing more aside.
+    uncompiled = memory.estimate_swap(_config(block_swap=auto, cuda_graphs=True), sizes)
+    assert uncompiled is not None
+    assert uncompiled.blocks == eager.blocks
+    fixed = [
+        memory.estimate_swap(_config(block_swap_blocks=3, compile_blocks=True, cuda_graphs=graphs), sizes)
+        for graphs in (False, True)
+    ]
+    assert fixed[0] is not None
+    assert fixed[1] is not None
+    assert fixed[0].plan.estimated_peak_bytes == fixed[1].plan.estimated_peak_bytes
+
+
 def _sizes(blocks: list[tuple[int, int, int]], rest: tuple[int, int, int]) -> list[memory.PartSize]:
     parts = [memory.PartSize(Part(f"transformer_blocks.{i}", i, True), *b) for i, b in enumerate(blocks)]
     return [*parts, memory.PartSize(Part("proj_out", None, False), *rest)]

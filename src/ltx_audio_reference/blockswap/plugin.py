@@ -23,12 +23,15 @@ from ltx_audio_reference.blockswap.config import (
     estimate_peak,
     num_blocks_from_checkpoint,
     plan_auto,
+    planned_reserve_bytes,
     spread_blocks,
     validate_block_swap,
 )
 from ltx_audio_reference.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    import torch
+
     from ltx_audio_reference.blockswap.engine import BlockSwapEngine
     from ltx_audio_reference.registry import ConfigFieldRegistry, ModelContext
 
@@ -192,6 +195,7 @@ def setup_block_swap(
     swap: BlockSwapConfig,
     device: object,
     distributed_type: object | None = None,
+    cuda_graphs: bool = False,
 ) -> BlockSwapEngine | None:
     """Size, build and place the engine on a LoRA-wrapped model (what ``configure_model`` does, without the trainer).
 
@@ -200,6 +204,7 @@ def setup_block_swap(
         swap: Validated settings (see :func:`~ltx_audio_reference.blockswap.config.validate_block_swap`).
         device: The training device.
         distributed_type: accelerate's ``DistributedType``; for DDP the swapped tensors are marked for DDP to skip.
+        cuda_graphs: The blocks will run as CUDA graphs (``auto`` sizing sets more VRAM aside).
 
     Returns:
         The placed engine, or None when ``auto`` sizing needs no swap (the caller then places the model as usual).
@@ -229,6 +234,7 @@ def setup_block_swap(
     # so they are taken out of what is already allocated.
     on_device = tensor_bytes([t for t in (*model.parameters(), *model.buffers()) if t.device.type == device.type])
     fixed = max(allocated - on_device, 0) + non_block + _TRAINABLE_OVERHEAD * tensor_bytes(trainable)
+    reserve = planned_reserve_bytes(swap, cuda_graphs)
     if swap.is_auto:
         assert swap.max_vram_gb is not None
         plan = plan_auto(
@@ -236,10 +242,10 @@ def setup_block_swap(
             fixed_bytes=fixed,
             max_vram_bytes=int(swap.max_vram_gb * GB),
             prefetch=swap.prefetch,
-            reserve_bytes=int(swap.reserve_gb * GB),
+            reserve_bytes=reserve,
         )
     else:
-        plan = estimate_peak(block_bytes, int(swap.blocks_to_swap), fixed, swap.prefetch, int(swap.reserve_gb * GB))
+        plan = estimate_peak(block_bytes, int(swap.blocks_to_swap), fixed, swap.prefetch, reserve)
         logger.info("Block swap: %s", plan.describe())
     if plan.blocks_to_swap == 0:
         logger.info("Block swap: the model fits max_vram_gb without swapping; training fully resident")
@@ -279,18 +285,27 @@ def configure_model(context: ModelContext) -> None:
     if problem is not None:  # compile_blocks: true with this problem was refused before the model loaded
         logger.warning("Transformer blocks not compiled: %s", problem)
         return
-    graphs = _graphs_setting(context.config)
-    if graphs and cuda_graphs_problem(context.config, torch.device(context.device).type == "cuda") is not None:
-        graphs = False  # cuda_graphs: true with this problem was refused before the model loaded; auto warned
     context.notes[COMPILE_NOTES_KEY] = compile_blocks(
         find_transformer(context.model),
         fallback=setting == "auto",
-        cuda_graphs=bool(graphs),
-        graphs_fallback=graphs == "auto",
+        cuda_graphs=_records_graphs(context.config, torch.device(context.device)),
+        graphs_fallback=_graphs_setting(context.config) == "auto",
     )
 
 
+def _records_graphs(config: object, device: torch.device) -> bool:
+    """Whether the compiled blocks will run as CUDA graphs here (a ``true`` setting that cannot was refused before
+    the model loaded; ``auto`` warned and runs without)."""
+    from ltx_audio_reference.blockswap.compile import compile_problem  # noqa: PLC0415
+
+    if not _compile_setting(config) or not _graphs_setting(config) or compile_problem(device) is not None:
+        return False
+    return cuda_graphs_problem(config, device.type == "cuda") is None
+
+
 def _setup_swap(context: ModelContext) -> None:
+    import torch  # noqa: PLC0415
+
     swap = validate_block_swap(
         context.config,
         distributed_type=getattr(context.accelerator, "distributed_type", None),
@@ -303,6 +318,7 @@ def _setup_swap(context: ModelContext) -> None:
         swap,
         device=context.device,
         distributed_type=getattr(context.accelerator, "distributed_type", None),
+        cuda_graphs=_records_graphs(context.config, torch.device(context.device)),
     )
     if engine is None:
         return

@@ -23,6 +23,7 @@ from ltx_audio_reference.blockswap.config import (
     SwapPlan,
     estimate_peak,
     plan_auto,
+    planned_reserve_bytes,
     resolve_block_swap,
     spread_blocks,
 )
@@ -126,7 +127,9 @@ def estimate_swap(config: object, sizes: list[PartSize]) -> SwapEstimate | None:
         return None
     blocks = [s.trained_bytes for s in sizes if s.part.block is not None]
     fixed = sum(s.trained_bytes for s in sizes if s.part.block is None)
-    reserve = int(swap.reserve_gb * GB)
+    acceleration = getattr(config, "acceleration", None)
+    graphs = bool(getattr(acceleration, "compile_blocks", False) and getattr(acceleration, "cuda_graphs", False))
+    reserve = planned_reserve_bytes(swap, graphs)
     if not swap.is_auto:
         count = min(int(swap.blocks_to_swap), len(blocks))
         plan = estimate_peak(blocks, count, fixed, swap.prefetch, reserve)
