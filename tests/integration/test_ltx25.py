@@ -185,16 +185,17 @@ def test_strategy_flag_trains_the_25_pack_and_exports_the_comfy_lora(trained25: 
     )
 
 
-def test_int8_quanto_trains_the_25_pack_with_its_bias_free_video_feed_forward(demo25: Path) -> None:
+@pytest.mark.parametrize("backend", ["int8-quanto", "int8"])
+def test_int8_trains_the_25_pack_with_its_bias_free_video_feed_forward(demo25: Path, backend: str) -> None:
     config = yaml.safe_load((demo25 / "config.yaml").read_text())
-    config["acceleration"]["quantization"] = "int8-quanto"  # quantizes every block Linear, bias-free ones included
+    config["acceleration"]["quantization"] = backend  # quantizes every block Linear, bias-free ones included
     config["checkpoints"]["interval"] = 3
-    config["output_dir"] = str(demo25 / "outputs_int8")
-    path = demo25 / "int8.yaml"
+    config["output_dir"] = str(demo25 / f"outputs_{backend}")
+    path = demo25 / f"{backend}.yaml"
     path.write_text(yaml.safe_dump(config))
     result = run_cli("train", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
-    tensors = load_file(str(demo25 / "outputs_int8" / "checkpoints" / "lora_weights_step_00003.safetensors"))
+    tensors = load_file(str(demo25 / f"outputs_{backend}" / "checkpoints" / "lora_weights_step_00003.safetensors"))
     assert len(tensors) == AUDIO_TENSORS_PER_BLOCK * NUM_BLOCKS
     assert all(bool(torch.isfinite(t).all()) for t in tensors.values())
 

@@ -50,8 +50,8 @@ def register_config_fields(register: ConfigFieldRegistry) -> None:
             description=(
                 "With quantization: build the transformer part by part from the checkpoint (or the quantized-weight "
                 "cache), quantizing each block on the GPU and placing it where it trains, so the host never holds a "
-                "bf16 copy of the model. false (default until its GPU measurements are taken): ltx-trainer's own "
-                "load (the whole model in bf16 on the CPU first)."
+                "bf16 copy of the model (48 blocks, int8: 12.5 GB of host memory kept, against 20.5 GB). false "
+                "(default, as stock): ltx-trainer's own load (the whole model in bf16 on the CPU first)."
             ),
         ),
     )
