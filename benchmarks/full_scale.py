@@ -361,6 +361,10 @@ def child(args: argparse.Namespace) -> None:
         def configure_model(self, context: Any) -> None:  # noqa: ANN401
             self.engine = context.notes.get("block_swap")
             self.compiled = context.notes.get("compile_blocks")
+            if args.deterministic:  # before the blocks' first (compiling) call
+                from ltx_audio_reference.testing.determinism import pin_math_attention  # noqa: PLC0415
+
+                pin_math_attention(context.model)
 
         @hookimpl
         def on_train_step(self, context: Any) -> None:  # noqa: ANN401
@@ -392,17 +396,24 @@ def child(args: argparse.Namespace) -> None:
 
     config = run_config(Path(args.root) / "demo", args.child, args.warmup + args.steps, Path(args.root) / args.child)
     torch.cuda.reset_peak_memory_stats()
+    kernels = contextlib.ExitStack()
+    if args.deterministic:
+        from ltx_audio_reference.testing.determinism import deterministic_kernels  # noqa: PLC0415
+
+        kernels.enter_context(deterministic_kernels())
     init_start = time.perf_counter()
     trainer = LtxvTrainer(LtxTrainerConfig(**config))
     torch.cuda.synchronize()
     init_s = time.perf_counter() - init_start
+
     from ltx_audio_reference.quantization.model import quantization_report  # noqa: PLC0415
 
     report = quantization_report(trainer._transformer)
     startup_peak = torch.cuda.max_memory_allocated() / GB
     startup_reserved = torch.cuda.max_memory_reserved() / GB
     torch.cuda.reset_peak_memory_stats()
-    saved, _ = trainer.train(disable_progress_bars=True)
+    with kernels:
+        saved, _ = trainer.train(disable_progress_bars=True)
     loads_per_step = None
     if probe.engine is not None:
         # Bytes the engine copied per step, and what that costs at this host's pinned link speed: the bound on a
@@ -424,6 +435,7 @@ def child(args: argparse.Namespace) -> None:
         "quantization": "int8" if quantization else "bf16",
         "backend": quantization or "bf16",
         "graphs": bool(settings.get("cuda_graphs")),
+        "deterministic": args.deterministic,
         "gpu_busy_frac": probe.kernel_ms / 1e3 / median if probe.kernel_ms is not None and median else None,
         "gpu_busy_ms": probe.kernel_ms,
         "kernels_per_step": probe.kernels,
@@ -560,6 +572,12 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
         default=None,
         help="run each process under this hard host-memory limit (systemd-run MemoryMax, else a cgroup v2 memory.max)",
     )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels and SDPA's math attention (slower), so that runs of one configuration that load "
+        "the same weights (stock, streamed, cache written or read) train bit for bit alike",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--write-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -567,6 +585,10 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
     if args.child:
         child(args)
         return
+    if args.deterministic:  # the children inherit it: set before CUDA starts in them
+        from ltx_audio_reference.testing.determinism import CUBLAS_WORKSPACE  # noqa: PLC0415
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     demo = args.root / "demo"
     if args.write_only:
         sys.stdout.write("RESULT " + json.dumps(write_checkpoint(demo, args.warmup + args.steps)) + "\n")
@@ -574,7 +596,7 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
 
     def spawn(*extra: str, limit: HostLimit | None = None) -> dict[str, Any] | None:
         command = [sys.executable, __file__, "--root", str(args.root), "--warmup", str(args.warmup)]
-        command += ["--steps", str(args.steps), *extra]
+        command += ["--steps", str(args.steps), *(["--deterministic"] if args.deterministic else []), *extra]
         try:
             proc, memory = _run_sampling_memory(command, args.run_timeout, limit)
         except subprocess.TimeoutExpired as e:

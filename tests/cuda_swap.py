@@ -7,9 +7,8 @@ comparison of two runs.
 
 from __future__ import annotations
 
-import contextlib
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +16,7 @@ import torch
 from ltx_audio_reference.blockswap.config import spread_blocks
 from ltx_audio_reference.blockswap.engine import BlockSwapEngine
 from ltx_audio_reference.testing import swap_workload as workload
+from ltx_audio_reference.testing.determinism import deterministic_kernels, pin_math_attention  # noqa: F401 - for the GPU tests
 
 #: Per-step lengths for the varying-length runs: references and targets change length between batches.
 LENGTHS = [
@@ -24,44 +24,6 @@ LENGTHS = [
     workload.Workload(video_tokens=768, target_audio_tokens=100, reference_audio_tokens=40),
     workload.Workload(video_tokens=896, target_audio_tokens=150, reference_audio_tokens=60),
 ]
-
-
-@contextlib.contextmanager
-def deterministic_kernels() -> Iterator[None]:
-    """Deterministic kernels and SDPA's math backend (cuDNN's and flash attention's backwards accumulate in a varying
-    order; ltx-core 1.2.0 sets its own backend priority inside, see :func:`pin_math_attention`)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: PLC0415
-
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with sdpa_kernel([SDPBackend.MATH]):
-            yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-        gc.collect()
-        torch.cuda.empty_cache()
-
-
-def pin_math_attention(model: torch.nn.Module) -> None:
-    """Make every attention module use SDPA's math backend.
-
-    ltx-core 1.0.0 calls SDPA bare, so :func:`deterministic_kernels`' context decides. ltx-core 1.2.0 wraps each call
-    in its own ``sdpa_kernel(priority, set_priority=True)`` (cuDNN first), which overrides any outer context; there
-    the module's callable is swapped for a math-only one.
-    """
-    from torch.nn.attention import SDPBackend  # noqa: PLC0415
-
-    from ltx_core.model.transformer import attention  # noqa: PLC0415
-
-    try:
-        math = attention.PytorchAttention(priority=[SDPBackend.MATH])
-    except TypeError:  # ltx-core 1.0.0: no priority, no inner context
-        return
-    for module in model.modules():
-        if isinstance(module, attention.Attention):
-            module.attention_function = math
-            module.masked_attention_function = math
 
 
 def finish_build(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
