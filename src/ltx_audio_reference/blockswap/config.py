@@ -309,8 +309,7 @@ def spread_blocks(num_blocks: int, blocks_to_swap: int) -> list[int]:
 
 #: VRAM that ``auto`` sizing sets aside on top of ``reserve_gb`` when the blocks run as CUDA graphs. The one
 #: measurement (48 blocks, int8-dynamic, ``max_vram_gb: 22`` under a 24 GB cap, H200) went out of memory with
-#: 22.26 GiB allocated, 1.8 GiB over the plan: recording keeps each graph's outputs in its private pool, next to the
-#: eager warm-up's.
+#: 22.26 GiB allocated, at least 1.8 GiB over its budget; the graphs' private pools hold memory the plan does not count.
 GRAPHS_RESERVE_GB = 2.0
 
 
