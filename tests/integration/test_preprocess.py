@@ -229,6 +229,8 @@ def test_an_interrupted_run_leaves_only_whole_files_and_resumes(demo: Path, tmp_
         text=True,
         start_new_session=True,  # its own process group: Ctrl-C reaches the CLI and upstream's process, as in a shell
         env={**os.environ, "COLUMNS": "250"},
+        # As at a terminal: a test run under nohup (or as a background job) would hand its ignored SIGINT down.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - no threads started yet
     )
     deadline = time.monotonic() + 300
     while not any((data / "conditions").rglob("*.pt")) and time.monotonic() < deadline and process.poll() is None:
