@@ -77,6 +77,7 @@ RUNS.update(
 # This package's traceable int8 runtime (``int8`` W8A16, ``int8-dynamic`` W8A8), compiled, with and without CUDA graphs.
 for _backend, _tag in (("int8", "int8w"), ("int8-dynamic", "int8d")):
     for _swap, _settings in (("swap24", {"block_swap_blocks": 24}), ("auto22", RUNS["int8_auto22"][1])):
+        RUNS[f"{_tag}_{_swap}"] = (_backend, dict(_settings), 24.0)
         RUNS[f"{_tag}_{_swap}_compiled"] = (_backend, {**_settings, "compile_blocks": True}, 24.0)
         RUNS[f"{_tag}_{_swap}_graphs"] = (_backend, {**_settings, "compile_blocks": True, "cuda_graphs": True}, 24.0)
 
@@ -330,7 +331,7 @@ def run_config(demo: Path, name: str, steps: int, out: Path) -> dict[str, Any]:
     return config
 
 
-def child(args: argparse.Namespace) -> None:
+def child(args: argparse.Namespace) -> None:  # noqa: PLR0915 - one linear run
     """One run in this process: cap, build the stock trainer, train, report one RESULT line."""
     import torch  # noqa: PLC0415
 
@@ -370,6 +371,8 @@ def child(args: argparse.Namespace) -> None:
         def on_train_step(self, context: Any) -> None:  # noqa: ANN401
             torch.cuda.synchronize()
             self.times.append(time.perf_counter())
+            if len(self.times) == 1:
+                timeline.mark("first step done")
             self.losses.append(" ".join(float.hex(v) for v in context.loss.float().tolist()))
             if len(self.times) == args.warmup:
                 torch.cuda.reset_peak_memory_stats()
@@ -388,6 +391,8 @@ def child(args: argparse.Namespace) -> None:
                 self.kernels = len(kernels)
 
     probe = Probe()
+    timeline = _Timeline()
+    logging.getLogger().addHandler(timeline)
     pm = get_plugin_manager()
     pm.register(probe, name="full_scale_probe")
     bridge.install(pm)
@@ -401,10 +406,12 @@ def child(args: argparse.Namespace) -> None:
         from ltx_audio_reference.testing.determinism import deterministic_kernels  # noqa: PLC0415
 
         kernels.enter_context(deterministic_kernels())
+    timeline.mark("imports done")
     init_start = time.perf_counter()
     trainer = LtxvTrainer(LtxTrainerConfig(**config))
     torch.cuda.synchronize()
     init_s = time.perf_counter() - init_start
+    timeline.mark("trainer built")
 
     from ltx_audio_reference.quantization.model import quantization_report  # noqa: PLC0415
 
@@ -412,6 +419,7 @@ def child(args: argparse.Namespace) -> None:
     startup_peak = torch.cuda.max_memory_allocated() / GB
     startup_reserved = torch.cuda.max_memory_reserved() / GB
     torch.cuda.reset_peak_memory_stats()
+    timeline.mark("train() called")
     with kernels:
         saved, _ = trainer.train(disable_progress_bars=True)
     loads_per_step = None
@@ -465,11 +473,33 @@ def child(args: argparse.Namespace) -> None:
         "s_per_step": median,
         "steps_timed": len(timed),
         "time_to_first_step_s": probe.times[0] - START if probe.times else None,
+        "startup_timeline": timeline.events,
         "export": str(saved),
         "export_sha256": _tensors_digest(Path(saved)) if saved else None,
         "losses": probe.losses,
     }
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+
+
+class _Timeline(logging.Handler):
+    """Seconds since the process started at every log record (and mark) up to the end of the first step: where the
+    time to the first step goes (imports, load, trainer set-up, block swap, compile, the first step)."""
+
+    LIMIT = 120
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.events: list[tuple[float, str, str]] = []
+        self.done = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.done and len(self.events) < self.LIMIT:
+            self.events.append((round(time.perf_counter() - START, 2), record.name, record.getMessage()[:160]))
+
+    def mark(self, what: str) -> None:
+        """A point of the run's own, in the same list; the first step's end closes the list."""
+        self.events.append((round(time.perf_counter() - START, 2), "full_scale", what))
+        self.done = self.done or what == "first step done"
 
 
 def _tensors_digest(path: Path) -> str:

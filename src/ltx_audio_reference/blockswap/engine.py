@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -179,13 +180,14 @@ class BlockSwapEngine:
         self._placed = False
         self._closed = False
 
+        start = time.perf_counter()
         for index in indices:
             self._blocks[index] = self._build_block(index, self.transformer.transformer_blocks[index])
         self._finalizer = weakref.finalize(self, _unregister_host, self._registered)
         if indices:
             logger.info(
                 "Block swap: streaming %d of %d blocks (%s), %.2f GB of frozen weights on the host (%s), %d GPU "
-                "slot(s) of %.2f GB",
+                "slot(s) of %.2f GB; host copies made in %.1f s",
                 len(indices),
                 num_blocks,
                 _ranges(indices),
@@ -193,6 +195,7 @@ class BlockSwapEngine:
                 "pinned" if self.pin_memory else "pageable",
                 self.num_slots,
                 self.slot_bytes / 1e9,
+                time.perf_counter() - start,
             )
 
     # ------------------------------------------------------------------------------------------------------------
