@@ -8,6 +8,7 @@ with the reason logged.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -540,3 +541,62 @@ def test_the_load_settings_are_config_fields_with_messages_that_say_what_to_writ
     assert qcache.cache_root(True) == qcache.default_cache_root()
     assert qcache.cache_root(False) is None
     assert qcache.cache_root("~/x") == Path("~/x").expanduser()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Block swap takes each streamed part's buffer as its host copy
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _train_once(model: nn.Module, swapped: list[int]) -> tuple[object, dict[int, int], torch.Tensor, list[torch.Tensor]]:
+    """LoRA on ``model``, ``swapped`` blocks streamed by block swap (on the CPU), one forward and backward."""
+    from ltx_audio_reference.blockswap.engine import BlockSwapEngine  # noqa: PLC0415
+    from ltx_audio_reference.testing import swap_workload as workload  # noqa: PLC0415
+
+    model.requires_grad_(False)
+    peft_model = workload.add_audio_lora(model, rank=4, seed=0)
+    model.set_gradient_checkpointing(True)
+    storages = {i: next(iter(model.transformer_blocks[i].state_dict().values())).untyped_storage() for i in swapped}
+    buffers = {i: s.data_ptr() for i, s in storages.items()}
+    engine = BlockSwapEngine(peft_model, swapped, device="cpu")
+    engine.place(peft_model)
+    video, audio, video_target, audio_target = workload.make_batch("tiny", workload.TINY_WORKLOAD)
+    # The checkpoint's caption projections take the text encoder's width for both contexts.
+    context = torch.randn(*video.context.shape[:2], 64, generator=torch.Generator().manual_seed(0)).bfloat16()
+    video, audio = dataclasses.replace(video, context=context), dataclasses.replace(audio, context=context)
+    video_pred, audio_pred = peft_model(video=video, audio=audio, perturbations=None)
+    loss = workload.loss_fn(video_pred, audio_pred, video_target, audio_target)
+    loss.backward()
+    grads = [p.grad.detach().clone() for p in peft_model.parameters() if p.requires_grad]
+    return engine, buffers, loss.detach(), grads
+
+
+@pytest.fixture(scope="module")
+def gated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-block tiny LTX-2.3-class checkpoint (gated attention, cross-attention AdaLN): the block swap workload's."""
+    overrides = {"apply_gated_attention": True, "cross_attention_adaln": True}
+    path = tmp_path_factory.mktemp("gated") / "tiny.safetensors"
+    return write_tiny_checkpoint(path, num_layers=NUM_LAYERS, overrides=overrides)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_block_swap_takes_each_streamed_part_as_its_host_copy_and_trains_the_same(
+    gated_checkpoint: Path, tmp_path: Path, backend: str
+) -> None:
+    checkpoint = gated_checkpoint
+    _load(checkpoint, backend, tmp_path)  # writes the cache
+    swapped = [0, 2]
+    _, _, expected_loss, expected_grads = _train_once(stock_build(checkpoint, backend), [])
+    stock_engine, _, stock_loss, _ = _train_once(stock_build(checkpoint, backend), swapped)
+    assert stock_engine.adopted == 0  # the stock build's tensors each have their own storage: copied
+    assert torch.equal(stock_loss, expected_loss)
+    for model in (_load(checkpoint, backend), _load(checkpoint, backend, tmp_path)):  # streamed; from the cache
+        engine, buffers, loss, grads = _train_once(model, swapped)
+        assert engine.adopted == len(swapped)
+        for index in swapped:  # no copy: the part's own buffer is the host copy, and nothing but the block is in it
+            block = engine._blocks[index]
+            assert block.host.data_ptr() == buffers[index]
+            assert block.nbytes == block.host.numel()
+        assert engine.stats.loads > 0
+        assert torch.equal(loss, expected_loss)
+        assert all(torch.equal(a, b) for a, b in zip(grads, expected_grads, strict=True))

@@ -2,7 +2,9 @@
 
 In LoRA training the base model is frozen, so its weights only ever travel host-to-device. The engine keeps a
 permanent (pinned) host copy of every swapped block's frozen tensors in one flat buffer per block, and a small ring
-of GPU slots, each one flat buffer large enough for a block. Loading a block is a single ``copy_`` from its host
+of GPU slots, each one flat buffer large enough for a block. Where a block's tensors already fill one host buffer of
+their own (the streamed load and the quantized-weight cache read every part into one), that buffer becomes the host
+copy and is pinned in place, with no copy. Loading a block is a single ``copy_`` from its host
 buffer into a free slot on a side CUDA stream; the compute stream waits on that copy's event before the block runs,
 and the copy stream waits on the compute stream's event before it overwrites a slot.
 
@@ -45,6 +47,7 @@ from torch import nn
 from ltx_audio_reference.blockswap.compile import blocks_owner, recomputes_in_graph
 from ltx_audio_reference.blockswap.config import slot_count
 from ltx_audio_reference.blockswap.tensors import (
+    ALIGNMENT,
     Leaf,
     adapter_tensor_ids,
     align,
@@ -104,6 +107,30 @@ class SwapStats:
     def gb_per_s(self) -> float:
         """Achieved host-to-device bandwidth of the profiled copies, in GB/s (0 when not profiled)."""
         return self.bytes / self.copy_ms / 1e6 if self.copy_ms > 0 else 0.0
+
+
+#: How much larger than the block's own aligned layout a host buffer may be and still be adopted as its host copy.
+ADOPT_SLACK = 1.01
+
+
+def _adoptable(leaves: list[torch.Tensor], nbytes: int) -> torch.Tensor | None:
+    """The one host buffer that ``leaves`` (a block's frozen tensors) are views of, as a flat byte tensor, when it can
+    serve as the block's host copy as it is; else None (the engine copies them into a buffer of its own).
+
+    It can when every leaf is a contiguous view of one unpinned CPU storage at an offset aligned as the engine aligns
+    its own (so slot views keep the kernels a resident weight gets), and the storage holds little else: at most
+    :data:`ADOPT_SLACK` times ``nbytes``, the block's own aligned layout, since the whole storage travels to the GPU.
+    """
+    if not leaves or any(leaf.device.type != "cpu" or not leaf.is_contiguous() for leaf in leaves):
+        return None
+    storage = leaves[0].untyped_storage()
+    base = storage.data_ptr()
+    if storage.nbytes() > nbytes * ADOPT_SLACK or any(leaf.untyped_storage().data_ptr() != base for leaf in leaves):
+        return None
+    if any((leaf.data_ptr() - base) % ALIGNMENT for leaf in leaves):
+        return None
+    flat = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),), (1,))
+    return None if flat.is_pinned() else flat
 
 
 def _unregister_host(pointers: list[int]) -> None:
@@ -168,6 +195,8 @@ class BlockSwapEngine:
         # swapped block's weights sit at the same GPU addresses on every visit: what a recorded CUDA graph needs.
         self._slot_of: dict[int, int] = {b: i % slot_count(len(indices), prefetch) for i, b in enumerate(indices)}
         self._registered: list[int] = []
+        #: Swapped blocks whose own host buffer became their host copy (no copy made; see :func:`_adoptable`).
+        self.adopted = 0
         self._slots: list[torch.Tensor] = []
         self._slot_block: list[int | None] = []
         self._ready: list[Any] = []
@@ -247,19 +276,37 @@ class BlockSwapEngine:
                 refrozen,
             )
 
-        host = self._alloc_host(offset)
-        record = _Block(index=index, module=block, entries=entries, nbytes=offset, host=host)
-        with torch.no_grad():
+        adopted = _adoptable([leaf for leaves in sources for leaf in leaves], offset)
+        if adopted is not None:
+            # The block's tensors already fill one host buffer of their own (the streamed load and the quantized-weight
+            # cache read each part into one): that buffer becomes the host copy, pinned in place, with no copy.
+            host = self._pin(adopted)
             for entry, leaves in zip(entries, sources, strict=True):
-                for leaf, source in zip(entry.leaves, leaves, strict=True):
-                    view(host, leaf).copy_(source.contiguous())
+                entry.leaves = [
+                    Leaf(leaf.data_ptr() - adopted.data_ptr(), old.nbytes, old.dtype, old.shape)
+                    for leaf, old in zip(leaves, entry.leaves, strict=True)
+                ]
+            offset = adopted.numel()
+        else:
+            host = self._alloc_host(offset)
+        record = _Block(index=index, module=block, entries=entries, nbytes=offset, host=host)
+        if adopted is None or host.data_ptr() != adopted.data_ptr():  # not adopted, or pinned by a copy
+            with torch.no_grad():
+                for entry, leaves in zip(entries, sources, strict=True):
+                    for leaf, source in zip(entry.leaves, leaves, strict=True):
+                        view(host, leaf).copy_(source.contiguous())
+        self.adopted += adopted is not None and host.data_ptr() == adopted.data_ptr()
         record.host_values = self._values(record, host)
         # From here on the original tensors are unreferenced and freed: the host copy is the only one.
         self._point(record, record.host_values)
         return record
 
     def _alloc_host(self, nbytes: int) -> torch.Tensor:
-        host = torch.empty(max(nbytes, 1), dtype=torch.uint8)
+        return self._pin(torch.empty(max(nbytes, 1), dtype=torch.uint8))
+
+    def _pin(self, host: torch.Tensor) -> torch.Tensor:
+        """``host`` page-locked in place (a copy in torch's pinned memory where that fails), or as it is without
+        ``pin_memory``."""
         if not self.pin_memory:
             return host
         # cudaHostRegister pins exactly these bytes; torch's pinned allocator would round each block up to a power of
