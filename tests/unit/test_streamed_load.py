@@ -548,7 +548,9 @@ def test_the_load_settings_are_config_fields_with_messages_that_say_what_to_writ
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _train_once(model: nn.Module, swapped: list[int]) -> tuple[object, dict[int, int], torch.Tensor, list[torch.Tensor]]:
+def _train_once(
+    model: nn.Module, swapped: list[int]
+) -> tuple[object, dict[int, int], torch.Tensor, list[torch.Tensor]]:
     """LoRA on ``model``, ``swapped`` blocks streamed by block swap (on the CPU), one forward and backward."""
     from ltx_audio_reference.blockswap.engine import BlockSwapEngine  # noqa: PLC0415
     from ltx_audio_reference.testing import swap_workload as workload  # noqa: PLC0415

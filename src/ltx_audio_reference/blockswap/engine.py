@@ -276,30 +276,38 @@ class BlockSwapEngine:
                 refrozen,
             )
 
-        adopted = _adoptable([leaf for leaves in sources for leaf in leaves], offset)
+        host, offset = self._host_copy(entries, sources, offset)
+        record = _Block(index=index, module=block, entries=entries, nbytes=offset, host=host)
+        record.host_values = self._values(record, host)
+        # From here on the original tensors are unreferenced and freed: the host copy is the only one.
+        self._point(record, record.host_values)
+        return record
+
+    def _host_copy(
+        self, entries: list[_Entry], sources: list[list[torch.Tensor]], nbytes: int
+    ) -> tuple[torch.Tensor, int]:
+        """The block's host buffer and its size: the block's own buffer where :func:`_adoptable` allows (the streamed
+        load and the quantized-weight cache read each part into one), pinned in place with no copy, and the entries'
+        leaves re-pointed at their places in it; else a new buffer of ``nbytes``, the sources copied into it."""
+        adopted = _adoptable([leaf for leaves in sources for leaf in leaves], nbytes)
         if adopted is not None:
-            # The block's tensors already fill one host buffer of their own (the streamed load and the quantized-weight
-            # cache read each part into one): that buffer becomes the host copy, pinned in place, with no copy.
-            host = self._pin(adopted)
             for entry, leaves in zip(entries, sources, strict=True):
                 entry.leaves = [
                     Leaf(leaf.data_ptr() - adopted.data_ptr(), old.nbytes, old.dtype, old.shape)
                     for leaf, old in zip(leaves, entry.leaves, strict=True)
                 ]
-            offset = adopted.numel()
+            host = self._pin(adopted)
+            if host.data_ptr() == adopted.data_ptr():
+                self.adopted += 1
+                return host, adopted.numel()
+            nbytes = adopted.numel()  # pinned by a copy: the same layout in torch's pinned memory
         else:
-            host = self._alloc_host(offset)
-        record = _Block(index=index, module=block, entries=entries, nbytes=offset, host=host)
-        if adopted is None or host.data_ptr() != adopted.data_ptr():  # not adopted, or pinned by a copy
-            with torch.no_grad():
-                for entry, leaves in zip(entries, sources, strict=True):
-                    for leaf, source in zip(entry.leaves, leaves, strict=True):
-                        view(host, leaf).copy_(source.contiguous())
-        self.adopted += adopted is not None and host.data_ptr() == adopted.data_ptr()
-        record.host_values = self._values(record, host)
-        # From here on the original tensors are unreferenced and freed: the host copy is the only one.
-        self._point(record, record.host_values)
-        return record
+            host = self._alloc_host(nbytes)
+        with torch.no_grad():
+            for entry, leaves in zip(entries, sources, strict=True):
+                for leaf, source in zip(entry.leaves, leaves, strict=True):
+                    view(host, leaf).copy_(source.contiguous())
+        return host, nbytes
 
     def _alloc_host(self, nbytes: int) -> torch.Tensor:
         return self._pin(torch.empty(max(nbytes, 1), dtype=torch.uint8))
