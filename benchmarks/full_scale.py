@@ -39,6 +39,7 @@ START = time.perf_counter()  # a child's "time to first step" counts from here (
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import errno  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -172,6 +173,7 @@ class HostLimit:
         self.method: str | None = None
         self.problem: str | None = None
         self.cgroup: Path | None = None
+        self.moved = 0  # processes moved out of this process's group so that it could hand out the memory controller
 
     @classmethod
     def _probe_systemd(cls) -> tuple[list[str], str | None]:
@@ -195,7 +197,15 @@ class HostLimit:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
         parent = root / next(line[3:] for line in lines if line.startswith("0::")).lstrip("/")
         if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
-            (parent / "cgroup.subtree_control").write_text("+memory")
+            try:
+                (parent / "cgroup.subtree_control").write_text("+memory")
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise
+                # cgroup v2 lets a group hand controllers to its children only while it holds no process itself (a
+                # container's own group holds them all): move them into a leaf group beside the limited one first.
+                self.moved = _move_processes(parent, parent / "full_scale_rest")
+                (parent / "cgroup.subtree_control").write_text("+memory")
         child = parent / f"full_scale_{os.getpid()}_{self.name}"
         child.mkdir(exist_ok=True)
         (child / "memory.max").write_text(str(int(self.gb * GB)))
@@ -216,6 +226,8 @@ class HostLimit:
             print(f"--host-limit-gb {self.gb:g} not applied to {self.name}: {self.problem}", flush=True)  # noqa: T201
             return command
         self.method = f"cgroup memory.max={self.gb:g}G"
+        if self.moved:
+            self.method += f" ({self.moved} processes of the parent group moved to a leaf group first)"
         # The shell moves itself into the group, then becomes the command (same process id).
         return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.cgroup), *command]
 
@@ -231,6 +243,19 @@ class HostLimit:
             "cgroup_peak_gb": sampled.get("cgroup_peak_gb"),
             "oom_kills": sampled.get("oom_kills"),
         }
+
+
+def _move_processes(group: Path, leaf: Path) -> int:
+    """Move every process of cgroup ``group`` that can be moved into its child ``leaf``; returns how many moved."""
+    leaf.mkdir(exist_ok=True)
+    moved = 0
+    for pid in (group / "cgroup.procs").read_text().split():
+        try:
+            (leaf / "cgroup.procs").write_text(pid)
+            moved += 1
+        except OSError:  # gone meanwhile, or a process this one may not move
+            continue
+    return moved
 
 
 def _cgroup_figures(folder: Path) -> dict[str, float]:
