@@ -112,6 +112,7 @@ HOST_COLUMNS = {
     "host_shmem_gb": "RssShmem",
     "host_file_gb": "RssFile",
     "host_nonreclaimable_gb": "NonReclaimable",
+    "host_tree_nonreclaimable_gb": "TreeNonReclaimable",  # with the DataLoader's workers
 }
 
 
@@ -309,6 +310,9 @@ def _run_sampling_memory(
         }
         if "RssAnon" in now and "RssShmem" in now:  # what the kernel cannot drop: anonymous and shared pages
             now["NonReclaimable"] = now["RssAnon"] + now["RssShmem"]
+            # With its children (the DataLoader's workers): what a machine must hold for the run. Shared pages are
+            # counted in each process, so this is an upper bound.
+            now["TreeNonReclaimable"] = now["NonReclaimable"] + sum(_non_reclaimable_gb(c) for c in _children(proc.pid))
         for key, value in now.items():
             peaks[key] = max(peaks.get(key, 0.0), value)
         if limit is not None and limit.method is not None:
@@ -323,6 +327,30 @@ def _run_sampling_memory(
         **{f"peak_{k}": round(v, 2) for k, v in peaks.items()},
         **cgroup,
     }
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from ``/proc/<pid>/task/<tid>/children``)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                found += kids
+                pending += kids
+    return found
+
+
+def _non_reclaimable_gb(pid: int) -> float:
+    """``RssAnon + RssShmem`` of a process, in GB (0 once it is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        return sum(int(fields[k].split()[0]) for k in ("RssAnon", "RssShmem")) * 1024 / GB
+    except (OSError, KeyError, ValueError):
+        return 0.0
 
 
 def _own_cgroup(pid: int) -> Path | None:

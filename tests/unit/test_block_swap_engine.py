@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -335,3 +337,46 @@ def test_ddp_trains_with_the_swapped_tensors_ignored(tmp_path: Path) -> None:
     finally:
         dist.destroy_process_group()
     assert_same_run(resident_run(False), run)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pinned copies stay out of forked children (DataLoader workers)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _child_anon_gb() -> float:
+    """Fork a child that reports its ``RssAnon`` (GB) through a pipe; the child touches nothing else."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = Path("/proc/self/status").read_text()
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:"))
+        os.write(write, str(kb).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        kb = int(pipe.read())
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    return kb * 1024 / 1e9
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="madvise(MADV_DONTFORK) is Linux's")
+def test_large_host_copies_are_kept_out_of_forked_children_and_given_back_when_released() -> None:
+    from ltx_audio_reference.blockswap.engine import (  # noqa: PLC0415
+        DONTFORK_MIN_BYTES,
+        MADV_DOFORK,
+        _madvise,
+        keep_out_of_forks,
+    )
+
+    nbytes = 4 * DONTFORK_MIN_BYTES  # 256 MiB, every page touched
+    buffer = torch.ones(nbytes, dtype=torch.uint8)
+    small = torch.ones(DONTFORK_MIN_BYTES // 2, dtype=torch.uint8)
+    shared = _child_anon_gb()  # the child maps the buffer (shared copy-on-write), so its RSS counts it
+    assert not keep_out_of_forks(small.data_ptr(), small.numel())  # small buffers may share pages: left alone
+    assert keep_out_of_forks(buffer.data_ptr(), buffer.numel())
+    kept_out = _child_anon_gb()
+    assert shared - kept_out >= 0.95 * nbytes / 1e9, (shared, kept_out)  # the child no longer has it
+    assert int(buffer.sum()) == nbytes  # the parent still has every byte
+    assert _madvise(buffer.data_ptr(), buffer.numel(), MADV_DOFORK)  # what unregistering does
+    assert _child_anon_gb() - kept_out >= 0.95 * nbytes / 1e9

@@ -32,9 +32,12 @@ module, so the quantized module always sees a consistent tensor on the right dev
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import logging
+import os
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -133,8 +136,44 @@ def _adoptable(leaves: list[torch.Tensor], nbytes: int) -> torch.Tensor | None:
     return None if flat.is_pinned() else flat
 
 
-def _unregister_host(pointers: list[int]) -> None:
-    for ptr in pointers:
+#: Linux ``madvise`` advice values (``<asm-generic/mman-common.h>``).
+MADV_DONTFORK, MADV_DOFORK = 10, 11
+#: Buffers this large come from ``mmap`` in glibc's allocator (its threshold tops out at 32 MiB), so their pages hold
+#: nothing but the buffer; smaller ones may share pages with other allocations and are left alone.
+DONTFORK_MIN_BYTES = 64 << 20
+
+
+def _madvise(ptr: int, nbytes: int, advice: int) -> bool:
+    """``madvise`` on the whole pages inside ``[ptr, ptr + nbytes)``; whether it was applied."""
+    if sys.platform != "linux":
+        return False
+    page = os.sysconf("SC_PAGE_SIZE")
+    start, end = (ptr + page - 1) // page * page, (ptr + nbytes) // page * page
+    if end <= start:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc.madvise(start, end - start, advice) == 0
+
+
+def keep_out_of_forks(ptr: int, nbytes: int) -> bool:
+    """Keep a page-locked host buffer out of child processes (``MADV_DONTFORK``); whether it was applied.
+
+    The NVIDIA driver pins ``cudaHostRegister``'d pages with ``pin_user_pages()``, and Linux (5.9 and later) copies such
+    pages into a child at ``fork()`` rather than share them copy-on-write. PyTorch's ``DataLoader`` forks its workers
+    after block swap has pinned the swapped blocks, so each worker would hold a private copy of them (9.3 GB at 48
+    blocks) and every fork would take as long as copying it (``benchmarks/fork_pinned.py`` measures both). Children
+    never read the model's weights: with the advice they do not get the range at all. Only buffers of at least
+    :data:`DONTFORK_MIN_BYTES` are advised (whole pages inside the buffer only), so no page is shared with another
+    allocation that a child might use.
+    """
+    return nbytes >= DONTFORK_MIN_BYTES and _madvise(ptr, nbytes, MADV_DONTFORK)
+
+
+def _unregister_host(registered: list[tuple[int, int, bool]]) -> None:
+    for ptr, nbytes, dontfork in registered:
+        if dontfork:  # the memory may be reused by the allocator once freed: children get it again
+            _madvise(ptr, nbytes, MADV_DOFORK)
         torch.cuda.cudart().cudaHostUnregister(ptr)
 
 
@@ -194,7 +233,7 @@ class BlockSwapEngine:
         # Block i always lands in the same slot (its place in the swap order, modulo the slot count), so every
         # swapped block's weights sit at the same GPU addresses on every visit: what a recorded CUDA graph needs.
         self._slot_of: dict[int, int] = {b: i % slot_count(len(indices), prefetch) for i, b in enumerate(indices)}
-        self._registered: list[int] = []
+        self._registered: list[tuple[int, int, bool]] = []  # (pointer, bytes, kept out of forks)
         #: Swapped blocks whose own host buffer became their host copy (no copy made; see :func:`_adoptable`).
         self.adopted = 0
         self._slots: list[torch.Tensor] = []
@@ -321,7 +360,7 @@ class BlockSwapEngine:
         # two (0.78 GB -> 1.07 GB).
         status = int(torch.cuda.cudart().cudaHostRegister(host.data_ptr(), host.numel(), 0))
         if status == 0:
-            self._registered.append(host.data_ptr())
+            self._registered.append((host.data_ptr(), host.numel(), keep_out_of_forks(host.data_ptr(), host.numel())))
             return host
         logger.debug("cudaHostRegister failed (%d); falling back to torch's pinned allocator", status)
         return host.pin_memory()
