@@ -13,8 +13,9 @@ For one buffer of ``--gb`` GB, in this process (each case a fresh buffer):
 - ``registered + dontfork``: the same, with block swap's ``madvise(MADV_DONTFORK)`` on its pages
   (:func:`ltx_audio_reference.blockswap.engine.keep_out_of_forks`): children do not get the range at all.
 
-it forks a child that reports its own ``RssAnon`` and exits, and prints the fork's duration and the child's anonymous
-memory, both sides in one run::
+it forks a child that reports its own ``RssAnon`` and its private pages, and exits, and prints the fork's duration and
+those figures, every case in one run. ``RssAnon`` counts the pages a child maps, shared copy-on-write or copied alike;
+a copy shows in the fork's duration and in the private figure (``smaps_rollup``)::
 
     python benchmarks/fork_pinned.py --gb 4
 """
@@ -42,6 +43,13 @@ def _rss_anon_gb(pid: int | str = "self") -> float:
     return 0.0
 
 
+def _private_gb() -> float:
+    """Bytes of this process's own pages (``Private_Clean + Private_Dirty`` of ``smaps_rollup``), in GB: what a child
+    holds beyond what it shares copy-on-write with its parent (``RssAnon`` counts both)."""
+    fields = Path("/proc/self/smaps_rollup").read_text().splitlines()
+    return sum(int(line.split()[1]) for line in fields if line.startswith(("Private_Clean:", "Private_Dirty:"))) / 1e6
+
+
 def fork_once() -> dict[str, float]:
     """Fork a child that writes its ``RssAnon`` to a pipe and exits; the fork's duration and that figure."""
     read, write = os.pipe()
@@ -49,7 +57,7 @@ def fork_once() -> dict[str, float]:
     pid = os.fork()
     if pid == 0:  # the child: touch nothing of the parent's buffers
         os.close(read)
-        os.write(write, json.dumps({"child_anon_gb": _rss_anon_gb()}).encode())
+        os.write(write, json.dumps({"child_anon_gb": _rss_anon_gb(), "child_private_gb": _private_gb()}).encode())
         os._exit(0)
     forked = time.perf_counter() - start
     os.close(write)
@@ -79,8 +87,15 @@ def main() -> None:
             keep_out_of_forks(host.data_ptr(), host.numel())
         row = {"case": case, "buffer_gb": args.gb, "parent_anon_gb": round(_rss_anon_gb(), 2), **fork_once()}
         row["child_anon_gb"] = round(row["child_anon_gb"], 2)
+        row["child_private_gb"] = round(row["child_private_gb"], 2)
         rows.append(row)
-        logger.info("%-24s fork %.3f s, child RssAnon %.2f GB", case, row["fork_s"], row["child_anon_gb"])
+        logger.info(
+            "%-24s fork %.3f s, child RssAnon %.2f GB, of it private %.2f GB",
+            case,
+            row["fork_s"],
+            row["child_anon_gb"],
+            row["child_private_gb"],
+        )
         if registered:
             torch.cuda.cudart().cudaHostUnregister(host.data_ptr())
         del host
