@@ -206,7 +206,16 @@ class HostLimit:
                 # cgroup v2 lets a group hand controllers to its children only while it holds no process itself (a
                 # container's own group holds them all): move them into a leaf group beside the limited one first.
                 self.moved = _move_processes(parent, parent / "full_scale_rest")
-                (parent / "cgroup.subtree_control").write_text("+memory")
+                try:
+                    (parent / "cgroup.subtree_control").write_text("+memory")
+                except OSError as again:
+                    left = (parent / "cgroup.procs").read_text().split()
+                    kind = (parent / "cgroup.type").read_text().strip() if (parent / "cgroup.type").exists() else "?"
+                    raise OSError(
+                        again.errno,
+                        f"{again.strerror} after moving {self.moved} processes to a leaf group ({len(left)} left in "
+                        f"{parent}, cgroup.type {kind})",
+                    ) from again
         child = parent / f"full_scale_{os.getpid()}_{self.name}"
         child.mkdir(exist_ok=True)
         (child / "memory.max").write_text(str(int(self.gb * GB)))
