@@ -657,7 +657,12 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--merge", type=Path, default=None, help="a previous result file whose rows are kept")
     parser.add_argument("--no-fusion", action="store_true", help="skip ltx-core's fusion check of the exports")
-    parser.add_argument("--run-timeout", type=float, default=420, help="seconds one run may take")
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=420,
+        help="seconds one run may take (compiled runs with empty inductor caches took over 160 s on an H100)",
+    )
     parser.add_argument(
         "--host-limit-gb",
         type=float,
