@@ -13,6 +13,7 @@ import functools
 import importlib.util
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,3 +122,36 @@ def test_compiled_blocks_with_swap_match_compiled_resident_bitwise_and_eager_wit
         torch.testing.assert_close(b, a, rtol=1.6e-2, atol=1e-3, msg=f"{dtype} compiled vs eager loss, step {step}")
     assert list(eager.export) == list(resident.export)
     assert all(EXPORT_KEY.match(k) for k in resident.export)
+
+
+class _PrivateMemory(torch.utils.data.Dataset):
+    """Each item: the worker's own pages (``Private_Clean + Private_Dirty``, bytes) and its process id."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        fields = Path("/proc/self/smaps_rollup").read_text().splitlines()
+        kb = sum(int(line.split()[1]) for line in fields if line.startswith(("Private_Clean:", "Private_Dirty:")))
+        return torch.tensor([kb * 1024, os.getpid()])
+
+
+def test_dataloader_workers_forked_after_pinning_do_not_copy_the_swapped_blocks() -> None:
+    from ltx_audio_reference.blockswap.engine import BlockSwapEngine  # noqa: PLC0415
+
+    peft_model = _prepare("bf16")  # full-width blocks: about 0.77 GB each in bf16
+    engine = BlockSwapEngine(peft_model, [1, 3], device="cuda")
+    engine.place(peft_model)
+    assert engine.pin_memory
+    assert all(kept_out for _, _, kept_out in engine._registered)  # every host copy is kept out of forks
+    loader = torch.utils.data.DataLoader(_PrivateMemory(), batch_size=1, num_workers=2)
+    items = [item[0].tolist() for item in loader]
+    private, pids = [i[0] for i in items], {i[1] for i in items}
+    assert len(pids) == 2  # two forked workers
+    assert os.getpid() not in pids
+    assert max(private) < 0.5 * engine.host_bytes, (private, engine.host_bytes)  # a copy would be all of it
+    video, audio, *_ = workload.make_batch("full", workload.SEED_WORKLOAD, device="cuda")
+    with torch.no_grad():
+        peft_model(video=video, audio=audio, perturbations=None)  # the parent still reads its host copies
+    engine.close()
+    assert not engine._finalizer.alive  # unregistered, the advice taken back
