@@ -293,7 +293,6 @@ def _run_sampling_memory(
     if limit is not None:
         command = limit.wrap(command)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
-    status = Path(f"/proc/{proc.pid}/status")
     group: Path | None = None
     peaks: dict[str, float] = {}
     cgroup: dict[str, float] = {}
@@ -310,18 +309,14 @@ def _run_sampling_memory(
         if time.monotonic() > deadline:
             proc.kill()
             raise subprocess.TimeoutExpired(command, timeout, output="".join(out_chunks))
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
+        now = _status_gb(proc.pid)
+        if not now:
             break
-        now = {
-            k: int(fields[k].split()[0]) * 1024 / GB for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem") if k in fields
-        }
-        if "RssAnon" in now and "RssShmem" in now:  # what the kernel cannot drop: anonymous and shared pages
-            now["NonReclaimable"] = now["RssAnon"] + now["RssShmem"]
+        if "NonReclaimable" in now:
             # With its children (the DataLoader's workers): what a machine must hold for the run. Shared pages are
             # counted in each process, so this is an upper bound.
-            now["TreeNonReclaimable"] = now["NonReclaimable"] + sum(_non_reclaimable_gb(c) for c in _children(proc.pid))
+            children = (_status_gb(c).get("NonReclaimable", 0.0) for c in _children(proc.pid))
+            now["TreeNonReclaimable"] = now["NonReclaimable"] + sum(children)
         for key, value in now.items():
             peaks[key] = max(peaks.get(key, 0.0), value)
         if limit is not None and limit.method is not None:
@@ -352,14 +347,18 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _non_reclaimable_gb(pid: int) -> float:
-    """``RssAnon + RssShmem`` of a process, in GB (0 once it is gone)."""
+def _status_gb(pid: int) -> dict[str, float]:
+    """``VmRSS``, ``RssAnon``, ``RssFile``, ``RssShmem`` of a process and ``NonReclaimable`` (anonymous + shared pages:
+    what the kernel cannot drop), in GB; empty once the process is gone."""
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-        fields = dict(line.split(":", 1) for line in lines if ":" in line)
-        return sum(int(fields[k].split()[0]) for k in ("RssAnon", "RssShmem")) * 1024 / GB
-    except (OSError, KeyError, ValueError):
-        return 0.0
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    now = {k: int(fields[k].split()[0]) * 1024 / GB for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem") if k in fields}
+    if "RssAnon" in now and "RssShmem" in now:
+        now["NonReclaimable"] = now["RssAnon"] + now["RssShmem"]
+    return now
 
 
 def _own_cgroup(pid: int) -> Path | None:

@@ -335,13 +335,10 @@ class BlockSwapEngine:
                     Leaf(leaf.data_ptr() - adopted.data_ptr(), old.nbytes, old.dtype, old.shape)
                     for leaf, old in zip(leaves, entry.leaves, strict=True)
                 ]
-            host = self._pin(adopted)
-            if host.data_ptr() == adopted.data_ptr():
-                self.adopted += 1
-                return host, adopted.numel()
-            nbytes = adopted.numel()  # pinned by a copy: the same layout in torch's pinned memory
-        else:
-            host = self._alloc_host(nbytes)
+            host = self._pin(adopted)  # in place, or (where registering fails) a pinned copy with the same layout
+            self.adopted += host.data_ptr() == adopted.data_ptr()
+            return host, adopted.numel()
+        host = self._alloc_host(nbytes)
         with torch.no_grad():
             for entry, leaves in zip(entries, sources, strict=True):
                 for leaf, source in zip(entry.leaves, leaves, strict=True):
