@@ -160,10 +160,13 @@ def write_checkpoint(root: Path, steps: int) -> dict[str, Any]:
 class HostLimit:
     """A hard host-memory limit for one run's process tree, and what it measured.
 
-    The first that works: ``systemd-run --scope -p MemoryMax=`` (a transient scope; ``--user`` when not root), or a
-    cgroup v2 child of this process's cgroup with ``memory.max`` (the process moves in before it starts). Swap is
-    turned off for the run in both, so the limit cannot be met by swapping. Where neither works, :attr:`problem` says
-    why and the run goes on without a limit.
+    The first that works: ``systemd-run --scope -p MemoryMax=`` (a transient scope; ``--user`` when not root); a
+    cgroup v2 child of this process's cgroup with ``memory.max`` (the process moves in before it starts); or, where
+    the group may not hand its memory controller to a child (a container's own group answers ``EBUSY``), ``memory.max``
+    on this process's own group for the length of the run. The last limits everything in the group, this benchmark's
+    parent process included, which makes it stricter, not looser; the old limit is put back afterwards. Swap is
+    turned off for the run in all three, so the limit cannot be met by swapping. Where none works, :attr:`problem`
+    says why and the run goes on without a limit.
     """
 
     _systemd: tuple[list[str], str | None] | None = None  # probed once: (prefix, problem)
@@ -175,6 +178,8 @@ class HostLimit:
         self.problem: str | None = None
         self.cgroup: Path | None = None
         self.moved = 0  # processes moved out of this process's group so that it could hand out the memory controller
+        self.restore: dict[Path, str] = {}  # own-group limit files -> the values to put back after the run
+        self.oom_before = 0  # the own group's OOM kills before the run
 
     @classmethod
     def _probe_systemd(cls) -> tuple[list[str], str | None]:
@@ -195,8 +200,9 @@ class HostLimit:
         root = Path("/sys/fs/cgroup")
         if not (root / "cgroup.controllers").is_file():
             raise OSError("no cgroup v2 hierarchy at /sys/fs/cgroup")
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-        parent = root / next(line[3:] for line in lines if line.startswith("0::")).lstrip("/")
+        parent = _own_cgroup(os.getpid())
+        if parent is None:
+            raise OSError("this process has no cgroup v2 group")
         if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
             try:
                 (parent / "cgroup.subtree_control").write_text("+memory")
@@ -223,6 +229,21 @@ class HostLimit:
             (child / "memory.swap.max").write_text("0")
         return child
 
+    def _own_group(self) -> Path:
+        """Set ``memory.max`` (and no swap) on this process's own cgroup, keeping the old values to put back."""
+        group = _own_cgroup(os.getpid())
+        if group is None:
+            raise OSError("this process has no cgroup v2 group")
+        if not (group / "memory.max").is_file():
+            raise OSError(f"{group} has no memory.max (its parent does not hand it the memory controller)")
+        for name, value in (("memory.max", str(int(self.gb * GB))), ("memory.swap.max", "0")):
+            if (group / name).is_file():
+                old = (group / name).read_text().strip()
+                (group / name).write_text(value)
+                self.restore[group / name] = old
+        self.oom_before = int(_cgroup_figures(group, since_start=False).get("oom_kills", 0))
+        return group
+
     def wrap(self, command: list[str]) -> list[str]:
         """The command to run under the limit (it keeps its process id, so its /proc status can be sampled)."""
         prefix, problem = self._probe_systemd()
@@ -231,9 +252,14 @@ class HostLimit:
             return [*prefix, "-p", f"MemoryMax={int(self.gb * GB)}", "-p", "MemorySwapMax=0", "--", *command]
         try:
             self.cgroup = self._cgroup_child()
-        except (OSError, StopIteration) as e:
-            self.problem = f"no limit: {problem}; cgroup v2: {e}"
-            print(f"--host-limit-gb {self.gb:g} not applied to {self.name}: {self.problem}", flush=True)  # noqa: T201
+        except OSError as e:
+            try:
+                self.cgroup = self._own_group()
+            except OSError as own:
+                self.problem = f"no limit: {problem}; cgroup v2 child: {e}; own group: {own}"
+                print(f"--host-limit-gb {self.gb:g} not applied to {self.name}: {self.problem}", flush=True)  # noqa: T201
+                return command
+            self.method = f"cgroup memory.max={self.gb:g}G on this process's own group (a child was refused: {e})"
             return command
         self.method = f"cgroup memory.max={self.gb:g}G"
         if self.moved:
@@ -244,9 +270,16 @@ class HostLimit:
     def columns(self, sampled: dict[str, float]) -> dict[str, Any]:
         """The row's columns: the limit, how it was set (or why not), the group's peak and its OOM kills."""
         if self.cgroup is not None:
-            sampled = {**sampled, **_cgroup_figures(self.cgroup)}
-            with contextlib.suppress(OSError):
-                self.cgroup.rmdir()
+            last = _cgroup_figures(self.cgroup, since_start=not self.restore)
+            if self.restore:  # the sampled maximum of the current use, and the OOM kills counted during the run
+                last["cgroup_peak_gb"] = max(last.get("cgroup_peak_gb", 0.0), sampled.get("cgroup_peak_gb", 0.0))
+                last["oom_kills"] = last.get("oom_kills", 0) - self.oom_before
+            sampled = {**sampled, **last}
+            for path, value in self.restore.items():
+                path.write_text(value)
+            if not self.restore:
+                with contextlib.suppress(OSError):
+                    self.cgroup.rmdir()
         return {
             "host_limit_gb": self.gb if self.method else None,
             "host_limit": self.method or self.problem,
@@ -268,10 +301,14 @@ def _move_processes(group: Path, leaf: Path) -> int:
     return moved
 
 
-def _cgroup_figures(folder: Path) -> dict[str, float]:
-    """``memory.peak`` (or the current use where the kernel has no peak) and ``oom_kill`` of a cgroup."""
+def _cgroup_figures(folder: Path, since_start: bool = True) -> dict[str, float]:
+    """``memory.peak`` (or the current use where the kernel has no peak) and ``oom_kill`` of a cgroup.
+
+    ``since_start=False`` (a group that lived before the run: its ``memory.peak`` holds older use) reads only the
+    current use; the caller keeps the maximum of its samples.
+    """
     figures: dict[str, float] = {}
-    for name in ("memory.peak", "memory.current"):
+    for name in ("memory.peak", "memory.current") if since_start else ("memory.current",):
         with contextlib.suppress(OSError, ValueError):
             figures["cgroup_peak_gb"] = round(int((folder / name).read_text().split()[0]) / GB, 2)
             break
@@ -321,7 +358,8 @@ def _run_sampling_memory(
             peaks[key] = max(peaks.get(key, 0.0), value)
         if limit is not None and limit.method is not None:
             group = group or _own_cgroup(proc.pid)
-            for key, value in (_cgroup_figures(group) if group is not None else {}).items():
+            since_start = not limit.restore
+            for key, value in (_cgroup_figures(group, since_start) if group is not None else {}).items():
                 cgroup[key] = max(cgroup.get(key, 0.0), value)
         time.sleep(0.2)
     proc.wait()
