@@ -28,26 +28,23 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
+
+from ltx_audio_reference import procfs
 
 logger = logging.getLogger("fork_pinned")
 GB = 1e9
 
 
 def _rss_anon_gb(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024 / GB
-    return 0.0
+    return procfs.status(pid).get("RssAnon", 0) / GB
 
 
 def _private_gb() -> float:
-    """Bytes of this process's own pages (``Private_Clean + Private_Dirty`` of ``smaps_rollup``), in GB: what a child
-    holds beyond what it shares copy-on-write with its parent (``RssAnon`` counts both)."""
-    fields = Path("/proc/self/smaps_rollup").read_text().splitlines()
-    return sum(int(line.split()[1]) for line in fields if line.startswith(("Private_Clean:", "Private_Dirty:"))) / 1e6
+    """This process's own pages, in GB: what a child holds beyond what it shares copy-on-write with its parent
+    (``RssAnon`` counts both)."""
+    return (procfs.private_bytes() or 0) / GB
 
 
 def fork_once() -> dict[str, float]:

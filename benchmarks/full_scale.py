@@ -54,6 +54,8 @@ from typing import Any  # noqa: E402
 
 import yaml  # noqa: E402
 
+from ltx_audio_reference import procfs  # noqa: E402
+
 logger = logging.getLogger("full_scale")
 
 GB = 1e9
@@ -200,7 +202,7 @@ class HostLimit:
         root = Path("/sys/fs/cgroup")
         if not (root / "cgroup.controllers").is_file():
             raise OSError("no cgroup v2 hierarchy at /sys/fs/cgroup")
-        parent = _own_cgroup(os.getpid())
+        parent = procfs.cgroup_dir(os.getpid())
         if parent is None:
             raise OSError("this process has no cgroup v2 group")
         if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
@@ -231,7 +233,7 @@ class HostLimit:
 
     def _own_group(self) -> Path:
         """Set ``memory.max`` (and no swap) on this process's own cgroup, keeping the old values to put back."""
-        group = _own_cgroup(os.getpid())
+        group = procfs.cgroup_dir(os.getpid())
         if group is None:
             raise OSError("this process has no cgroup v2 group")
         if not (group / "memory.max").is_file():
@@ -357,7 +359,7 @@ def _run_sampling_memory(
         for key, value in now.items():
             peaks[key] = max(peaks.get(key, 0.0), value)
         if limit is not None and limit.method is not None:
-            group = group or _own_cgroup(proc.pid)
+            group = group or procfs.cgroup_dir(proc.pid)
             since_start = not limit.restore
             for key, value in (_cgroup_figures(group, since_start) if group is not None else {}).items():
                 cgroup[key] = max(cgroup.get(key, 0.0), value)
@@ -386,26 +388,8 @@ def _children(pid: int) -> list[int]:
 
 
 def _status_gb(pid: int) -> dict[str, float]:
-    """``VmRSS``, ``RssAnon``, ``RssFile``, ``RssShmem`` of a process and ``NonReclaimable`` (anonymous + shared pages:
-    what the kernel cannot drop), in GB; empty once the process is gone."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    now = {k: int(fields[k].split()[0]) * 1024 / GB for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem") if k in fields}
-    if "RssAnon" in now and "RssShmem" in now:
-        now["NonReclaimable"] = now["RssAnon"] + now["RssShmem"]
-    return now
-
-
-def _own_cgroup(pid: int) -> Path | None:
-    """The cgroup v2 folder of process ``pid`` (the scope ``systemd-run`` made for it), or None."""
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-        return Path("/sys/fs/cgroup") / next(line[3:] for line in lines if line.startswith("0::")).lstrip("/")
-    except (OSError, StopIteration):
-        return None
+    """:func:`ltx_audio_reference.procfs.status` of a process, in GB; empty once the process is gone."""
+    return {key: value / GB for key, value in procfs.status(pid).items() if key != "VmHWM"}
 
 
 def run_config(demo: Path, name: str, steps: int, out: Path) -> dict[str, Any]:

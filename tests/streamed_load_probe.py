@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from ltx_audio_reference import procfs
 from ltx_audio_reference.quantization import cache as qcache
 from ltx_audio_reference.quantization import get_backend, quantize_model
 from ltx_audio_reference.quantization.stream import LoadPlan, load_transformer_streamed, meta_transformer
@@ -62,15 +63,6 @@ def stock_build(checkpoint: Path, backend: str) -> torch.nn.Module:
     return quantize_model(model, backend, device="cpu", progress=False)
 
 
-def _status() -> dict[str, int]:
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            fields[key] = int(value.split()[0]) * 1024
-    return fields
-
-
 def memory(mode: str, checkpoint: Path, backend: str) -> None:
     # Outside the measured window: the imports, the plugins' entry points, ltx-core's first model build.
     meta_transformer(checkpoint)
@@ -80,12 +72,12 @@ def memory(mode: str, checkpoint: Path, backend: str) -> None:
         reset = True
     except OSError:
         reset = False
-    before = _status()["VmRSS"]
+    before = procfs.status()["VmRSS"]
     if mode == "stock":
         model = stock_build(checkpoint, backend)
     else:
         model = load_transformer_streamed(checkpoint, quantizer, LoadPlan(torch.device("cpu")), progress=False)
-    after = _status()
+    after = procfs.status()
     peak = after["VmHWM"] if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     quantized = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     result = {
@@ -102,13 +94,8 @@ _COUNTERS = ("RssAnon", "RssShmem", "RssFile")
 
 
 def _counters() -> dict[str, int]:
-    values = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in _COUNTERS:
-            values[key] = int(value.split()[0]) * 1024
-    values["NonReclaimable"] = values["RssAnon"] + values["RssShmem"]
-    return values
+    found = procfs.status()
+    return {key: found[key] for key in (*_COUNTERS, "NonReclaimable")}
 
 
 class _Sampler:

@@ -13,12 +13,12 @@ import functools
 import importlib.util
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
 from cuda_swap import Run, assert_bitwise, deterministic_kernels, finish_build, train
 
+from ltx_audio_reference import procfs
 from ltx_audio_reference.blockswap.config import BlockSwapConfig, slot_count
 from ltx_audio_reference.blockswap.plugin import setup_block_swap
 from ltx_audio_reference.testing import swap_workload as workload
@@ -131,9 +131,7 @@ class _PrivateMemory(torch.utils.data.Dataset):
         return 2
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        fields = Path("/proc/self/smaps_rollup").read_text().splitlines()
-        kb = sum(int(line.split()[1]) for line in fields if line.startswith(("Private_Clean:", "Private_Dirty:")))
-        return torch.tensor([kb * 1024, os.getpid()])
+        return torch.tensor([procfs.private_bytes(), os.getpid()])
 
 
 def test_dataloader_workers_forked_after_pinning_do_not_copy_the_swapped_blocks() -> None:

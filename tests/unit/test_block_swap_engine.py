@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from ltx_audio_reference import procfs
 from ltx_audio_reference.blockswap.config import BlockSwapConfig, spread_blocks
 from ltx_audio_reference.blockswap.engine import BlockSwapEngine
 from ltx_audio_reference.blockswap.plugin import setup_block_swap
@@ -349,15 +350,13 @@ def _child_anon_gb() -> float:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        status = Path("/proc/self/status").read_text()
-        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:"))
-        os.write(write, str(kb).encode())
+        os.write(write, str(procfs.status()["RssAnon"]).encode())
         os._exit(0)
     os.close(write)
     with os.fdopen(read) as pipe:
-        kb = int(pipe.read())
+        anon = int(pipe.read())
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    return kb * 1024 / 1e9
+    return anon / 1e9
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="madvise(MADV_DONTFORK) is Linux's")

@@ -27,6 +27,7 @@ from ltx_audio_reference.blockswap.config import (
     resolve_block_swap,
     spread_blocks,
 )
+from ltx_audio_reference.procfs import cgroup_dir
 from ltx_audio_reference.quantization.base import QuantizationBackend, quantizable_linears
 from ltx_audio_reference.quantization.stream import (
     Part,
@@ -239,11 +240,10 @@ def host_memory_limit() -> tuple[int | None, str]:
 
 
 def _cgroup_limit() -> int | None:
+    group = cgroup_dir()
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-        path = next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
-        value = (Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max").read_text().strip()
-    except (OSError, StopIteration):
+        value = (group / "memory.max").read_text().strip() if group is not None else ""
+    except OSError:
         return None
     return int(value) if value.isdigit() else None
 
