@@ -71,6 +71,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from ltx_audio_reference.blockswap.engine import keep_out_of_forks  # noqa: PLC0415
 
+    if not torch.cuda.is_available():
+        parser.exit(2, "fork_pinned.py pins host memory through CUDA: run it on a machine with a CUDA GPU and torch.\n")
     nbytes = int(args.gb * GB)
     torch.cuda.init()
     rows = []
