@@ -347,7 +347,10 @@ def _run_sampling_memory(
     while proc.poll() is None:
         if time.monotonic() > deadline:
             proc.kill()
-            raise subprocess.TimeoutExpired(command, timeout, output="".join(out_chunks))
+            proc.wait()
+            reader.join(timeout=10)
+            err_reader.join(timeout=10)
+            raise subprocess.TimeoutExpired(command, timeout, output="".join(out_chunks), stderr="".join(err_chunks))
         now = _status_gb(proc.pid)
         if not now:
             break
@@ -718,7 +721,13 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
         try:
             proc, memory = _run_sampling_memory(command, args.run_timeout, limit)
         except subprocess.TimeoutExpired as e:
-            return {"error": f"timed out after {args.run_timeout} s: {str(e.stdout or '')[-300:]}"}
+            limited = limit.columns({}) if limit is not None else {}  # puts an own-group limit back
+            last = [line for line in str(e.stderr or "").splitlines() if line.strip()][-4:]
+            logger.error("%s timed out after %s s; its last log lines:\n%s", " ".join(extra), args.run_timeout, last)
+            return {
+                "error": f"timed out after {args.run_timeout} s; last log lines: {' | '.join(last)[-600:]}",
+                **limited,
+            }
         limited = limit.columns(memory) if limit is not None else {}
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
