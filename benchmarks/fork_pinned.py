@@ -31,20 +31,20 @@ import time
 
 import torch
 
-from ltx_audio_reference import procfs
+from ltx_audio_reference.quantization import memory as hostmem
 
 logger = logging.getLogger("fork_pinned")
 GB = 1e9
 
 
 def _rss_anon_gb(pid: int | str = "self") -> float:
-    return procfs.status(pid).get("RssAnon", 0) / GB
+    return hostmem.process_memory(pid).get("RssAnon", 0) / GB
 
 
 def _private_gb() -> float:
     """This process's own pages, in GB: what a child holds beyond what it shares copy-on-write with its parent
     (``RssAnon`` counts both)."""
-    return (procfs.private_bytes() or 0) / GB
+    return (hostmem.private_bytes() or 0) / GB
 
 
 def fork_once() -> dict[str, float]:

@@ -54,7 +54,7 @@ from typing import Any  # noqa: E402
 
 import yaml  # noqa: E402
 
-from ltx_audio_reference import procfs  # noqa: E402
+from ltx_audio_reference.quantization import memory as hostmem  # noqa: E402
 
 logger = logging.getLogger("full_scale")
 
@@ -202,7 +202,7 @@ class HostLimit:
         root = Path("/sys/fs/cgroup")
         if not (root / "cgroup.controllers").is_file():
             raise OSError("no cgroup v2 hierarchy at /sys/fs/cgroup")
-        parent = procfs.cgroup_dir(os.getpid())
+        parent = hostmem.cgroup_dir(os.getpid())
         if parent is None:
             raise OSError("this process has no cgroup v2 group")
         if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
@@ -233,7 +233,7 @@ class HostLimit:
 
     def _own_group(self) -> Path:
         """Set ``memory.max`` (and no swap) on this process's own cgroup, keeping the old values to put back."""
-        group = procfs.cgroup_dir(os.getpid())
+        group = hostmem.cgroup_dir(os.getpid())
         if group is None:
             raise OSError("this process has no cgroup v2 group")
         if not (group / "memory.max").is_file():
@@ -362,7 +362,7 @@ def _run_sampling_memory(
         for key, value in now.items():
             peaks[key] = max(peaks.get(key, 0.0), value)
         if limit is not None and limit.method is not None:
-            group = group or procfs.cgroup_dir(proc.pid)
+            group = group or hostmem.cgroup_dir(proc.pid)
             since_start = not limit.restore
             for key, value in (_cgroup_figures(group, since_start) if group is not None else {}).items():
                 cgroup[key] = max(cgroup.get(key, 0.0), value)
@@ -391,8 +391,8 @@ def _children(pid: int) -> list[int]:
 
 
 def _status_gb(pid: int) -> dict[str, float]:
-    """:func:`ltx_audio_reference.procfs.status` of a process, in GB; empty once the process is gone."""
-    return {key: value / GB for key, value in procfs.status(pid).items() if key != "VmHWM"}
+    """`quantization.memory.process_memory` of a process, in GB; empty once the process is gone."""
+    return {key: value / GB for key, value in hostmem.process_memory(pid).items() if key != "VmHWM"}
 
 
 def run_config(demo: Path, name: str, steps: int, out: Path) -> dict[str, Any]:

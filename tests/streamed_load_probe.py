@@ -37,9 +37,9 @@ from pathlib import Path
 
 import torch
 
-from ltx_audio_reference import procfs
 from ltx_audio_reference.quantization import cache as qcache
 from ltx_audio_reference.quantization import get_backend, quantize_model
+from ltx_audio_reference.quantization import memory as hostmem
 from ltx_audio_reference.quantization.stream import LoadPlan, load_transformer_streamed, meta_transformer
 from ltx_audio_reference.reliability.files import atomic_file
 
@@ -72,12 +72,12 @@ def memory(mode: str, checkpoint: Path, backend: str) -> None:
         reset = True
     except OSError:
         reset = False
-    before = procfs.status()["VmRSS"]
+    before = hostmem.process_memory()["VmRSS"]
     if mode == "stock":
         model = stock_build(checkpoint, backend)
     else:
         model = load_transformer_streamed(checkpoint, quantizer, LoadPlan(torch.device("cpu")), progress=False)
-    after = procfs.status()
+    after = hostmem.process_memory()
     peak = after["VmHWM"] if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     quantized = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     result = {
@@ -94,7 +94,7 @@ _COUNTERS = ("RssAnon", "RssShmem", "RssFile")
 
 
 def _counters() -> dict[str, int]:
-    found = procfs.status()
+    found = hostmem.process_memory()
     return {key: found[key] for key in (*_COUNTERS, "NonReclaimable")}
 
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 from cuda_swap import Run, assert_bitwise, deterministic_kernels, finish_build, train
 
-from ltx_audio_reference import procfs
 from ltx_audio_reference.blockswap.config import BlockSwapConfig, slot_count
 from ltx_audio_reference.blockswap.plugin import setup_block_swap
+from ltx_audio_reference.quantization import memory as hostmem
 from ltx_audio_reference.testing import swap_workload as workload
 
 pytestmark = [
@@ -131,7 +131,7 @@ class _PrivateMemory(torch.utils.data.Dataset):
         return 2
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.tensor([procfs.private_bytes(), os.getpid()])
+        return torch.tensor([hostmem.private_bytes(), os.getpid()])
 
 
 def test_dataloader_workers_forked_after_pinning_do_not_copy_the_swapped_blocks() -> None:

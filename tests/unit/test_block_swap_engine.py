@@ -18,7 +18,6 @@ import pytest
 import torch
 from torch import nn
 
-from ltx_audio_reference import procfs
 from ltx_audio_reference.blockswap.config import BlockSwapConfig, spread_blocks
 from ltx_audio_reference.blockswap.engine import BlockSwapEngine
 from ltx_audio_reference.blockswap.plugin import setup_block_swap
@@ -29,6 +28,7 @@ from ltx_audio_reference.blockswap.tensors import (
     is_quantized,
     tensor_bytes,
 )
+from ltx_audio_reference.quantization import memory as hostmem
 from ltx_audio_reference.testing import swap_workload as workload
 
 NUM_LAYERS = 4
@@ -350,7 +350,7 @@ def _child_anon_gb() -> float:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.write(write, str(procfs.status()["RssAnon"]).encode())
+        os.write(write, str(hostmem.process_memory()["RssAnon"]).encode())
         os._exit(0)
     os.close(write)
     with os.fdopen(read) as pipe:

@@ -7,6 +7,10 @@ Sizes come from the transformer built on the meta device (:func:`~.stream.meta_t
 at the training dtype, and after quantization (each quantized Linear's weight at the backend's bits, plus one scale
 per output row). The host-memory figure is what the kernel cannot drop (anonymous and shared pages); the page cache of
 the checkpoint file comes on top and is reclaimable.
+
+It is also the one home for reading what a process holds (``/proc/<pid>/status``, ``smaps_rollup``, its cgroup v2
+folder): :func:`process_memory`, :func:`private_bytes` and :func:`cgroup_dir` serve the benchmarks and tests that
+measure host memory. They return bytes, and an empty result (or None) where the files cannot be read.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from ltx_audio_reference.blockswap.config import (
     resolve_block_swap,
     spread_blocks,
 )
-from ltx_audio_reference.procfs import cgroup_dir
 from ltx_audio_reference.quantization.base import QuantizationBackend, quantizable_linears
 from ltx_audio_reference.quantization.stream import (
     Part,
@@ -248,6 +251,50 @@ def _cgroup_limit() -> int | None:
     return int(value) if value.isdigit() else None
 
 
+#: ``/proc/<pid>/status`` fields reported by :func:`status`, in bytes.
+STATUS_FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+
+
+def process_memory(pid: int | str = "self") -> dict[str, int]:
+    """The memory fields of ``/proc/<pid>/status`` in bytes, plus ``NonReclaimable`` (anonymous + shared pages).
+
+    Anonymous and shared pages (pinned host buffers among them) are what the kernel cannot drop; file-backed pages
+    (an mmapped checkpoint) it can. Empty once the process is gone.
+    """
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    found = {key: int(fields[key].split()[0]) * 1024 for key in STATUS_FIELDS if key in fields}
+    if "RssAnon" in found and "RssShmem" in found:
+        found["NonReclaimable"] = found["RssAnon"] + found["RssShmem"]
+    return found
+
+
+def private_bytes(pid: int | str = "self") -> int | None:
+    """``Private_Clean + Private_Dirty`` of ``/proc/<pid>/smaps_rollup``: the pages that only this process maps.
+
+    A forked child's ``RssAnon`` counts the pages it shares copy-on-write with its parent too; this counts the ones it
+    holds alone (a copy the kernel made at ``fork()`` among them). None where the file cannot be read.
+    """
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return None
+    return sum(int(line.split()[1]) * 1024 for line in lines if line.startswith(("Private_Clean:", "Private_Dirty:")))
+
+
+def cgroup_dir(pid: int | str = "self") -> Path | None:
+    """The cgroup v2 folder of process ``pid`` under ``/sys/fs/cgroup``, or None (no cgroup v2 entry)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    relative = next((line[3:] for line in lines if line.startswith("0::")), None)
+    return None if relative is None else Path("/sys/fs/cgroup") / relative.lstrip("/")
+
+
 @dataclass(frozen=True)
 class ConfigMemory:
     """Memory estimates of a config, for ``ltx-trainer check``.
@@ -362,6 +409,7 @@ __all__ = [
     "HostMemoryEstimate",
     "PartSize",
     "SwapEstimate",
+    "cgroup_dir",
     "checkpoint_sizes",
     "estimate_config",
     "estimate_host_memory",
@@ -369,5 +417,7 @@ __all__ = [
     "host_memory_limit",
     "part_bytes",
     "planned_host_blocks",
+    "private_bytes",
+    "process_memory",
     "streams",
 ]

@@ -1,4 +1,4 @@
-"""``procfs``: the /proc and cgroup readers that the host-memory estimate, the benchmarks and the tests share."""
+"""The /proc and cgroup readers of `quantization.memory` that the host-memory estimate, benchmarks and tests share."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ltx_audio_reference import procfs
+from ltx_audio_reference.quantization import memory as hostmem
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
 
@@ -17,10 +17,10 @@ MB = 2**20
 
 
 def test_status_counts_touched_anonymous_memory_and_sums_the_non_reclaimable_part() -> None:
-    before = procfs.status()
+    before = hostmem.process_memory()
     block = bytearray(256 * MB)  # zero-filled by calloc: touch every page so that it is resident
     block[::4096] = b"\x01" * len(block[::4096])
-    after = procfs.status()
+    after = hostmem.process_memory()
     assert after["RssAnon"] - before["RssAnon"] >= 200 * MB
     assert after["NonReclaimable"] == after["RssAnon"] + after["RssShmem"]
     assert after["VmHWM"] >= after["VmRSS"] >= after["RssAnon"]
@@ -28,19 +28,19 @@ def test_status_counts_touched_anonymous_memory_and_sums_the_non_reclaimable_par
 
 
 def test_private_bytes_counts_this_process_pages() -> None:
-    before = procfs.private_bytes()
+    before = hostmem.private_bytes()
     block = bytearray(128 * MB)
     block[::4096] = b"\x01" * len(block[::4096])
-    assert procfs.private_bytes() - before >= 100 * MB
+    assert hostmem.private_bytes() - before >= 100 * MB
     del block
 
 
 def test_a_gone_process_reads_as_empty() -> None:
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
     pid = int(child.stdout)
-    assert procfs.status(pid) == {}
-    assert procfs.private_bytes(pid) is None
-    assert procfs.cgroup_dir(pid) is None
+    assert hostmem.process_memory(pid) == {}
+    assert hostmem.private_bytes(pid) is None
+    assert hostmem.cgroup_dir(pid) is None
 
 
 @pytest.mark.skipif(
@@ -48,9 +48,9 @@ def test_a_gone_process_reads_as_empty() -> None:
     reason="no cgroup v2 entry for this process",
 )
 def test_cgroup_dir_is_this_process_group_folder() -> None:
-    group = procfs.cgroup_dir(os.getpid())
+    group = hostmem.cgroup_dir(os.getpid())
     assert group is not None
-    assert group == procfs.cgroup_dir()
+    assert group == hostmem.cgroup_dir()
     assert group.is_relative_to("/sys/fs/cgroup")
     if (group / "cgroup.procs").is_file():  # the hierarchy is mounted here
         assert str(os.getpid()) in (group / "cgroup.procs").read_text().split()
