@@ -506,7 +506,7 @@ def child(args: argparse.Namespace) -> None:  # noqa: PLR0915 - one linear run
     startup_reserved = torch.cuda.max_memory_reserved() / GB
     torch.cuda.reset_peak_memory_stats()
     timeline.mark("train() called")
-    with kernels:
+    with kernels, _CompileWatch() as watch:
         saved, _ = trainer.train(disable_progress_bars=True)
     loads_per_step = None
     if probe.engine is not None:
@@ -547,6 +547,7 @@ def child(args: argparse.Namespace) -> None:  # noqa: PLR0915 - one linear run
         "cap_gb": cap,
         "compiled": bool(settings.get("compile_blocks")),
         "compile_first_call_s": getattr(probe.compiled, "first_call_s", None),
+        "compile_caches": watch.last,
         "startup_peak_gb": startup_peak,
         "startup_reserved_gb": startup_reserved,
         "steady_peak_gb": torch.cuda.max_memory_allocated() / GB,
@@ -565,6 +566,55 @@ def child(args: argparse.Namespace) -> None:  # noqa: PLR0915 - one linear run
         "losses": probe.losses,
     }
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+
+
+class _CompileWatch:
+    """Logs torch's compile-cache counters whenever they change (every 5 s at most), from a thread.
+
+    Inductor's FX-graph cache and AOT autograd's cache either serve a compile from disk (hit) or not (miss, bypass).
+    A warm start that is slow shows here which of them missed, and a run that times out leaves the counters in its
+    last log lines. :attr:`last` is the final count (the row's ``compile_caches``).
+    """
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        import threading  # noqa: PLC0415
+
+        self.every_s = every_s
+        self.last: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="compile-watch")
+
+    @staticmethod
+    def counts() -> dict[str, int]:
+        import torch  # noqa: PLC0415
+
+        counters = torch._dynamo.utils.counters
+        found: dict[str, int] = {}
+        for group, prefix in (("inductor", "fxgraph_cache_"), ("aot_autograd", "autograd_cache_")):
+            with contextlib.suppress(RuntimeError):  # the compiling thread added a key meanwhile: next time
+                found.update({k: int(v) for k, v in list(counters[group].items()) if k.startswith(prefix)})
+        with contextlib.suppress(RuntimeError):
+            found["unique_graphs"] = int(counters["stats"]["unique_graphs"])
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._log()
+
+    def _log(self) -> None:
+        now = self.counts()
+        if now != self.last:
+            self.last = now
+            logger.info("compile caches: %s", ", ".join(f"{k} {v}" for k, v in sorted(now.items())) or "none yet")
+
+    def __enter__(self) -> _CompileWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._log()
 
 
 class _Timeline(logging.Handler):
