@@ -210,3 +210,24 @@ def test_compiled_and_swapped_blocks_under_ddp_train_like_eager(tmp_path: object
     for step_expected, step_actual in zip(expected_grads[:2], grads, strict=True):
         assert all(torch.equal(step_expected[n], step_actual[f"module.{n}"]) for n in step_expected)
     assert _graphs() <= 2
+
+
+def test_int8_blocks_are_saved_to_aot_autograds_disk_cache(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AOT autograd's on-disk cache refuses a graph that holds a ``torch.autograd.Function`` unless told otherwise, and
+    the ``int8`` matmul is one: every start then retraced and repartitioned the blocks instead of loading them.
+    ``compile_blocks`` allows it, so the blocks' graphs are saved (and a second process loads them:
+    ``benchmarks/compile_warm_start.py``)."""
+    problem = compile_problem("cpu")
+    if problem is not None:
+        pytest.skip(problem)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # empty: a miss, then a save
+    model = workload.build_model(2, "tiny", seed=0, dtype=torch.float32)
+    workload.quantize_blocks(model, "int8")
+    model.requires_grad_(False)
+    peft_model = workload.add_audio_lora(model, rank=4, seed=0)
+    model.set_gradient_checkpointing(True)
+    compile_blocks(find_transformer(peft_model), backend="inductor")
+    train(peft_model, steps=1)
+    aot = torch._dynamo.utils.counters["aot_autograd"]
+    assert aot["autograd_cache_bypass"] == 0, dict(aot)
+    assert aot["autograd_cache_saved"] >= 1, dict(aot)

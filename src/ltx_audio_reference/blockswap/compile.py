@@ -253,7 +253,7 @@ def _compiled_forward(
             )
             record._started = time.perf_counter()
         try:
-            with _activation_budget(0.0 if recomputes_in_graph(owner) else None):
+            with _compile_settings(0.0 if recomputes_in_graph(owner) else None):
                 out = compiled(self, *args, **kwargs)
         # Only compile failures: checkpoint's recompute stops itself early with an exception of its own.
         except (torch._dynamo.exc.TorchDynamoException, RuntimeError) as e:
@@ -320,11 +320,22 @@ def _checkpoint_inside(transformer: nn.Module) -> None:
     set_gradient_checkpointing(requested)
 
 
-def _activation_budget(budget: float | None) -> contextlib.AbstractContextManager:
-    """AOT autograd's partitioner saving only the graph's inputs (``0.0``: full recompute), or unchanged (None)."""
-    if budget is None:
-        return contextlib.nullcontext()
-    return torch._functorch.config.patch(activation_memory_budget=budget)
+def _compile_settings(budget: float | None) -> contextlib.AbstractContextManager:
+    """AOT autograd's settings for a block's compile (and for its cache lookups, whose key holds them).
+
+    - ``activation_memory_budget``: ``0.0`` makes the partitioner save only the graph's inputs (full recompute);
+      None leaves it unchanged.
+    - ``autograd_cache_allow_custom_autograd_functions``: AOT autograd's on-disk cache refuses (bypasses) any graph
+      that holds a ``torch.autograd.Function``, and the ``int8`` backends' matmul is one (Dynamo traces its forward
+      and backward into the graph; it holds no state of its own). Without this, every start retraces and
+      repartitions the blocks' graphs instead of loading them (see ``docs/speed.md``).
+    """
+    settings: dict[str, Any] = {}
+    if hasattr(torch._functorch.config, "autograd_cache_allow_custom_autograd_functions"):  # torch >= 2.6
+        settings["autograd_cache_allow_custom_autograd_functions"] = True
+    if budget is not None:
+        settings["activation_memory_budget"] = budget
+    return torch._functorch.config.patch(**settings)
 
 
 def _mark_step_begin(module: nn.Module, args: Any) -> None:  # noqa: ANN401, ARG001
