@@ -8,9 +8,10 @@ the time to the end of the first step and what the two on-disk caches did in the
 
 Both sides run in one invocation, each backend with its own pair of cache folders:
 
-- ``torch default``: torch's own setting (``TORCHINDUCTOR_AUTOGRAD_CACHE_ALLOW_CUSTOM_AUTOGRAD=0``). AOT autograd
-  bypasses its cache for a graph that holds a ``torch.autograd.Function``, which the ``int8`` backends' matmul is;
-- ``compile_blocks``: this package's setting, which allows such graphs into the cache.
+- ``torch default``: torch's own cache settings (this script swaps ``compile_blocks``' cache settings out of the
+  child). AOT autograd then bypasses its cache for a graph that holds a ``torch.autograd.Function``, which the
+  ``int8`` backends' matmul is, or a call it does not know, as ltx-core 1.2's ``sdpa_kernel`` attention makes;
+- ``compile_blocks``: this package's settings, which let both into the cache.
 
 Run on the CPU (a C++ compiler) or a CUDA GPU::
 
@@ -31,15 +32,27 @@ from pathlib import Path
 
 logger = logging.getLogger("compile_warm_start")
 
-SIDES = {"torch default": {"TORCHINDUCTOR_AUTOGRAD_CACHE_ALLOW_CUSTOM_AUTOGRAD": "0"}, "compile_blocks": {}}
+SIDES = ("torch default", "compile_blocks")
 
 
-def child(backend: str, layers: int, device: str) -> dict:
+def child(backend: str, layers: int, device: str, side: str) -> dict:
     """Compile the blocks, train one step; the seconds to the step's end and the cache counters."""
     start = time.perf_counter()
+    import contextlib  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
 
+    from ltx_audio_reference.blockswap import compile as blocks_compile  # noqa: PLC0415
     from ltx_audio_reference.blockswap.compile import compile_blocks  # noqa: PLC0415
+
+    if side == "torch default":  # the activation budget only, as before the cache settings
+
+        def settings(budget: float | None) -> contextlib.AbstractContextManager:
+            if budget is None:
+                return contextlib.nullcontext()
+            return torch._functorch.config.patch(activation_memory_budget=budget)
+
+        blocks_compile._compile_settings = settings
     from ltx_audio_reference.blockswap.tensors import find_transformer  # noqa: PLC0415
     from ltx_audio_reference.testing import swap_workload as workload  # noqa: PLC0415
 
@@ -67,9 +80,22 @@ def child(backend: str, layers: int, device: str) -> dict:
     }
 
 
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    found = {}
+    for name in ("torch", "ltx-core"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
 def run(backend: str, layers: int, device: str, side: str, cache: Path) -> dict:
-    env = {**os.environ, **SIDES[side], "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     command = [sys.executable, __file__, "--child", backend, "--layers", str(layers), "--device", device]
+    command += ["--side", side]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -84,9 +110,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--side", default="compile_blocks", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        sys.stdout.write("RESULT " + json.dumps(child(args.child, args.layers, args.device)) + "\n")
+        sys.stdout.write("RESULT " + json.dumps(child(args.child, args.layers, args.device, args.side)) + "\n")
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from ltx_audio_reference.blockswap.compile import compile_problem  # noqa: PLC0415
@@ -111,7 +138,7 @@ def main() -> None:
                 warm["aot"],
             )
     if args.out:
-        meta = {"device": args.device, "layers": args.layers, "cpus": os.cpu_count()}
+        meta = {"device": args.device, "layers": args.layers, "cpus": os.cpu_count(), **_versions()}
         args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
 

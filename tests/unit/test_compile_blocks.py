@@ -213,10 +213,10 @@ def test_compiled_and_swapped_blocks_under_ddp_train_like_eager(tmp_path: object
 
 
 def test_int8_blocks_are_saved_to_aot_autograds_disk_cache(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    """AOT autograd's on-disk cache refuses a graph that holds a ``torch.autograd.Function`` unless told otherwise, and
-    the ``int8`` matmul is one: every start then retraced and repartitioned the blocks instead of loading them.
-    ``compile_blocks`` allows it, so the blocks' graphs are saved (and a second process loads them:
-    ``benchmarks/compile_warm_start.py``)."""
+    """AOT autograd's on-disk cache refuses a graph that holds a ``torch.autograd.Function`` (the ``int8`` matmul is
+    one) or a call it does not know (ltx-core 1.2's attention runs under ``sdpa_kernel``, whose graph calls two), and
+    every start then retraced and repartitioned the blocks instead of loading them. ``compile_blocks`` lets both in,
+    so the blocks' graphs are saved (and a second process loads them: ``benchmarks/compile_warm_start.py``)."""
     problem = compile_problem("cpu")
     if problem is not None:
         pytest.skip(problem)

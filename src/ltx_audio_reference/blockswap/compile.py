@@ -320,6 +320,14 @@ def _checkpoint_inside(transformer: nn.Module) -> None:
     set_gradient_checkpointing(requested)
 
 
+#: Functions that AOT autograd's cache does not know but that are safe to cache (keyed by the torch version): ltx-core
+#: >= 1.2 runs attention under ``sdpa_kernel(..., set_priority=True)``, whose traced graph calls these two to pick and
+#: restore the attention backends. Each depends only on its arguments.
+_CACHEABLE = dict.fromkeys(
+    ("torch.nn.attention._backend_from_string", "torch.nn.attention._sdpa_kernel"), torch.__version__
+)
+
+
 def _compile_settings(budget: float | None) -> contextlib.AbstractContextManager:
     """AOT autograd's settings for a block's compile (and for its cache lookups, whose key holds them).
 
@@ -327,15 +335,25 @@ def _compile_settings(budget: float | None) -> contextlib.AbstractContextManager
       None leaves it unchanged.
     - ``autograd_cache_allow_custom_autograd_functions``: AOT autograd's on-disk cache refuses (bypasses) any graph
       that holds a ``torch.autograd.Function``, and the ``int8`` backends' matmul is one (Dynamo traces its forward
-      and backward into the graph; it holds no state of its own). Without this, every start retraces and
-      repartitions the blocks' graphs instead of loading them (see ``docs/speed.md``).
+      and backward into the graph; it holds no state of its own).
+    - ``unsafe_marked_cacheable_functions`` (inductor's): :data:`_CACHEABLE`, which the same cache refuses otherwise.
+
+    Without the last two, every start retraces and repartitions the blocks' graphs instead of loading them (see
+    ``docs/speed.md``).
     """
+    from torch._inductor import config as inductor_config  # noqa: PLC0415
+
     settings: dict[str, Any] = {}
     if hasattr(torch._functorch.config, "autograd_cache_allow_custom_autograd_functions"):  # torch >= 2.6
         settings["autograd_cache_allow_custom_autograd_functions"] = True
     if budget is not None:
         settings["activation_memory_budget"] = budget
-    return torch._functorch.config.patch(**settings)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch._functorch.config.patch(**settings))
+    marked = getattr(inductor_config, "unsafe_marked_cacheable_functions", None)
+    if isinstance(marked, dict):
+        stack.enter_context(inductor_config.patch(unsafe_marked_cacheable_functions={**marked, **_CACHEABLE}))
+    return stack
 
 
 def _mark_step_begin(module: nn.Module, args: Any) -> None:  # noqa: ANN401, ARG001
