@@ -183,6 +183,11 @@ class HostLimit:
         self.restore: dict[Path, str] = {}  # own-group limit files -> the values to put back after the run
         self.oom_before = 0  # the own group's OOM kills before the run
 
+    @property
+    def on_own_group(self) -> bool:
+        """Whether the limit sits on this process's own group, which lived before the run (so its peak is older)."""
+        return bool(self.restore)
+
     @classmethod
     def _probe_systemd(cls) -> tuple[list[str], str | None]:
         if cls._systemd is None:
@@ -272,14 +277,14 @@ class HostLimit:
     def columns(self, sampled: dict[str, float]) -> dict[str, Any]:
         """The row's columns: the limit, how it was set (or why not), the group's peak and its OOM kills."""
         if self.cgroup is not None:
-            last = _cgroup_figures(self.cgroup, since_start=not self.restore)
-            if self.restore:  # the sampled maximum of the current use, and the OOM kills counted during the run
+            last = _cgroup_figures(self.cgroup, since_start=not self.on_own_group)
+            if self.on_own_group:  # the sampled maximum of the current use, and the OOM kills counted during the run
                 last["cgroup_peak_gb"] = max(last.get("cgroup_peak_gb", 0.0), sampled.get("cgroup_peak_gb", 0.0))
                 last["oom_kills"] = last.get("oom_kills", 0) - self.oom_before
             sampled = {**sampled, **last}
             for path, value in self.restore.items():
                 path.write_text(value)
-            if not self.restore:
+            if not self.on_own_group:
                 with contextlib.suppress(OSError):
                     self.cgroup.rmdir()
         return {
@@ -363,8 +368,8 @@ def _run_sampling_memory(
             peaks[key] = max(peaks.get(key, 0.0), value)
         if limit is not None and limit.method is not None:
             group = group or hostmem.cgroup_dir(proc.pid)
-            since_start = not limit.restore
-            for key, value in (_cgroup_figures(group, since_start) if group is not None else {}).items():
+            figures = _cgroup_figures(group, since_start=not limit.on_own_group) if group is not None else {}
+            for key, value in figures.items():
                 cgroup[key] = max(cgroup.get(key, 0.0), value)
         time.sleep(0.2)
     proc.wait()

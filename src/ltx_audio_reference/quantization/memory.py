@@ -251,7 +251,7 @@ def _cgroup_limit() -> int | None:
     return int(value) if value.isdigit() else None
 
 
-#: ``/proc/<pid>/status`` fields reported by :func:`status`, in bytes.
+#: ``/proc/<pid>/status`` fields reported by :func:`process_memory`, in bytes.
 STATUS_FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
 
 
