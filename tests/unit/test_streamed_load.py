@@ -8,7 +8,6 @@ with the reason logged.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -445,9 +444,10 @@ def test_the_swap_plan_and_the_host_blocks_follow_the_config(checkpoint: Path) -
 
 
 def test_auto_sizing_sets_more_vram_aside_for_cuda_graphs_and_a_fixed_count_does_not() -> None:
-    from ltx_audio_reference.blockswap.config import GB, GRAPHS_RESERVE_GB  # noqa: PLC0415
+    from ltx_audio_reference.blockswap.config import GB, planned_reserve_bytes  # noqa: PLC0415
 
-    block = int(GRAPHS_RESERVE_GB * GB) // 2  # two blocks make up the graphs' reserve
+    probe = BlockSwapConfig(blocks_to_swap="auto", max_vram_gb=1.0, reserve_gb=0)
+    block = planned_reserve_bytes(probe, cuda_graphs=True, num_blocks=8) // 2  # two blocks make up the graphs' reserve
     sizes = _sizes([(2 * block, block, block)] * 8, (2 * block, block, block))
     auto = BlockSwapConfig(blocks_to_swap="auto", max_vram_gb=7.5 * block / GB, reserve_gb=0)
     eager = memory.estimate_swap(_config(block_swap=auto, compile_blocks=True), sizes)
@@ -562,10 +562,12 @@ def _train_once(
     buffers = {i: s.data_ptr() for i, s in storages.items()}
     engine = BlockSwapEngine(peft_model, swapped, device="cpu")
     engine.place(peft_model)
-    video, audio, video_target, audio_target = workload.make_batch("tiny", workload.TINY_WORKLOAD)
     # The checkpoint's caption projections take the text encoder's width for both contexts.
-    context = torch.randn(*video.context.shape[:2], 64, generator=torch.Generator().manual_seed(0)).bfloat16()
-    video, audio = dataclasses.replace(video, context=context), dataclasses.replace(audio, context=context)
+    widths = workload.context_widths(model)
+    assert widths == (64, 64)
+    video, audio, video_target, audio_target = workload.make_batch(
+        "tiny", workload.TINY_WORKLOAD, context_widths=widths
+    )
     video_pred, audio_pred = peft_model(video=video, audio=audio, perturbations=None)
     loss = workload.loss_fn(video_pred, audio_pred, video_target, audio_target)
     loss.backward()

@@ -165,6 +165,7 @@ def make_batch(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.bfloat16,
     seed: int = 0,
+    context_widths: tuple[int, int] | None = None,
 ) -> tuple[Modality, Modality, torch.Tensor, torch.Tensor]:
     """One training sample: the video and audio inputs and their flow-matching targets.
 
@@ -172,10 +173,20 @@ def make_batch(
     strategy's own :func:`~ltx_audio_reference.strategies.audio_reference.positions.reference_positions`. The text
     context is unmasked (every token valid), which keeps attention on the flash kernels.
 
+    Args:
+        width: The blocks' width (``"full"`` or ``"tiny"``).
+        workload: Token counts and batch size.
+        device: Where the tensors are made.
+        dtype: The latents' and contexts' dtype.
+        seed: The draw's seed.
+        context_widths: The video and audio text contexts' feature widths; the width's cross-attention dims when
+            None. A model built from a checkpoint projects its captions first (:func:`context_widths`).
+
     Returns:
         ``(video, audio, video_target, audio_target)``; ``audio_target`` covers the target tokens only.
     """
     dims = _WIDTHS[width]
+    video_context, audio_context = context_widths or (dims["cross_attention_dim"], dims["audio_cross_attention_dim"])
     w = workload
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
@@ -206,20 +217,35 @@ def make_batch(
         sigma=sigma,
         timesteps=torch.full((b, w.video_tokens), 0.6, device=device, dtype=torch.float32),
         positions=video_positions.to(device),
-        context=randn(b, w.context_tokens, dims["cross_attention_dim"]),
+        context=randn(b, w.context_tokens, video_context),
     )
     audio = Modality(
         latent=randn(b, n_audio, AUDIO_TOKEN_FEATURES),
         sigma=sigma,
         timesteps=audio_timesteps.to(device),
         positions=positions.to(device),
-        context=randn(b, w.context_tokens, dims["audio_cross_attention_dim"]),
+        context=randn(b, w.context_tokens, audio_context),
     )
     return (
         video,
         audio,
         randn(b, w.video_tokens, VIDEO_LATENT_CHANNELS),
         randn(b, w.target_audio_tokens, AUDIO_TOKEN_FEATURES),
+    )
+
+
+def context_widths(model: nn.Module, width: Width = "full") -> tuple[int, int]:
+    """The text-context widths that ``model`` takes: its caption projections' inputs where it has them (a model
+    built from a checkpoint, e.g. ``tiny_model``'s), else the width's cross-attention dims (:func:`build_model`)."""
+    dims = _WIDTHS[width]
+
+    def width_of(name: str, default: int) -> int:
+        projection = getattr(model, name, None)
+        return projection.linear_1.in_features if projection is not None else default
+
+    return (
+        width_of("caption_projection", dims["cross_attention_dim"]),
+        width_of("audio_caption_projection", dims["audio_cross_attention_dim"]),
     )
 
 
@@ -240,6 +266,7 @@ __all__ = [
     "Workload",
     "add_audio_lora",
     "build_model",
+    "context_widths",
     "init_parameters",
     "loss_fn",
     "make_batch",
