@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from ltx_audio_reference.blockswap.config import BlockSwapConfig, spread_blocks
+from ltx_audio_reference.blockswap.config import BlockSwapConfig, planned_reserve_bytes, spread_blocks
 from ltx_audio_reference.blockswap.engine import BlockSwapEngine
 from ltx_audio_reference.blockswap.plugin import setup_block_swap
 from ltx_audio_reference.blockswap.tensors import (
@@ -306,8 +306,13 @@ def test_auto_sizing_for_cuda_graphs_sets_their_reserve_aside() -> None:
     peft_model = build()
     trainable = tensor_bytes([p for p in peft_model.parameters() if p.requires_grad])
     everything = tensor_bytes(list(peft_model.parameters()))
-    # Room for the whole tiny model plus 1 GB: eager needs no swap; CUDA graphs' 2 GB reserve fits nowhere.
-    budget_gb = (everything + 3 * trainable) / 1e9 + 1.0
+    # Room for the whole tiny model plus half a graphs' reserve: eager needs no swap; the graphs' reserve (one share a
+    # block) fits nowhere.
+    graphs = planned_reserve_bytes(
+        BlockSwapConfig(blocks_to_swap="auto", max_vram_gb=1.0, reserve_gb=0), True, NUM_LAYERS
+    )
+    assert graphs > 0
+    budget_gb = (everything + 3 * trainable + graphs / 2) / 1e9
     settings = BlockSwapConfig(blocks_to_swap="auto", max_vram_gb=budget_gb, reserve_gb=0)
     assert setup_block_swap(peft_model, settings, "cpu") is None
     with pytest.raises(ValueError, match="too small"):

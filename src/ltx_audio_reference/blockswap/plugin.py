@@ -234,7 +234,7 @@ def setup_block_swap(
     # so they are taken out of what is already allocated.
     on_device = tensor_bytes([t for t in (*model.parameters(), *model.buffers()) if t.device.type == device.type])
     fixed = max(allocated - on_device, 0) + non_block + _TRAINABLE_OVERHEAD * tensor_bytes(trainable)
-    reserve = planned_reserve_bytes(swap, cuda_graphs)
+    reserve = planned_reserve_bytes(swap, cuda_graphs, len(blocks))
     if swap.is_auto:
         assert swap.max_vram_gb is not None
         plan = plan_auto(

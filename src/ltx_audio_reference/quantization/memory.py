@@ -133,7 +133,7 @@ def estimate_swap(config: object, sizes: list[PartSize]) -> SwapEstimate | None:
     fixed = sum(s.trained_bytes for s in sizes if s.part.block is None)
     acceleration = getattr(config, "acceleration", None)
     graphs = bool(getattr(acceleration, "compile_blocks", False) and getattr(acceleration, "cuda_graphs", False))
-    reserve = planned_reserve_bytes(swap, graphs)
+    reserve = planned_reserve_bytes(swap, graphs, len(blocks))
     if not swap.is_auto:
         count = min(int(swap.blocks_to_swap), len(blocks))
         plan = estimate_peak(blocks, count, fixed, swap.prefetch, reserve)
