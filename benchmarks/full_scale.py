@@ -44,6 +44,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -657,6 +658,21 @@ def _tensors_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: The plan line block swap logs before the model is placed (``SwapPlan.describe`` behind "Block swap:" or "Block swap
+#: auto:").
+_PLAN_LINE = re.compile(r"Block swap(?: auto)?: (\d+) of (\d+) blocks swapped; estimated peak ([\d.]+) GB")
+
+
+def plan_columns(log: str) -> dict[str, Any]:
+    """The swap plan a run logged: ``planned_swapped`` and ``planned_peak_gb`` (block swap's own estimate), so that a
+    row shows what ``auto`` chose and how far its estimate was from the measured peak, also for a run that failed."""
+    found = _PLAN_LINE.findall(log)
+    if not found:
+        return {}
+    swapped, _, peak = found[-1]
+    return {"planned_swapped": int(swapped), "planned_peak_gb": float(peak)}
+
+
 def same_training(rows: list[dict[str, Any]]) -> None:
     """Mark each row with the other runs of its base run (any load, cache) whose per-sample losses and exported LoRA
     are identical to its own, bit for bit (``same_losses_as``, ``same_export_as``)."""
@@ -776,23 +792,25 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
         try:
             proc, memory = _run_sampling_memory(command, args.run_timeout, limit)
         except subprocess.TimeoutExpired as e:
-            limited = limit.columns({}) if limit is not None else {}  # puts an own-group limit back
+            columns = limit.columns({}) if limit is not None else {}  # puts an own-group limit back
+            columns.update(plan_columns(str(e.stderr or "")))
             last = [line for line in str(e.stderr or "").splitlines() if line.strip()][-4:]
             logger.error("%s timed out after %s s; its last log lines:\n%s", " ".join(extra), args.run_timeout, last)
             return {
                 "error": f"timed out after {args.run_timeout} s; last log lines: {' | '.join(last)[-600:]}",
-                **limited,
+                **columns,
             }
-        limited = limit.columns(memory) if limit is not None else {}
+        columns = limit.columns(memory) if limit is not None else {}
+        columns.update(plan_columns(proc.stderr))
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             tail = (proc.stdout + proc.stderr)[-3000:]
             logger.error("%s failed (rc %d):\n%s", " ".join(extra), proc.returncode, tail)
             error = tail.strip().splitlines()[-1] if tail.strip() else f"rc {proc.returncode}"
-            if limited.get("oom_kills") or (limit is not None and proc.returncode in (-9, 137)):
-                error = f"killed by the host-memory limit (oom_kill {limited.get('oom_kills')}): {error}"
-            return {"error": error, **limited}
-        row = {**json.loads(lines[-1].removeprefix("RESULT ")), "host_memory_gb": memory, **limited}
+            if columns.get("oom_kills") or (limit is not None and proc.returncode in (-9, 137)):
+                error = f"killed by the host-memory limit (oom_kill {columns.get('oom_kills')}): {error}"
+            return {"error": error, **columns}
+        row = {**json.loads(lines[-1].removeprefix("RESULT ")), "host_memory_gb": memory, **columns}
         for column, key in HOST_COLUMNS.items():
             row[column] = memory.get(f"peak_{key}")
         return row

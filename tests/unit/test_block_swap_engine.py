@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -384,3 +385,23 @@ def test_large_host_copies_are_kept_out_of_forked_children_and_given_back_when_r
     assert int(buffer.sum()) == nbytes  # the parent still has every byte
     assert _madvise(buffer.data_ptr(), buffer.numel(), MADV_DOFORK)  # what unregistering does
     assert _child_anon_gb() - kept_out >= 0.95 * nbytes / 1e9
+
+
+def test_the_full_scale_benchmark_reads_the_plan_that_block_swap_logs(caplog: pytest.LogCaptureFixture) -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "full_scale.py"
+    spec = importlib.util.spec_from_file_location("full_scale", script)
+    assert spec is not None
+    assert spec.loader is not None
+    full_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(full_scale)
+    with caplog.at_level(logging.INFO, logger="ltx_audio_reference"):
+        engine = setup_block_swap(build(), BlockSwapConfig(blocks_to_swap=3), "cpu")
+    assert engine is not None
+    assert full_scale.plan_columns(caplog.text)["planned_swapped"] == len(engine.blocks) == 3
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ltx_audio_reference"):
+        assert setup_block_swap(build(), BlockSwapConfig(blocks_to_swap="auto", max_vram_gb=100), "cpu") is None
+    columns = full_scale.plan_columns(caplog.text)
+    assert columns["planned_swapped"] == 0
+    assert 0 < columns["planned_peak_gb"] <= 100
+    assert full_scale.plan_columns("no plan here") == {}
