@@ -123,6 +123,19 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # Linux reports kB
 
 
+def _graph_pool_gb() -> dict[str, float]:
+    """What CUDA graphs' private memory pools hold now: the reserved and allocated bytes of the allocator's segments
+    that belong to a pool other than the default one (``memory_snapshot``'s ``segment_pool_id``)."""
+    import torch  # noqa: PLC0415
+
+    reserved = allocated = 0
+    for segment in torch.cuda.memory_snapshot():
+        if tuple(segment.get("segment_pool_id", (0, 0))) != (0, 0):
+            reserved += segment["total_size"]
+            allocated += segment["allocated_size"]
+    return {"graph_pool_reserved_gb": reserved / GB, "graph_pool_allocated_gb": allocated / GB}
+
+
 def _pinned_h2d_gb_per_s(nbytes: int = 1 << 30) -> float:
     """This host's pinned host-to-device copy speed (GB/s): the median of 5 copies of 1 GiB."""
     import torch  # noqa: PLC0415
@@ -449,6 +462,7 @@ def child(args: argparse.Namespace) -> None:  # noqa: PLR0915 - one linear run
             self.profiler: Any = None
             self.kernel_ms: float | None = None
             self.kernels: int | None = None
+            self.warmup_memory: dict[str, float] = {}
 
         @hookimpl(trylast=True)
         def configure_model(self, context: Any) -> None:  # noqa: ANN401
@@ -466,7 +480,11 @@ def child(args: argparse.Namespace) -> None:  # noqa: PLR0915 - one linear run
             if len(self.times) == 1:
                 timeline.mark("first step done")
             self.losses.append(" ".join(float.hex(v) for v in context.loss.float().tolist()))
-            if len(self.times) == args.warmup:
+            if len(self.times) == args.warmup:  # the warm-up's peaks (compiling, recording graphs), then steady ones
+                self.warmup_memory = {
+                    "warmup_peak_gb": torch.cuda.max_memory_allocated() / GB,
+                    "warmup_reserved_gb": torch.cuda.max_memory_reserved() / GB,
+                }
                 torch.cuda.reset_peak_memory_stats()
             if len(self.times) == profile_at:
                 self.profiler = profile(activities=[ProfilerActivity.CUDA])
@@ -558,6 +576,8 @@ def child(args: argparse.Namespace) -> None:  # noqa: PLR0915 - one linear run
         "startup_reserved_gb": startup_reserved,
         "steady_peak_gb": torch.cuda.max_memory_allocated() / GB,
         "steady_reserved_gb": torch.cuda.max_memory_reserved() / GB,
+        **probe.warmup_memory,
+        **_graph_pool_gb(),
         "host_rss_gb": _rss_gb(),
         "pinned_gb": engine.host_bytes / GB if engine is not None and engine.pin_memory else 0.0,
         "swap_gb_per_step": loads_per_step,
