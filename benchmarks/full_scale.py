@@ -812,9 +812,10 @@ def main() -> None:  # noqa: PLR0915 - one linear driver
         try:
             proc, memory = _run_sampling_memory(command, args.run_timeout, limit)
         except subprocess.TimeoutExpired as e:
+            log = str(e.stderr or "")
             columns = limit.columns({}) if limit is not None else {}  # puts an own-group limit back
-            columns.update(plan_columns(str(e.stderr or "")))
-            last = [line for line in str(e.stderr or "").splitlines() if line.strip()][-4:]
+            columns.update(plan_columns(log))
+            last = [line for line in log.splitlines() if line.strip()][-4:]
             logger.error("%s timed out after %s s; its last log lines:\n%s", " ".join(extra), args.run_timeout, last)
             return {
                 "error": f"timed out after {args.run_timeout} s; last log lines: {' | '.join(last)[-600:]}",

@@ -213,9 +213,10 @@ def _train(model: torch.nn.Module, blocks: frozenset[int], steps: int, before: d
         named = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(named, lr=1e-4)
         losses = []
+        widths = workload.context_widths(model)
         for _ in range(steps):
             video, audio, video_target, audio_target = workload.make_batch(
-                "full", device="cuda", seed=1, context_widths=workload.context_widths(model)
+                "full", device="cuda", seed=1, context_widths=widths
             )
             video_pred, audio_pred = peft_model(video=video, audio=audio, perturbations=None)
             loss = workload.loss_fn(video_pred, audio_pred, video_target, audio_target)

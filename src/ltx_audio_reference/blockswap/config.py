@@ -315,7 +315,7 @@ def spread_blocks(num_blocks: int, blocks_to_swap: int) -> list[int]:
 GRAPHS_RESERVE_GB_PER_BLOCK = 0.2
 
 
-def planned_reserve_bytes(swap: BlockSwapConfig, cuda_graphs: bool = False, num_blocks: int = 0) -> int:
+def planned_reserve_bytes(swap: BlockSwapConfig, cuda_graphs: bool, num_blocks: int) -> int:
     """VRAM the plan sets aside for activations and slack: ``reserve_gb``, plus
     :data:`GRAPHS_RESERVE_GB_PER_BLOCK` for each of the ``num_blocks`` blocks when ``auto`` sizes the swap for blocks
     that run as CUDA graphs."""
