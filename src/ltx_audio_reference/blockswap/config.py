@@ -308,10 +308,11 @@ def spread_blocks(num_blocks: int, blocks_to_swap: int) -> list[int]:
 
 
 #: VRAM that ``auto`` sizing sets aside per transformer block, on top of ``reserve_gb``, when the blocks run as CUDA
-#: graphs. Each block records its own forward and backward graph, and the graphs' private memory pool keeps what their
-#: recording allocated: measured at 48 blocks (int8, 24 swapped, 1024 video + 171 audio tokens, H100), the graph runs
-#: reserved 21.25-21.41 GB against 12.16 GB allocated at their steady peak, and the same run compiled without graphs
-#: 14.24 GB: 9.1-9.3 GB more, 0.19 GB a block. A flat 2 GB ran ``auto`` at 22 GB out of memory (H100 and H200).
+#: graphs. Measured at 48 blocks (int8, 24 swapped, 1024 video + 171 audio tokens, H100): the graph runs reserved
+#: 21.25-21.41 GB against 12.16 GB allocated at their steady peak, and the same run compiled without graphs 14.24 GB:
+#: 9.1-9.3 GB more, 0.19 GB a block. Where it sits (the graphs' private pool is the likely holder) is not measured yet:
+#: ``full_scale.py`` rows carry ``graph_pool_reserved_gb`` for that. A flat 2 GB ran ``auto`` at 22 GB out of memory
+#: (H100 and H200).
 GRAPHS_RESERVE_GB_PER_BLOCK = 0.2
 
 
