@@ -374,3 +374,29 @@ def test_the_stop_message_names_the_newest_complete_pair_and_the_resume_line(tmp
         f"    load_checkpoint: {folder}",
         "and run `ltx-trainer train c.yaml` again.",
     ]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_cli_drops_bitsandbytes_hub_kernel_warning_and_keeps_its_other_messages(
+    verbose: bool, fresh_pm: pluggy.PluginManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging  # noqa: PLC0415
+
+    bnb_logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    saved = list(bnb_logger.filters)
+    try:
+        code, _ = _invoke(*(["-v"] if verbose else []), "strategies")
+        assert code == 0
+        with caplog.at_level(logging.WARNING, logger=bnb_logger.name):
+            # The message exactly as bitsandbytes 0.50 logs it, with its %s argument.
+            bnb_logger.warning(
+                "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+                "`pip install kernels` and the kernels >= 0.11.1",
+                ModuleNotFoundError("No module named 'kernels'"),
+            )
+            bnb_logger.warning("some other bitsandbytes warning")
+        messages = [r.getMessage() for r in caplog.records if r.name == bnb_logger.name]
+        assert "some other bitsandbytes warning" in messages
+        assert any("gemm_4bit_forward" in m for m in messages) == verbose, messages
+    finally:
+        bnb_logger.filters[:] = saved

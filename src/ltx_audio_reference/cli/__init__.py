@@ -28,12 +28,31 @@ console = Console()
 _HELP = "LTX-2 training with plugins: the stock ltx-trainer runner plus registered strategies and hooks."
 
 
+#: bitsandbytes (an ltx-trainer dependency) warns on every import on CPUs with AVX512-BF16 that its 4-bit CPU kernel
+#: could not be fetched from the Hugging Face hub. Training never uses bitsandbytes' 4-bit CPU matmul, so the warning
+#: only alarms users; this drops that one message and nothing else from bitsandbytes (``-v`` keeps it).
+_BNB_CPU_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
+_BNB_CPU_KERNEL_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+def _drop_bnb_cpu_kernel_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_BNB_CPU_KERNEL_MESSAGE)
+
+
+def _quiet_third_party_logs() -> None:
+    bnb_logger = logging.getLogger(_BNB_CPU_KERNEL_LOGGER)
+    if _drop_bnb_cpu_kernel_warning not in bnb_logger.filters:
+        bnb_logger.addFilter(_drop_bnb_cpu_kernel_warning)
+
+
 def _setup_logging(verbose: bool) -> None:
     package_logger = logging.getLogger("ltx_audio_reference")
     if not any(isinstance(h, RichHandler) for h in package_logger.handlers):
         package_logger.addHandler(RichHandler(show_time=False, show_path=False, markup=False))
         package_logger.propagate = False
     package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        _quiet_third_party_logs()
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
