@@ -384,6 +384,7 @@ def test_the_cli_drops_bitsandbytes_hub_kernel_warning_and_keeps_its_other_messa
 
     bnb_logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
     saved = list(bnb_logger.filters)
+    bnb_logger.filters.clear()  # earlier CLI invocations in this process installed the filter
     try:
         code, _ = _invoke(*(["-v"] if verbose else []), "strategies")
         assert code == 0
