@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pluggy
@@ -380,8 +381,6 @@ def test_the_stop_message_names_the_newest_complete_pair_and_the_resume_line(tmp
 def test_the_cli_drops_bitsandbytes_hub_kernel_warning_and_keeps_its_other_messages(
     verbose: bool, fresh_pm: pluggy.PluginManager, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import logging  # noqa: PLC0415
-
     bnb_logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
     saved = list(bnb_logger.filters)
     bnb_logger.filters.clear()  # earlier CLI invocations in this process installed the filter
