@@ -110,7 +110,8 @@ class SwapEstimate:
     Attributes:
         blocks: The blocks swapped (the engine's spread).
         pin_memory: Whether their host copies are page-locked.
-        plan: The VRAM estimate (fixed bytes: the model's non-block parts; LoRA and its optimizer state not included).
+        plan: The VRAM estimate (fixed bytes: the model's non-block parts; LoRA, its optimizer state and the text
+            connectors not included).
         problem: Why ``auto`` found no fit (then every block is counted as swapped).
     """
 
@@ -329,7 +330,10 @@ class ConfigMemory:
             f"{_gb(h.page_cache_bytes)} GB of page cache for the checkpoint (reclaimable){have}"
         ]
         if self.swap is not None:
-            lines.append(f"GPU memory: block swap {self.swap.plan.describe()}, before LoRA and its optimizer state")
+            lines.append(
+                f"GPU memory: block swap {self.swap.plan.describe()}, before LoRA, its optimizer state and the text "
+                "connectors (training plans with them: auto may swap a few blocks more)"
+            )
             if self.swap.problem:
                 lines.append(f"GPU memory: {self.swap.problem}")
         elif self.resident_bytes:
