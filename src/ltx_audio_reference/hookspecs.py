@@ -86,6 +86,8 @@ def configure_lora(context: LoraContext) -> None:
     """Adjust the LoRA target modules before peft wraps the model.
 
     :param context: the trainer config, the strategy, the unwrapped model and the mutable ``target_modules`` list.
+        The memory estimates (``check``, the streamed load's plan) also call it, on the transformer built on the meta
+        device and with ``strategy`` None: read the config, not the strategy object.
     """
 
 

@@ -301,6 +301,24 @@ class LoraContext:
     target_modules: list[str]
 
 
+def lora_target_modules(hook: Any, config: Any, model: torch.nn.Module, strategy: Any = None) -> list[str]:  # noqa: ANN401
+    """The modules LoRA wraps in ``model``: ``config.lora.target_modules`` as the ``configure_lora`` hooks set them.
+
+    The bridge asks before peft wraps the model. The memory estimates ask about the transformer built on the meta
+    device, before the trainer exists (``strategy`` is None then).
+
+    Args:
+        hook: The plugin manager's hook relay (``pm.hook``).
+        config: The trainer config (``lora.target_modules``; a strategy's hook may read its own section).
+        model: The unwrapped transformer (on any device, the meta device included).
+        strategy: The training strategy object, where one exists.
+    """
+    targets = list(config.lora.target_modules)
+    context = LoraContext(config=config, strategy=strategy, model=model, target_modules=targets)
+    hook.configure_lora(context=context)
+    return context.target_modules
+
+
 @dataclass
 class ModelContext:
     """Mutable context of the ``configure_model`` hook."""

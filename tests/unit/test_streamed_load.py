@@ -443,6 +443,66 @@ def test_the_swap_plan_and_the_host_blocks_follow_the_config(checkpoint: Path) -
     assert "is too small" in (tight.problem or "")
 
 
+def test_the_plan_counts_lora_as_peft_makes_it_and_the_connectors_as_ltx_core_builds_them(checkpoint: Path) -> None:
+    """The engine plans with LoRA (x4: gradients, AdamW's moments) and the text connectors already on the GPU; the
+    estimate before loading (``check``, the streamed load's host blocks) must count the same bytes."""
+    import functools  # noqa: PLC0415
+
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+
+    from ltx_audio_reference.blockswap.config import TRAINABLE_OVERHEAD  # noqa: PLC0415
+    from ltx_audio_reference.plugins import get_plugin_manager  # noqa: PLC0415
+    from ltx_audio_reference.registry import lora_target_modules  # noqa: PLC0415
+    from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig  # noqa: PLC0415
+    from ltx_audio_reference.testing.tiny_model import build_tiny_model, tiny_checkpoint_config  # noqa: PLC0415
+    from ltx_core.text_encoders.gemma.embeddings_connector import (  # noqa: PLC0415
+        AudioEmbeddings1DConnectorConfigurator,
+        Embeddings1DConnectorConfigurator,
+    )
+
+    hook = get_plugin_manager().hook
+    config = _config(block_swap_blocks=2)
+    config.lora = SimpleNamespace(rank=4, target_modules=["to_q"])  # the preset replaces the stock targets
+    config.training_strategy = AudioReferenceConfig(name="audio_reference", lora_preset="audio")
+    backend = get_backend("int8")
+    counted = memory.estimate_config(
+        config, checkpoint, backend, cuda=True, lora_targets=functools.partial(lora_target_modules, hook, config)
+    )
+    bare = memory.estimate_config(config, checkpoint, backend, cuda=True)
+    assert counted.swap is not None
+    assert bare.swap is not None
+
+    # LoRA: what peft really adds to the model, with the targets the strategy's configure_lora hook sets.
+    model = build_tiny_model(NUM_LAYERS, dtype=torch.bfloat16)
+    targets = lora_target_modules(hook, config, model)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=4, target_modules=targets))
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    extras = counted.swap.extras
+    assert extras.lora_modules == 10 * NUM_LAYERS  # the audio preset: 10 Linear layers a block
+    assert extras.lora_bytes == sum(p.numel() * p.element_size() for p in trainable)
+    # The connectors: ltx-core's own modules for the checkpoint's config, at bf16 as ltx-trainer loads them.
+    expected = 0
+    for configurator in (Embeddings1DConnectorConfigurator, AudioEmbeddings1DConnectorConfigurator):
+        checkpoint_config = tiny_checkpoint_config(NUM_LAYERS)
+        with torch.device("meta"):  # ltx-core 1.2 configurators read the metadata, 1.0 ones its config entry
+            module = (
+                configurator.from_metadata({"config": checkpoint_config})
+                if hasattr(configurator, "from_metadata")
+                else configurator.from_config(checkpoint_config)
+            )
+        expected += sum(t.numel() * 2 for t in module.to(torch.bfloat16).state_dict().values())
+    assert extras.connector_bytes == expected > 0
+
+    # Both go into the plan's fixed bytes, and the check line names them.
+    neither = memory.estimate_swap(config, memory.checkpoint_sizes(checkpoint, backend))
+    assert neither is not None
+    added = counted.swap.plan.estimated_peak_bytes - neither.plan.estimated_peak_bytes
+    assert added == TRAINABLE_OVERHEAD * extras.lora_bytes + extras.connector_bytes
+    assert bare.swap.extras == memory.TrainingExtras(connector_bytes=extras.connector_bytes)  # LoRA unknown
+    assert f"counting LoRA ({10 * NUM_LAYERS} modules:" in counted.lines()[1]
+    assert "but not LoRA (its targets are unknown here)" in bare.lines()[1]
+
+
 def test_auto_sizing_sets_more_vram_aside_for_cuda_graphs_and_a_fixed_count_does_not() -> None:
     from ltx_audio_reference.blockswap.config import GB, planned_reserve_bytes  # noqa: PLC0415
 

@@ -30,6 +30,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 logger = logging.getLogger(__name__)
 
 GB = 1e9
+#: GPU bytes per byte of trainable (LoRA) weights: the weights, their gradients and AdamW's two moments.
+TRAINABLE_OVERHEAD = 4
 
 # Quantizations whose CUDA form equals the host form (optimum-quanto 8-bit QBytes tensors). int4/int2 weights are
 # repacked for CUDA kernels when they move to the GPU, so streaming their host packing would not match residency.
@@ -421,6 +423,7 @@ def num_blocks_from_checkpoint(path: str | Path) -> int | None:
 __all__ = [
     "GRAPHS_RESERVE_GB_PER_BLOCK",
     "SWAPPABLE_QUANTIZATIONS",
+    "TRAINABLE_OVERHEAD",
     "BlockCount",
     "BlockSwapConfig",
     "SwapPlan",

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from ltx_audio_reference.blockswap.config import (
     GB,
+    TRAINABLE_OVERHEAD,
     BlockCount,
     BlockSwapConfig,
     estimate_peak,
@@ -40,9 +41,6 @@ logger = logging.getLogger(__name__)
 PLUGIN_NAME = "block_swap"
 NOTES_KEY = "block_swap"
 COMPILE_NOTES_KEY = "compile_blocks"
-
-# AdamW keeps two moments per trainable parameter, plus its gradient: 3 extra copies of the LoRA weights.
-_TRAINABLE_OVERHEAD = 4
 
 
 @hookimpl
@@ -233,7 +231,7 @@ def setup_block_swap(
     # The streamed load puts the resident parts on the GPU before this runs: they are counted above and in the plan,
     # so they are taken out of what is already allocated.
     on_device = tensor_bytes([t for t in (*model.parameters(), *model.buffers()) if t.device.type == device.type])
-    fixed = max(allocated - on_device, 0) + non_block + _TRAINABLE_OVERHEAD * tensor_bytes(trainable)
+    fixed = max(allocated - on_device, 0) + non_block + TRAINABLE_OVERHEAD * tensor_bytes(trainable)
     reserve = planned_reserve_bytes(swap, cuda_graphs, len(blocks))
     if swap.is_auto:
         assert swap.max_vram_gb is not None

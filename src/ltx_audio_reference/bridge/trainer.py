@@ -17,7 +17,7 @@ from ltx_audio_reference.bridge.ranks import is_global_main_process
 from ltx_audio_reference.bridge.state import Installation, trainer_parts
 from ltx_audio_reference.data.check import check_strategy_data
 from ltx_audio_reference.errors import ConfigurationError, NonFiniteError
-from ltx_audio_reference.registry import LoraContext, ModelContext, TrainStepContext
+from ltx_audio_reference.registry import ModelContext, TrainStepContext, lora_target_modules
 from ltx_audio_reference.reliability import determinism, guards, preflight
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,10 @@ def install_streamed_load(installation: Installation) -> None:
         backend = backends.get(config.acceleration.quantization)
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         target = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-        host_blocks = memory.planned_host_blocks(config, checkpoint_path, backend) if target.type == "cuda" else ()
+        targets = functools.partial(lora_target_modules, installation.pm.hook, config)
+        host_blocks = (
+            memory.planned_host_blocks(config, checkpoint_path, backend, targets) if target.type == "cuda" else ()
+        )
         plan = stream.LoadPlan(device=target, host_blocks=frozenset(host_blocks), dtype=dtype)
         return stream.load_transformer_streamed(
             checkpoint_path,
@@ -187,16 +190,10 @@ def install_trainer_hooks(installation: Installation) -> None:
 
     @functools.wraps(stock["_setup_lora"])
     def _setup_lora(self: Any) -> None:  # noqa: ANN401
-        context = LoraContext(
-            config=self._config,
-            strategy=self._training_strategy,
-            model=self._transformer,
-            target_modules=list(self._config.lora.target_modules),
-        )
-        hook.configure_lora(context=context)
-        if context.target_modules != list(self._config.lora.target_modules):
-            logger.info("LoRA targets: %d modules (set by plugins)", len(context.target_modules))
-            self._config.lora = self._config.lora.model_copy(update={"target_modules": context.target_modules})
+        targets = lora_target_modules(hook, self._config, self._transformer, self._training_strategy)
+        if targets != list(self._config.lora.target_modules):
+            logger.info("LoRA targets: %d modules (set by plugins)", len(targets))
+            self._config.lora = self._config.lora.model_copy(update={"target_modules": targets})
         # peft draws lora_A from the global RNG long before train() seeds it, so the initial LoRA would depend on
         # whatever ran first in the process. Seed it from config.seed, in a forked stream that training never sees.
         with torch.random.fork_rng(devices=[]):

@@ -10,6 +10,7 @@ hidden folder that is removed at once).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +149,7 @@ def check_config(
         strategy_config = _with_trainer(data, pm, report, config_dir)
     else:
         strategy_config = _without_trainer(data, registry, report, config_dir)
-    report.notes.extend(memory_notes(data, report.config, pm))
+    report.notes.extend(memory_notes(data, report.config, pm, strategy_config))
 
     data_section = data.get("data")
     root = data_section.get("preprocessed_data_root") if isinstance(data_section, dict) else None
@@ -177,8 +178,9 @@ def check_config(
     return report
 
 
-def _config_view(data: dict[str, Any]) -> Any:  # noqa: ANN401
-    """The sections the memory estimate reads, from the raw YAML (without ltx-trainer to parse it)."""
+def _config_view(data: dict[str, Any], strategy: Any) -> Any:  # noqa: ANN401
+    """The sections the memory estimate reads, from the raw YAML (without ltx-trainer to parse it), with the
+    strategy's own section as its registered config class parsed it (None where it did not parse)."""
     from types import SimpleNamespace  # noqa: PLC0415
 
     from ltx_audio_reference.blockswap.config import BlockSwapConfig  # noqa: PLC0415
@@ -192,16 +194,24 @@ def _config_view(data: dict[str, Any]) -> Any:  # noqa: ANN401
         model=SimpleNamespace(**{"training_mode": "lora", **section("model")}),
         acceleration=SimpleNamespace(**{"quantization": None, **section("acceleration")}),
         block_swap=BlockSwapConfig(**swap) if swap else None,
+        lora=SimpleNamespace(**{"target_modules": [], **section("lora")}) if "lora" in data else None,
+        training_strategy=strategy,
     )
 
 
-def memory_notes(data: dict[str, Any], config: Any, pm: pluggy.PluginManager) -> list[str]:  # noqa: ANN401
+def memory_notes(
+    data: dict[str, Any],
+    config: Any,  # noqa: ANN401
+    pm: pluggy.PluginManager,
+    strategy: Any = None,  # noqa: ANN401
+) -> list[str]:
     """The host- and GPU-memory estimates of a config (lines for ``check``), read from the checkpoint's header.
 
     Args:
         data: The raw config.
         config: The parsed ``LtxTrainerConfig``, or None (the raw sections are read then).
-        pm: The plugin manager (for the quantization backends).
+        pm: The plugin manager (for the quantization backends and the LoRA targets).
+        strategy: The parsed strategy section, for the raw view (its ``lora_preset`` sets the LoRA targets).
     """
     model = data.get("model")
     path = model.get("model_path") if isinstance(model, dict) else None
@@ -211,14 +221,17 @@ def memory_notes(data: dict[str, Any], config: Any, pm: pluggy.PluginManager) ->
 
     from ltx_audio_reference.plugins import collect  # noqa: PLC0415
     from ltx_audio_reference.quantization import memory  # noqa: PLC0415
-    from ltx_audio_reference.registry import QuantizationRegistry  # noqa: PLC0415
+    from ltx_audio_reference.registry import QuantizationRegistry, lora_target_modules  # noqa: PLC0415
 
     try:
-        view = config if config is not None else _config_view(data)
+        view = config if config is not None else _config_view(data, strategy)
         name = view.acceleration.quantization
         backend = collect(QuantizationRegistry, pm).get(name) if name else None
         checkpoint = Path(str(path)).expanduser()
-        estimate = memory.estimate_config(view, checkpoint, backend, cuda=torch.cuda.is_available())
+        targets = functools.partial(lora_target_modules, pm.hook, view)
+        estimate = memory.estimate_config(
+            view, checkpoint, backend, cuda=torch.cuda.is_available(), lora_targets=targets
+        )
     except Exception as e:  # the estimate is advice: a checkpoint it cannot size must not fail the check
         logger.debug("Memory estimate failed", exc_info=True)
         return [f"memory estimate unavailable: {type(e).__name__}: {e}"]

@@ -16,14 +16,18 @@ measure host memory. They return bytes, and an empty result (or None) where the 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ltx_audio_reference.blockswap.config import (
     GB,
+    TRAINABLE_OVERHEAD,
     SwapPlan,
     estimate_peak,
     plan_auto,
@@ -40,7 +44,7 @@ from ltx_audio_reference.quantization.stream import (
     part_module,
     source_keys,
 )
-from ltx_audio_reference.quantization.tensorfile import read_header
+from ltx_audio_reference.quantization.tensorfile import Header, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,19 @@ logger = logging.getLogger(__name__)
 #: text connectors. Measured about 1.7 GB on the full-scale benchmark's main process; 3 GB leaves room for the data
 #: loader's workers.
 BASELINE_BYTES = 3 * 10**9
+
+#: The text connectors' keys in a transformer checkpoint (ltx-core's ``EMBEDDINGS_PROCESSOR_KEY_OPS``, and the
+#: video-only variant). ltx-trainer loads them onto the training GPU, in bf16, before the model is placed
+#: (``LtxvTrainer._load_models``); they stay there, frozen, through training.
+CONNECTOR_PREFIXES = tuple(
+    f"model.diffusion_model.{name}_connector." for name in ("video_embeddings", "audio_embeddings", "embeddings")
+)
+#: Bytes per LoRA weight: peft keeps adapter weights in float32 (``autocast_adapter_dtype``) on a bf16 or int8 model.
+LORA_ITEMSIZE = 4
+
+#: ``model -> target module names``: how a config's LoRA targets resolve on the meta model
+#: (:func:`~ltx_audio_reference.registry.lora_target_modules` bound to a hook and a config).
+LoraTargets = Callable[[nn.Module], Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,13 @@ def checkpoint_sizes(
     checkpoint: Path | str, backend: QuantizationBackend | None, dtype: torch.dtype = torch.bfloat16
 ) -> list[PartSize]:
     """Every part's bytes for ``checkpoint`` trained with ``backend`` (None: unquantized)."""
+    return _sized(checkpoint, backend, dtype)[0]
+
+
+def _sized(
+    checkpoint: Path | str, backend: QuantizationBackend | None, dtype: torch.dtype = torch.bfloat16
+) -> tuple[list[PartSize], nn.Module, Header]:
+    """:func:`checkpoint_sizes`, with the meta model and the header it read."""
     header = read_header(Path(checkpoint))
     model, sd_ops = meta_transformer(Path(checkpoint), header)
     parts = model_parts(model)
@@ -100,7 +124,66 @@ def checkpoint_sizes(
         loaded, trained = part_bytes(model, part, backend, dtype)
         source = sum(header.tensors[k].nbytes for k in sources[part.name].values())
         sizes.append(PartSize(part, source, loaded, trained))
-    return sizes
+    return sizes, model, header
+
+
+@dataclass(frozen=True)
+class TrainingExtras:
+    """What training keeps on the GPU beside the transformer's parts, which block swap plans around.
+
+    Attributes:
+        lora_modules: The Linear layers LoRA wraps (None when the targets are unknown: LoRA is not counted).
+        lora_bytes: Their LoRA weights (float32).
+        connector_bytes: ltx-trainer's text connectors (bf16).
+    """
+
+    lora_modules: int | None = None
+    lora_bytes: int = 0
+    connector_bytes: int = 0
+
+    @property
+    def fixed_bytes(self) -> int:
+        """Their share of the plan's fixed bytes: LoRA with its gradients and AdamW's moments, and the connectors."""
+        return TRAINABLE_OVERHEAD * self.lora_bytes + self.connector_bytes
+
+
+def connector_bytes(header: Header, dtype: torch.dtype = torch.bfloat16) -> int:
+    """The text connectors' bytes as ltx-trainer loads them (``dtype``), from the checkpoint's header."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return sum(
+        math.prod(info.shape) * (itemsize if info.dtype.is_floating_point else info.dtype.itemsize)
+        for name, info in header.tensors.items()
+        if name.startswith(CONNECTOR_PREFIXES)
+    )
+
+
+def lora_bytes(model: nn.Module, targets: Sequence[str], rank: int) -> tuple[int, int]:
+    """``(modules, bytes)`` of a rank-``rank`` LoRA on ``targets``, matched by peft's own rule (a name, or a suffix
+    after a dot), on any model: the meta model included. Each wrapped Linear gets ``A`` (rank x in) and ``B``
+    (out x rank) in float32."""
+    from peft import LoraConfig  # noqa: PLC0415 - peft loads only where LoRA is sized
+    from peft.tuners.tuners_utils import check_target_module_exists  # noqa: PLC0415
+
+    config = LoraConfig(r=rank, target_modules=list(targets))
+    modules = nbytes = 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and check_target_module_exists(config, name):
+            modules += 1
+            nbytes += rank * (module.in_features + module.out_features) * LORA_ITEMSIZE
+    return modules, nbytes
+
+
+def training_extras(
+    config: object, model: nn.Module, header: Header, lora_targets: LoraTargets | None
+) -> TrainingExtras:
+    """The LoRA (where ``lora_targets`` is given and the config trains one) and the connectors of a config."""
+    lora: Any = getattr(config, "lora", None)
+    rank = getattr(lora, "rank", None)
+    mode = getattr(getattr(config, "model", None), "training_mode", "lora")
+    if lora_targets is None or not rank or mode != "lora":
+        return TrainingExtras(connector_bytes=connector_bytes(header))
+    modules, nbytes = lora_bytes(model, lora_targets(model), int(rank))
+    return TrainingExtras(modules, nbytes, connector_bytes(header))
 
 
 @dataclass(frozen=True)
@@ -110,20 +193,29 @@ class SwapEstimate:
     Attributes:
         blocks: The blocks swapped (the engine's spread).
         pin_memory: Whether their host copies are page-locked.
-        plan: The VRAM estimate (fixed bytes: the model's non-block parts; LoRA, its optimizer state and the text
-            connectors not included).
+        plan: The VRAM estimate. Its fixed bytes: the model's non-block parts plus ``extras``.
+        extras: What training adds to the fixed bytes (LoRA with its gradients and optimizer state, the text
+            connectors), as the engine counts them once the model is loaded.
         problem: Why ``auto`` found no fit (then every block is counted as swapped).
     """
 
     blocks: list[int]
     pin_memory: bool
     plan: SwapPlan
+    extras: TrainingExtras = TrainingExtras()
     problem: str | None = None
 
 
-def estimate_swap(config: object, sizes: list[PartSize]) -> SwapEstimate | None:
+def estimate_swap(config: object, sizes: list[PartSize], extras: TrainingExtras | None = None) -> SwapEstimate | None:
     """The swap plan of a trainer config (duck-typed: ``block_swap``, ``acceleration.block_swap_blocks``), or None
-    when block swap is off or its settings are invalid (``validate_config`` reports those)."""
+    when block swap is off or its settings are invalid (``validate_config`` reports those).
+
+    Args:
+        config: The trainer config.
+        sizes: Its checkpoint's parts (:func:`checkpoint_sizes`).
+        extras: LoRA and the connectors (:func:`training_extras`); None counts neither.
+    """
+    extras = extras or TrainingExtras()
     try:
         swap = resolve_block_swap(config)
     except ValueError:
@@ -131,20 +223,20 @@ def estimate_swap(config: object, sizes: list[PartSize]) -> SwapEstimate | None:
     if swap is None:
         return None
     blocks = [s.trained_bytes for s in sizes if s.part.block is not None]
-    fixed = sum(s.trained_bytes for s in sizes if s.part.block is None)
+    fixed = sum(s.trained_bytes for s in sizes if s.part.block is None) + extras.fixed_bytes
     acceleration = getattr(config, "acceleration", None)
     graphs = bool(getattr(acceleration, "compile_blocks", False) and getattr(acceleration, "cuda_graphs", False))
     reserve = planned_reserve_bytes(swap, graphs, len(blocks))
     if not swap.is_auto:
         count = min(int(swap.blocks_to_swap), len(blocks))
         plan = estimate_peak(blocks, count, fixed, swap.prefetch, reserve)
-        return SwapEstimate(spread_blocks(len(blocks), count), swap.pin_memory, plan)
+        return SwapEstimate(spread_blocks(len(blocks), count), swap.pin_memory, plan, extras)
     assert swap.max_vram_gb is not None
     budget = int(swap.max_vram_gb * GB)
     for count in range(len(blocks) + 1):  # plan_auto's search, without its log line (this is only an estimate)
         plan = estimate_peak(blocks, count, fixed, swap.prefetch, reserve)
         if plan.estimated_peak_bytes <= budget:
-            return SwapEstimate(spread_blocks(len(blocks), count), swap.pin_memory, plan)
+            return SwapEstimate(spread_blocks(len(blocks), count), swap.pin_memory, plan, extras)
     try:
         plan_auto(blocks, fixed, budget, swap.prefetch, reserve)
     except ValueError as e:
@@ -152,7 +244,7 @@ def estimate_swap(config: object, sizes: list[PartSize]) -> SwapEstimate | None:
     else:  # pragma: no cover - the loop above found no fit, so plan_auto cannot either
         problem = None
     plan = estimate_peak(blocks, len(blocks), fixed, swap.prefetch, reserve)
-    return SwapEstimate(list(range(len(blocks))), swap.pin_memory, plan, problem)
+    return SwapEstimate(list(range(len(blocks))), swap.pin_memory, plan, extras, problem)
 
 
 @dataclass(frozen=True)
@@ -330,10 +422,14 @@ class ConfigMemory:
             f"{_gb(h.page_cache_bytes)} GB of page cache for the checkpoint (reclaimable){have}"
         ]
         if self.swap is not None:
-            lines.append(
-                f"GPU memory: block swap {self.swap.plan.describe()}, before LoRA, its optimizer state and the text "
-                "connectors (training plans with them: auto may swap a few blocks more)"
+            x = self.swap.extras
+            counted = (
+                f"the text connectors ({_gb(x.connector_bytes)} GB) but not LoRA (its targets are unknown here)"
+                if x.lora_modules is None
+                else f"LoRA ({x.lora_modules} modules: {_gb(TRAINABLE_OVERHEAD * x.lora_bytes)} GB with its gradients "
+                f"and optimizer state) and the text connectors ({_gb(x.connector_bytes)} GB)"
             )
+            lines.append(f"GPU memory: block swap {self.swap.plan.describe()}, counting {counted}")
             if self.swap.problem:
                 lines.append(f"GPU memory: {self.swap.problem}")
         elif self.resident_bytes:
@@ -379,49 +475,65 @@ def streams(config: object) -> bool:
 
 
 def estimate_config(
-    config: object, checkpoint: Path | str, backend: QuantizationBackend | None, *, cuda: bool
+    config: object,
+    checkpoint: Path | str,
+    backend: QuantizationBackend | None,
+    *,
+    cuda: bool,
+    lora_targets: LoraTargets | None = None,
 ) -> ConfigMemory:
     """Estimate the host and GPU memory of a trainer config (duck-typed) without loading the model.
 
     Args:
-        config: The trainer config (``model.training_mode``, ``acceleration``, ``block_swap``).
+        config: The trainer config (``model.training_mode``, ``acceleration``, ``block_swap``, ``lora.rank``).
         checkpoint: Its transformer checkpoint (``model.model_path``).
         backend: The backend ``acceleration.quantization`` names, or None.
         cuda: Whether training runs on a GPU.
+        lora_targets: How the config's LoRA targets resolve on the model (None: LoRA is not counted).
     """
-    sizes = checkpoint_sizes(checkpoint, backend)
-    swap = estimate_swap(config, sizes) if cuda else None
+    sizes, model, header = _sized(checkpoint, backend)
+    swap = estimate_swap(config, sizes, training_extras(config, model, header, lora_targets)) if cuda else None
     host = estimate_host_memory(sizes, quantized=backend is not None, streamed=streams(config), cuda=cuda, swap=swap)
     limit, origin = host_memory_limit()
     resident = sum(s.trained_bytes for s in sizes) if cuda and swap is None else 0
     return ConfigMemory(host=host, swap=swap, resident_bytes=resident, limit_bytes=limit, limit_origin=origin)
 
 
-def planned_host_blocks(config: object, checkpoint: Path | str, backend: QuantizationBackend) -> frozenset[int]:
+def planned_host_blocks(
+    config: object, checkpoint: Path | str, backend: QuantizationBackend, lora_targets: LoraTargets | None = None
+) -> frozenset[int]:
     """The blocks the streamed load leaves in host memory: those block swap will stream, as planned from the config.
 
-    The engine sizes ``auto`` again once LoRA is attached, from measured bytes; it copes with any difference (it copies
+    The plan counts what the engine counts once LoRA is attached (:func:`training_extras`), so both agree where the
+    estimate is exact. The engine sizes ``auto`` again from measured bytes and copes with any difference (it copies
     each swapped block from wherever it is, and moves the others to the GPU).
     """
-    swap = estimate_swap(config, checkpoint_sizes(checkpoint, backend))
+    sizes, model, header = _sized(checkpoint, backend)
+    swap = estimate_swap(config, sizes, training_extras(config, model, header, lora_targets))
     return frozenset(swap.blocks) if swap is not None else frozenset()
 
 
 __all__ = [
     "BASELINE_BYTES",
+    "CONNECTOR_PREFIXES",
     "ConfigMemory",
     "HostMemoryEstimate",
+    "LoraTargets",
     "PartSize",
     "SwapEstimate",
+    "TrainingExtras",
     "cgroup_dir",
     "checkpoint_sizes",
+    "connector_bytes",
     "estimate_config",
     "estimate_host_memory",
     "estimate_swap",
     "host_memory_limit",
+    "lora_bytes",
     "part_bytes",
     "planned_host_blocks",
     "private_bytes",
     "process_memory",
     "streams",
+    "training_extras",
 ]
