@@ -664,3 +664,53 @@ def test_block_swap_takes_each_streamed_part_as_its_host_copy_and_trains_the_sam
         assert engine.stats.loads > 0
         assert torch.equal(loss, expected_loss)
         assert all(torch.equal(a, b) for a, b in zip(grads, expected_grads, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("row", "quantization", "settings"),
+    [
+        ("int8w_auto22_graphs_cold@r101", "int8", {"compile_blocks": True, "cuda_graphs": True}),
+        ("int8_swap24_compiled_stockload@r101", "int8-quanto", {"compile_blocks": True, "block_swap_blocks": 24}),
+    ],
+)
+def test_check_plans_the_full_scale_seed_recipe_as_training_logged_it_on_an_h100(
+    tmp_path: Path, row: str, quantization: str, settings: dict[str, object]
+) -> None:
+    """``check``'s view of the seed recipe on the 48-block full-width checkpoint (header only: the estimate reads no
+    tensor) gives the plan that block swap logged when the same run trained (benchmarks/results, round 10)."""
+    import yaml  # noqa: PLC0415
+
+    from ltx_audio_reference.cli.check import _config_view  # noqa: PLC0415
+    from ltx_audio_reference.plugins import get_plugin_manager  # noqa: PLC0415
+    from ltx_audio_reference.registry import lora_target_modules  # noqa: PLC0415
+    from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig  # noqa: PLC0415
+    from ltx_audio_reference.testing.tiny_model import FULL_WIDTH_OVERRIDES  # noqa: PLC0415
+
+    repo = Path(__file__).resolve().parents[2]
+    logged = next(
+        r
+        for r in json.loads((repo / "benchmarks/results/full_scale_h100.json").read_text())["rows"]
+        if r["name"] == row
+    )
+    checkpoint = write_tiny_checkpoint(
+        tmp_path / "full.safetensors", 48, overrides=FULL_WIDTH_OVERRIDES, dtype=torch.bfloat16, header_only=True
+    )
+    assert checkpoint.stat().st_blocks * 512 < 10**7  # a hole, not 38 GB
+    data = yaml.safe_load((repo / "configs/helium_audio_reference.yaml").read_text())
+    data["model"]["model_path"] = str(checkpoint)
+    data["acceleration"] = {"mixed_precision_mode": "bf16", "quantization": quantization, **settings}  # as the runs
+    if "block_swap_blocks" not in settings:  # the auto22 arms (benchmarks/full_scale.py)
+        data["block_swap"] = {"blocks_to_swap": "auto", "max_vram_gb": 22}
+    view = _config_view(data, AudioReferenceConfig.model_validate(data["training_strategy"]))
+    hook = get_plugin_manager().hook
+    estimate = memory.estimate_config(
+        view,
+        checkpoint,
+        get_backend(quantization),
+        cuda=True,
+        lora_targets=lambda model: lora_target_modules(hook, view, model),
+    )
+    assert estimate.swap is not None
+    assert estimate.swap.extras.lora_modules == 480  # 960 tensors
+    assert estimate.swap.plan.blocks_to_swap == logged["planned_swapped"]
+    assert round(estimate.swap.plan.estimated_peak_bytes / 1e9, 2) == logged["planned_peak_gb"]

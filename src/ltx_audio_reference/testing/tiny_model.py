@@ -192,6 +192,7 @@ def write_tiny_checkpoint(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     components: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+    header_only: bool = False,
 ) -> Path:
     """Write an LTX-2 checkpoint that the stock ltx-trainer 1.2.0 loads, one tensor at a time.
 
@@ -214,6 +215,9 @@ def write_tiny_checkpoint(
         components: ``(tensors, config_sections)`` of further models to store in the same file, each tensor in its
             own dtype, e.g. :func:`~ltx_audio_reference.testing.tiny_assets.tiny_vae_tensors`' VAEs and vocoder (a
             complete monolith, as published LTX-2 checkpoints are).
+        header_only: Write the header and leave the data a hole of the right size (a sparse file: no disk, no
+            drawing), for what reads only the header: ``check``'s memory estimates of a full-scale model in a second.
+            Its tensors read as zeros.
 
     Returns:
         ``path``.
@@ -275,7 +279,9 @@ def write_tiny_checkpoint(
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
         f.write(len(encoded).to_bytes(8, "little"))
         f.write(encoded)
-        for key, shape in layout:
+        if header_only:
+            f.truncate(8 + len(encoded) + offset)
+        for key, shape in [] if header_only else layout:
             if key in small:
                 value = small[key]
             else:
@@ -283,12 +289,13 @@ def write_tiny_checkpoint(
                 value = _initial_value(name, shape, key=key, seed=seed, device=device).to(dtype)
             f.write(value.contiguous().cpu().view(torch.uint8).numpy().data)
     logger.info(
-        "Wrote LTX-2 checkpoint (%d blocks, %d tensors, %.2f GB, transformer in %s%s) to %s",
+        "Wrote LTX-2 checkpoint (%d blocks, %d tensors, %.2f GB, transformer in %s%s%s) to %s",
         num_layers,
         len(layout),
         offset / 1e9,
         str(dtype).removeprefix("torch."),
         f"; also {', '.join(sorted(sections))}" if sections else "",
+        "; header only" if header_only else "",
         path,
     )
     return path
