@@ -503,6 +503,25 @@ def test_the_plan_counts_lora_as_peft_makes_it_and_the_connectors_as_ltx_core_bu
     assert "but not LoRA (its targets are unknown here)" in bare.lines()[1]
 
 
+def test_a_lora_target_hook_that_fails_leaves_lora_out_of_the_estimate_with_a_warning(
+    checkpoint: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The streamed load plans its host blocks with this estimate: a hook that cannot answer on the meta model must
+    not stop the load (the engine plans again from measured bytes)."""
+    config = _config(block_swap_blocks=2)
+    config.lora = SimpleNamespace(rank=4, target_modules=["to_q"])
+
+    def broken(model: nn.Module) -> list[str]:
+        raise RuntimeError(f"needs real weights, got {next(model.parameters()).device}")
+
+    with caplog.at_level(logging.WARNING, logger=memory.__name__):
+        blocks = memory.planned_host_blocks(config, checkpoint, get_backend("int8"), broken)
+    assert blocks == set(spread_blocks(NUM_LAYERS, 2))
+    assert (
+        "leaves LoRA out: its targets could not be resolved (RuntimeError: needs real weights, got meta)" in caplog.text
+    )
+
+
 def test_auto_sizing_sets_more_vram_aside_for_cuda_graphs_and_a_fixed_count_does_not() -> None:
     from ltx_audio_reference.blockswap.config import GB, planned_reserve_bytes  # noqa: PLC0415
 

@@ -182,7 +182,14 @@ def training_extras(
     mode = getattr(getattr(config, "model", None), "training_mode", "lora")
     if lora_targets is None or not rank or mode != "lora":
         return TrainingExtras(connector_bytes=connector_bytes(header))
-    modules, nbytes = lora_bytes(model, lora_targets(model), int(rank))
+    try:
+        targets = lora_targets(model)
+    except Exception as e:  # an estimate: a plugin's hook that cannot answer here must not stop a load
+        logger.warning(
+            "The memory estimate leaves LoRA out: its targets could not be resolved (%s: %s)", type(e).__name__, e
+        )
+        return TrainingExtras(connector_bytes=connector_bytes(header))
+    modules, nbytes = lora_bytes(model, targets, int(rank))
     return TrainingExtras(modules, nbytes, connector_bytes(header))
 
 
