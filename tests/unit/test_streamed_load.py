@@ -454,7 +454,11 @@ def test_the_plan_counts_lora_as_peft_makes_it_and_the_connectors_as_ltx_core_bu
     from ltx_audio_reference.plugins import get_plugin_manager  # noqa: PLC0415
     from ltx_audio_reference.registry import lora_target_modules  # noqa: PLC0415
     from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig  # noqa: PLC0415
-    from ltx_audio_reference.testing.tiny_model import build_tiny_model, tiny_checkpoint_config  # noqa: PLC0415
+    from ltx_audio_reference.testing.tiny_model import (  # noqa: PLC0415
+        _instantiate,
+        build_tiny_model,
+        tiny_checkpoint_config,
+    )
     from ltx_core.text_encoders.gemma.embeddings_connector import (  # noqa: PLC0415
         AudioEmbeddings1DConnectorConfigurator,
         Embeddings1DConnectorConfigurator,
@@ -481,16 +485,11 @@ def test_the_plan_counts_lora_as_peft_makes_it_and_the_connectors_as_ltx_core_bu
     assert extras.lora_modules == 10 * NUM_LAYERS  # the audio preset: 10 Linear layers a block
     assert extras.lora_bytes == sum(p.numel() * p.element_size() for p in trainable)
     # The connectors: ltx-core's own modules for the checkpoint's config, at bf16 as ltx-trainer loads them.
-    expected = 0
-    for configurator in (Embeddings1DConnectorConfigurator, AudioEmbeddings1DConnectorConfigurator):
-        checkpoint_config = tiny_checkpoint_config(NUM_LAYERS)
-        with torch.device("meta"):  # ltx-core 1.2 configurators read the metadata, 1.0 ones its config entry
-            module = (
-                configurator.from_metadata({"config": checkpoint_config})
-                if hasattr(configurator, "from_metadata")
-                else configurator.from_config(checkpoint_config)
-            )
-        expected += sum(t.numel() * 2 for t in module.to(torch.bfloat16).state_dict().values())
+    expected = sum(
+        t.numel() * 2
+        for configurator in (Embeddings1DConnectorConfigurator, AudioEmbeddings1DConnectorConfigurator)
+        for t in _instantiate(configurator, tiny_checkpoint_config(NUM_LAYERS)).state_dict().values()
+    )
     assert extras.connector_bytes == expected > 0
 
     # Both go into the plan's fixed bytes, and the check line names them.

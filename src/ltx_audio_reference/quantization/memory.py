@@ -180,17 +180,18 @@ def training_extras(
     lora: Any = getattr(config, "lora", None)
     rank = getattr(lora, "rank", None)
     mode = getattr(getattr(config, "model", None), "training_mode", "lora")
+    connectors = connector_bytes(header)
     if lora_targets is None or not rank or mode != "lora":
-        return TrainingExtras(connector_bytes=connector_bytes(header))
+        return TrainingExtras(connector_bytes=connectors)
     try:
         targets = lora_targets(model)
     except Exception as e:  # an estimate: a plugin's hook that cannot answer here must not stop a load
         logger.warning(
             "The memory estimate leaves LoRA out: its targets could not be resolved (%s: %s)", type(e).__name__, e
         )
-        return TrainingExtras(connector_bytes=connector_bytes(header))
+        return TrainingExtras(connector_bytes=connectors)
     modules, nbytes = lora_bytes(model, targets, int(rank))
-    return TrainingExtras(modules, nbytes, connector_bytes(header))
+    return TrainingExtras(modules, nbytes, connectors)
 
 
 @dataclass(frozen=True)
