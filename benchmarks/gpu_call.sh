@@ -12,6 +12,7 @@
 #   BUDGET       seconds for the whole call (keep it under the device's per-call limit)
 #   TESTS        pytest node ids (select parametrizations by id: -k "not bf16" also deselects "..._within_bf16")
 #   TESTS_FIRST  1: tests before runs
+#   TT           the tests' limit in s (default: all the budget has left), so that runs after them keep their time
 #   NOFUSION     "--no-fusion" (default "") for the last run; earlier runs never check fusion
 #   WARMUP STEPS full_scale.py's --warmup/--steps (3/6)
 #   CB           benchmarks/compile_blocks.py arguments, run last with what is left
@@ -28,7 +29,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "setup done at $(( $(date +%s) - T0 )) s; code $(git rev-parse --short HEAD 2>/dev/null || echo ?)"
 do_tests() {
   [[ -z $TESTS ]] && return
-  local t=$(( $(left) - 10 )); (( t < 30 )) && { echo "no time for tests"; return; }
+  local t=$(( $(left) - 10 )); [[ -n ${TT:-} ]] && (( TT < t )) && t=$TT
+  (( t < 30 )) && { echo "no time for tests"; return; }
   echo "== tests (limit $t s) at $(( $(date +%s) - T0 )) s"
   timeout "$t" python3 -m pytest -v -p no:cacheprovider --durations=0 --junitxml="$OUT/junit_${OUTNAME%.json}.xml" $TESTS 2>&1 \
     | grep -v "^WARNING\|Warning" | tail -60

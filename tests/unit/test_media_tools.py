@@ -148,3 +148,24 @@ def test_build_dataset_without_pyav_names_the_fix_and_writes_nothing(
     assert "build-dataset needs tools that are missing" in output
     assert "PyAV is not installed" in output
     assert not output_dir.exists()
+
+
+def test_build_dataset_without_praat_and_matplotlib_names_both_packages_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("av", reason="the check names PyAV first when it is missing too")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "one.mp4").write_bytes(b"")  # never opened: the check comes first
+    monkeypatch.setitem(sys.modules, "parselmouth", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    output_dir = tmp_path / "dataset"
+    recipe = REPO / "recipes" / "helium" / "bounded.yaml"
+    code, output = _invoke("build-dataset", str(recipe), "--input", str(clips), "--output", str(output_dir))
+    assert code == 2, output
+    assert "build-dataset needs tools that are missing" in output
+    assert "praat-parselmouth (pitch) is not installed" in output
+    assert "pip install praat-parselmouth" in output
+    assert "matplotlib (report.png) is not installed" in output
+    assert "PyAV" not in output
+    assert not output_dir.exists()

@@ -24,6 +24,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ltx_audio_reference.data.media_tools import RECIPES_FIX
+
 if TYPE_CHECKING:
     from ltx_audio_reference.evaluation.lora_inspect import LoraDistance, LoraReport, ModuleNorms
 
@@ -62,7 +64,7 @@ _EVAL_SAFE = (
     "is done); sweep.json and sweep.png are written last, so they were not"
 )
 _EVAL_NEXT = "Free space (or make --out writable) and run the same eval again; it starts over."
-_RECIPES_HINT = "The dataset recipes need the recipes extra: pip install 'ltx-audio-reference[recipes]'"
+_RECIPES_HINT = f"The dataset recipes need the recipes extra: {RECIPES_FIX}"
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -27,7 +27,6 @@ the manifest never hold half a pair. Clips that already have a record are skippe
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import logging
@@ -45,7 +44,7 @@ import yaml
 from ltx_audio_reference.data.audio_io import AudioReadError, read_audio, write_wav
 from ltx_audio_reference.data.manifest import ManifestError, read_manifest
 from ltx_audio_reference.data.media import VIDEO_EXTENSIONS, probe, replace_audio, target_suffix
-from ltx_audio_reference.data.media_tools import missing_pyav, require
+from ltx_audio_reference.data.media_tools import missing_package, missing_pyav, require
 from ltx_audio_reference.data.pairs import PairOutcome, make_pair
 from ltx_audio_reference.data.recipe import Recipe
 from ltx_audio_reference.data.report import plot_report, rounded, summarize
@@ -105,11 +104,12 @@ def check_tools() -> None:
     Raises:
         MissingToolError: Naming PyAV, praat-parselmouth or matplotlib, whichever is missing, with the fix.
     """
-    missing = [missing_pyav()]
-    for module, what in (("parselmouth", "praat-parselmouth (pitch)"), ("matplotlib", "matplotlib (report.png)")):
-        if importlib.util.find_spec(module) is None:
-            missing.append(f"{what} is not installed: pip install 'ltx-audio-reference[recipes]'")
-    require("build-dataset", *missing)
+    require(
+        "build-dataset",
+        missing_pyav(),
+        missing_package("parselmouth", "praat-parselmouth", "pitch"),
+        missing_package("matplotlib", "matplotlib", "report.png"),
+    )
 
 
 def find_clips(source: Path, column: str | None = None) -> list[Clip]:

@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 FFMPEG_FIX = "sudo apt-get install ffmpeg (or conda install -c conda-forge ffmpeg; macOS: brew install ffmpeg)"
 TORCHCODEC_FIX = "pip install 'torchcodec>=0.8.1,<1.0.0' (the release built for your torch, as ltx-trainer pins it)"
-PYAV_FIX = "pip install av (or pip install 'ltx-audio-reference[recipes]')"
+PYAV_FIX = "pip install av"
+# The package is installed from a clone (it is not on PyPI); scripts/setup.sh installs this extra.
+RECIPES_FIX = "pip install -e '.[recipes]' in the ltx-audio-reference clone"
 
 
 class MissingToolError(RuntimeError):
@@ -73,6 +75,15 @@ def missing_pyav() -> str | None:
         importlib.import_module("av")
     except ImportError as e:
         return f"PyAV is not installed ({_first_line(e)}): {PYAV_FIX}"
+    return None
+
+
+def missing_package(module: str, package: str, use: str) -> str | None:
+    """A line saying the pip package ``package`` (imported as ``module``, needed for ``use``) is not installed."""
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        return f"{package} ({use}) is not installed ({_first_line(e)}): pip install {package}"
     return None
 
 

@@ -25,14 +25,12 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-_INSTALL_HINT = "pip install 'ltx-audio-reference[recipes]'"
-
 
 def _parselmouth() -> ModuleType:
     try:
         import parselmouth  # noqa: PLC0415
     except ImportError as e:
-        raise ImportError(f"Pitch measurement and shifting need praat-parselmouth: {_INSTALL_HINT}") from e
+        raise ImportError("Pitch measurement and shifting need praat-parselmouth: pip install praat-parselmouth") from e
     return parselmouth
 
 
