@@ -27,7 +27,7 @@ A run name is one of :data:`RUNS`, optionally followed by a load suffix (``docs/
 cgroup v2 child with ``memory.max``; where neither works, the run goes on without one and the row says why.
 
     python benchmarks/full_scale.py --out benchmarks/results/full_scale_h200.json
-    python benchmarks/full_scale.py --runs int8_swap24_stockload int8_swap24_cold int8_swap24_warm --no-fusion \
+    python benchmarks/full_scale.py --runs int8w_swap24_stockload int8w_swap24_cold int8w_swap24_warm --no-fusion \
         --out benchmarks/results/full_scale_h200.json --merge benchmarks/results/full_scale_h200.json
 """
 

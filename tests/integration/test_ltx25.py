@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from cli_helpers import run_cli
+from kill_resume import demo_config, finish, losses, spawn
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -198,6 +199,33 @@ def test_int8_trains_the_25_pack_with_its_bias_free_video_feed_forward(demo25: P
     tensors = load_file(str(demo25 / f"outputs_{backend}" / "checkpoints" / "lora_weights_step_00003.safetensors"))
     assert len(tensors) == AUDIO_TENSORS_PER_BLOCK * NUM_BLOCKS
     assert all(bool(torch.isfinite(t).all()) for t in tensors.values())
+
+
+def test_the_streamed_load_and_its_cache_train_the_25_pack_as_the_stock_load_does(demo25: Path, tmp_path: Path) -> None:
+    """``configs/ltx25_audio_reference.yaml`` streams its ``int8`` load from the split pack's transformer file."""
+    shipped = yaml.safe_load((Path(__file__).parents[2] / "configs" / "ltx25_audio_reference.yaml").read_text())
+    assert shipped["acceleration"]["quantization"] == "int8"
+    assert shipped["acceleration"]["streamed_load"] is True
+    edits = {"acceleration.quantization": "int8", "checkpoints.interval": 3, "checkpoints.precision": "float32"}
+    streamed = {"acceleration.streamed_load": True, "acceleration.quantized_cache": str(tmp_path / "qcache")}
+    logs, exports = {}, {}
+    for name, extra in (("stock", {"acceleration.streamed_load": False}), ("cold", streamed), ("warm", streamed)):
+        config = demo_config(demo25, tmp_path / name, {**edits, **extra})
+        logs[name] = finish(*spawn(config, tmp_path, name, "--loss-log", str(tmp_path / f"{name}.losses")))
+        exports[name] = load_file(str(tmp_path / name / "checkpoints" / "lora_weights_step_00003.safetensors"))
+
+    assert "Loaded the transformer part by part" not in logs["stock"]
+    assert "Quantized-weight cache written" in logs["cold"]
+    assert "Quantized-weight cache hit: loaded int8" in logs["warm"]
+    expected = losses(tmp_path / "stock.losses")
+    assert sorted(expected) == [1, 2, 3]
+    assert len(exports["stock"]) == AUDIO_TENSORS_PER_BLOCK * NUM_BLOCKS
+    for name in ("cold", "warm"):
+        assert "Loaded the transformer part by part" in logs[name], name
+        assert losses(tmp_path / f"{name}.losses") == expected, name  # every per-sample loss, bit for bit
+        assert exports[name].keys() == exports["stock"].keys()
+        for key, tensor in exports["stock"].items():
+            assert torch.equal(exports[name][key], tensor), (name, key)
 
 
 def _build_transformer(model_path: str, lora: Path | None) -> dict[str, torch.Tensor]:

@@ -120,3 +120,50 @@ def test_the_fault_table_page_has_its_name() -> None:
     reliability = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
     assert "## Faults tried" in reliability
     assert "### Tool faults" in reliability
+
+
+#: The page that documents each command's options (the others: docs/configuration.md).
+_OPTION_PAGES = {
+    "build-dataset": "data.md",
+    "preprocess": "data.md",
+    "precompute": "data.md",
+    "inspect": "evaluation.md",
+    "eval": "evaluation.md",
+}
+
+
+def _commands(command: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    subcommands = getattr(command, "commands", None)
+    if subcommands is None:
+        return [(path, command)]
+    return [found for name, sub in subcommands.items() for found in _commands(sub, (*path, name))]
+
+
+def test_every_cli_option_is_on_its_commands_page() -> None:
+    import typer.main  # noqa: PLC0415
+
+    from ltx_audio_reference.cli import build_app  # noqa: PLC0415
+
+    commands = _commands(typer.main.get_command(build_app()))
+    assert {path[-1] for path, _ in commands} >= {"train", "check", "demo", "eval", "build-dataset", "precompute"}
+    missing = []
+    for path, command in commands:
+        page = REPO / "docs" / _OPTION_PAGES.get(path[-1], "configuration.md")
+        text = page.read_text(encoding="utf-8")
+        for param in command.params:
+            missing += [(" ".join(path), o, page.name) for o in param.opts if o.startswith("--") and o not in text]
+    assert [m for m in missing if m[1] != "--help"] == []
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    tests = sorted((REPO / "tests").rglob("*.py"))
+    defined = {n for p in tests for n in re.findall(r"^\s*def (test_\w+)\(", p.read_text(encoding="utf-8"), re.M)}
+    files = {p.name for p in tests}
+    named, named_files = set(), set()
+    for page in (*PAGES, *REPO.glob("*/README.md")):
+        text = page.read_text(encoding="utf-8")
+        named |= set(re.findall(r"`(?:[\w/]+\.py::)?(test_[a-z0-9_]+)(?:\[[^\]`]*\])?`", text))
+        named_files |= set(re.findall(r"\b(test_[a-z0-9_]+\.py)\b", text))
+    assert len(named) > 20
+    assert named - defined == set()
+    assert named_files - files == set()

@@ -80,7 +80,7 @@ class BlockSwapConfig(BaseModel):
         gt=0,
         description=(
             "VRAM budget in GB for blocks_to_swap: auto, compared with the estimated PyTorch allocation peak "
-            "(what torch.cuda.max_memory_allocated reports). Leave some room for the CUDA context (~0.5 GB)."
+            "(what torch.cuda.max_memory_allocated reports). Use your GPU's memory minus ~1 GB for the CUDA context (22 on a 24 GB GPU leaves room to spare)."
         ),
     )
     prefetch: int = Field(
@@ -255,9 +255,10 @@ def _check_trainer_config(config: object | None) -> None:
         )
     quantization = getattr(getattr(config, "acceleration", None), "quantization", None)
     if quantization not in SWAPPABLE_QUANTIZATIONS:
+        swappable = ", ".join(q for q in SWAPPABLE_QUANTIZATIONS if q is not None)
         raise ValueError(
-            f"Block swap streams bf16, int8-quanto and fp8-quanto weights; {quantization} weights are repacked for "
-            "CUDA when they move. Use acceleration.quantization: int8-quanto, or none"
+            f"Block swap streams bf16 and {swappable} weights; {quantization} weights are repacked for CUDA when "
+            "they move. Use acceleration.quantization: int8 (or another of those), or none"
         )
 
 
