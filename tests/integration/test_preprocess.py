@@ -186,6 +186,44 @@ def test_a_rerun_redoes_only_missing_files(done: tuple[Path, str], demo: Path) -
     assert (data / "reference_audio_latents" / "clips" / "s2.pt").is_file()
 
 
+def test_a_rerun_redoes_samples_whose_inputs_changed_and_drops_those_that_left(demo: Path, tmp_path: Path) -> None:
+    """A dataset rebuilt in place (new references, captions, fewer rows) must not keep latents of the old inputs."""
+    import torch  # noqa: PLC0415
+
+    manifest = _dataset(tmp_path)
+    code, output = _preprocess(manifest, demo)
+    assert code == 0, output
+    data = manifest.parent / ".precomputed"
+    old_reference = torch.load(data / "reference_audio_latents" / "clips" / "s1.pt")["latents"]
+    untouched = data / "latents" / "clips" / "s0.pt"  # s0 keeps its clip and reference; its caption changes
+    mtimes = {p: p.stat().st_mtime_ns for p in data.rglob("*.pt")}
+    rows = json.loads(manifest.read_text())
+    write_wav(tmp_path / "refs" / "s1.wav", synthetic_voice(300.0, duration_s=2.0, seed=99), 16000)
+    rows[0]["caption"] = "A person sings."
+    manifest.write_text(json.dumps(rows[:2]))  # s2 leaves the dataset
+
+    code, output = _preprocess(manifest, demo)
+    assert code == 0, output
+    text = " ".join(output.split())
+    assert "2 sample(s) changed since their files were made: made again (clips/s0.pt, clips/s1.pt)" in text
+    assert "1 sample(s) are no longer in the manifest: their files removed (clips/s2.pt)" in text
+    assert "check: OK: 2 samples" in output
+    for folder in FOLDERS:
+        assert sorted(p.name for p in (data / folder / "clips").iterdir()) == ["s0.pt", "s1.pt"], folder
+    new_reference = torch.load(data / "reference_audio_latents" / "clips" / "s1.pt")["latents"]
+    assert not torch.equal(new_reference, old_reference)  # encoded from the new tone, not kept
+    caption = data / "conditions" / "clips" / "s0.pt"
+    assert caption.stat().st_mtime_ns != mtimes[caption]
+    assert untouched.stat().st_mtime_ns != mtimes[untouched]  # a changed row redoes all of the sample's files
+    recorded = json.loads((data / ".preprocess.json").read_text())["inputs"]
+    assert sorted(recorded) == ["clips/s0.pt", "clips/s1.pt"]
+
+    code, output = _preprocess(manifest, demo)  # nothing changed since: nothing is redone
+    assert code == 0, output
+    assert "made again" not in output
+    assert "Reference latents: 0 encoded, 2 already done" in output
+
+
 def test_other_settings_over_a_finished_folder_are_refused_unless_overwrite(done: tuple[Path, str], demo: Path) -> None:
     manifest, _ = done
     data = manifest.parent / ".precomputed"

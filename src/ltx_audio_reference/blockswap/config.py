@@ -80,7 +80,8 @@ class BlockSwapConfig(BaseModel):
         gt=0,
         description=(
             "VRAM budget in GB for blocks_to_swap: auto, compared with the estimated PyTorch allocation peak "
-            "(what torch.cuda.max_memory_allocated reports). Use your GPU's memory minus ~1 GB for the CUDA context (22 on a 24 GB GPU leaves room to spare)."
+            "(what torch.cuda.max_memory_allocated reports). Use your GPU's memory minus ~1 GB for the CUDA "
+            "context (22 on a 24 GB GPU leaves room to spare)."
         ),
     )
     prefetch: int = Field(

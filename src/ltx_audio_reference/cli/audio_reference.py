@@ -67,6 +67,14 @@ _EVAL_NEXT = "Free space (or make --out writable) and run the same eval again; i
 _RECIPES_HINT = f"The dataset recipes need the recipes extra: {RECIPES_FIX}"
 
 
+def _check_device(device: str) -> None:
+    """Stop with one line, before anything loads or is written, when ``--device`` cannot run here."""
+    from ltx_audio_reference.reliability.preflight import device_problem  # noqa: PLC0415
+
+    if (problem := device_problem(device)) is not None:
+        raise _fail(f"error: {problem}", code=2)
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     for line in message.splitlines():
         console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
@@ -122,6 +130,7 @@ def precompute(
             raise typer.BadParameter("a folder source needs --output (the preprocessed dataset root)")
         output = source.parent / ".precomputed"
     choice: Literal["auto", "ltx-core", "torch"] = front_end  # type: ignore[assignment]
+    _check_device(device)
     try:
         with progress_bar("Encoding reference audio") as update:
             result = precompute_reference_latents(
@@ -291,7 +300,8 @@ def preprocess_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     except PreprocessError as e:
         raise _fail(f"error: {e}") from e
     except KeyboardInterrupt as e:
-        console.print("Interrupted. Every finished file is kept; rerun the same command to resume.", style="yellow")
+        again = "rerun the same command without --overwrite" if overwrite else "rerun the same command"
+        console.print(f"Interrupted. Every finished file is kept; {again} to resume.", style="yellow")
         raise typer.Exit(130) from e
     console.print(
         f"Reference latents: {len(references.encoded)} encoded, {len(references.skipped)} already done",
@@ -627,6 +637,8 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     from ltx_audio_reference.errors import StorageError  # noqa: PLC0415
     from ltx_audio_reference.evaluation.sweep import ARMS, SweepSettings, run_sweep  # noqa: PLC0415
 
+    if device is not None:
+        _check_device(device)
     settings = SweepSettings(
         config=config,
         out=out,

@@ -296,7 +296,14 @@ def check_preprocessing_pack(
         ``(paths, problems)``: the resolved files (None if the model file is unusable) and every problem found.
     """
     pack, problems = resolve_pack(Path(model_path), Path(text_encoder_path), video_vae_path, audio_vae_path)
-    if pack is None:
+    if pack is None:  # the other files' contents depend on the model file's kind; their existence does not
+        for option, path in (
+            ("--text-encoder-path", text_encoder_path),
+            ("--video-vae-path", video_vae_path),
+            ("--audio-vae-path", audio_vae_path),
+        ):
+            if path is not None and not Path(path).exists():
+                problems.append(f"{option} {path}: no such file or folder")
         return None, problems
     if not problems:
         problems.extend(_check_text_encoder(pack))

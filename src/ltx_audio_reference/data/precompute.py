@@ -31,7 +31,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,7 +83,7 @@ class PrecomputeResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _relative_to(path: Path, root: Path) -> Path:
+def relative_name(path: Path, root: Path) -> Path:
     """``path`` relative to ``root``; a path outside ``root`` keeps its own structure (as upstream names it)."""
     try:
         return path.relative_to(root)
@@ -111,7 +111,7 @@ def find_references(
     source = Path(source)
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-        return [ReferenceItem(p, _relative_to(p, source).with_suffix(".pt")) for p in files]
+        return [ReferenceItem(p, relative_name(p, source).with_suffix(".pt")) for p in files]
     if not source.is_file():
         raise PrecomputeError(f"{source}: no such folder or manifest")
     if source.suffix.lower() not in MANIFEST_SUFFIXES:
@@ -133,7 +133,7 @@ def find_references(
             )
         audio_path = root / reference
         naming = str(row.get(media_column) or "").strip()
-        relative = _relative_to(root / naming if naming else audio_path, root).with_suffix(".pt")
+        relative = relative_name(root / naming if naming else audio_path, root).with_suffix(".pt")
         items.append(ReferenceItem(audio_path, relative))
     return items
 
@@ -446,6 +446,7 @@ def plan_reference_latents(
     reference_column: str = "reference_audio",
     media_column: str = "video",
     model_option: str = "--model-path",
+    redo: Collection[Path] = (),
 ) -> ReferencePlan:
     """List the references to encode and check everything that could stop the encoding, loading and writing nothing.
 
@@ -462,6 +463,7 @@ def plan_reference_latents(
         reference_column: Manifest column with the reference audio.
         media_column: Manifest column naming each sample.
         model_option: The command-line option that names ``model_path``, for messages.
+        redo: Names (``item.relative``) to encode again although their latents exist (their inputs changed).
 
     Returns:
         The items, those still to encode and those skipped.
@@ -477,7 +479,7 @@ def plan_reference_latents(
         raise PrecomputeError(f"max_duration must be positive, got {max_duration}")
     todo, skipped, warnings = [], [], []
     for item in items:
-        if (out_dir / item.relative).is_file() and not overwrite:
+        if (out_dir / item.relative).is_file() and not overwrite and item.relative not in redo:
             skipped.append(item.relative)
         else:
             todo.append(item)

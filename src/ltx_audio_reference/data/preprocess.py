@@ -20,11 +20,15 @@ smallest bucket), every reference, and the output folder.
 
 Both steps skip files already written and write each file atomically, so an interrupted run leaves only complete
 files and a rerun resumes. ``OUTPUT/.preprocess.json`` records the settings a folder was made with; a rerun with
-other model files, buckets or columns is refused (the latents would mix) unless ``overwrite`` redoes it.
+other model files, buckets or columns is refused (the latents would mix) unless ``overwrite`` redoes it. It also
+records a fingerprint of each sample's inputs (its manifest row, and the size and modification time of its clip and
+reference): a rerun redoes the samples whose inputs changed (a dataset rebuilt in place, a clip edited) and removes
+the files of samples that left the manifest, instead of keeping latents of inputs that no longer exist.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -53,10 +57,11 @@ from ltx_audio_reference.data.precompute import (
     ReferencePlan,
     plan_reference_latents,
     precompute_reference_latents,
+    relative_name,
 )
 from ltx_audio_reference.layout import PRECOMPUTED_DIR_NAME
 from ltx_audio_reference.reliability.files import atomic_write_json
-from ltx_audio_reference.reliability.preflight import write_problem
+from ltx_audio_reference.reliability.preflight import device_problem, write_problem
 
 logger = logging.getLogger(__name__)
 
@@ -440,6 +445,9 @@ class PreprocessPlan:
     output: Path
     resumed: bool  # finished files from an earlier run are there and kept
     notes: list[str] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)  # sample name -> fingerprint of its inputs
+    changed: tuple[str, ...] = ()  # samples whose inputs changed since their files were made: redone
+    removed: tuple[str, ...] = ()  # samples of the earlier run no longer in the manifest: their files removed
 
     def upstream_command(self, manifest: Path) -> list[str]:
         """The ``process_dataset.py`` command line, for ``manifest`` (the copy without the reference column)."""
@@ -511,6 +519,38 @@ def _state_problem(output: Path, recorded: dict[str, Any], overwrite: bool) -> t
     return None, True
 
 
+def sample_names(rows: list[dict[str, Any]], root: Path, column: str) -> list[str]:
+    """Each row's file name in the data folders (``clips/a.pt``), named by its clip as upstream names its latents."""
+    return [relative_name(root / str(row[column]).strip(), root).with_suffix(".pt").as_posix() for row in rows]
+
+
+def input_fingerprints(rows: list[dict[str, Any]], root: Path, settings: PreprocessSettings) -> dict[str, str]:
+    """Per sample name, a fingerprint of what its files are made from: the manifest row, and the size and
+    modification time of its clip and its reference (a file rewritten in place changes them)."""
+    fingerprints = {}
+    for name, row in zip(sample_names(rows, root, settings.video_column), rows, strict=True):
+        digest = hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode())
+        for column in (settings.video_column, settings.reference_column):
+            value = str(row.get(column) or "").strip()
+            try:
+                stat = (root / value).stat() if value else None
+            except OSError:
+                stat = None
+            seen = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "-"
+            digest.update(f"|{column}:{seen}".encode())
+        fingerprints[name] = digest.hexdigest()[:16]
+    return fingerprints
+
+
+def _recorded_inputs(output: Path) -> dict[str, str]:
+    """The fingerprints an earlier run recorded in ``.preprocess.json`` (none before they were recorded)."""
+    try:
+        inputs = json.loads((output / STATE_FILE).read_text(encoding="utf-8")).get("inputs")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+    return inputs if isinstance(inputs, dict) else {}
+
+
 def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
     """Check everything that could stop preprocessing, loading no model and writing nothing.
 
@@ -559,6 +599,8 @@ def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
         problems += bucket_problems
     output = settings.output_dir()
     problems += _output_problems(output)
+    if (why := device_problem(settings.device)) is not None:
+        problems.append(why)
     if (why := write_problem(manifest.parent)) is not None:
         problems.append(
             f"{manifest.parent}: cannot be written ({why}); preprocess puts a temporary copy of the manifest there, "
@@ -579,6 +621,10 @@ def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
     refusal, resumed = _state_problem(output, settings.recorded(pack), settings.overwrite)
     if refusal:
         raise PreprocessError(refusal)
+    inputs = input_fingerprints(rows, manifest.parent, settings)
+    previous = {} if settings.overwrite else _recorded_inputs(output)
+    changed = tuple(name for name, value in inputs.items() if previous.get(name, value) != value)
+    removed = tuple(name for name in previous if name not in inputs)
     option = "--audio-vae-path" if settings.audio_vae_path is not None else "--model-path"
     try:
         references = plan_reference_latents(
@@ -589,6 +635,7 @@ def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
             reference_column=settings.reference_column,
             media_column=settings.video_column,
             model_option=option,
+            redo={Path(name) for name in changed},
         )
     except PrecomputeError as e:
         raise PreprocessError(str(e)) from e
@@ -601,6 +648,9 @@ def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
         references=references,
         output=output,
         resumed=resumed,
+        inputs=inputs,
+        changed=changed,
+        removed=removed,
     )
 
 
@@ -616,16 +666,23 @@ class PreprocessResult:
 
 def expected_files(plan: PreprocessPlan) -> list[Path]:
     """Every ``.pt`` file upstream's step writes, relative to the output (named as upstream names them)."""
-    root = plan.settings.manifest.parent
-    names = []
-    for row in plan.rows:
-        path = root / str(row[plan.settings.video_column]).strip()
-        try:
-            relative = path.relative_to(root)
-        except ValueError:  # a clip outside the manifest's folder: upstream mirrors its absolute path
-            relative = Path(*path.parts[1:]) if path.is_absolute() else path
-        names.append(relative.with_suffix(".pt"))
+    names = sample_names(plan.rows, plan.settings.manifest.parent, plan.settings.video_column)
     return [Path(folder) / name for folder in UPSTREAM_FOLDERS for name in names]
+
+
+def _forget_stale(plan: PreprocessPlan) -> None:
+    """Remove the files of samples whose inputs changed (they are made again) or that left the manifest."""
+    for names, what in (
+        (plan.changed, "changed since their files were made: made again"),
+        (plan.removed, "are no longer in the manifest: their files removed"),
+    ):
+        if not names:
+            continue
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        logger.warning("%d sample(s) %s (%s)", len(names), what, shown)
+        for name in names:
+            for folder in DATA_FOLDERS:
+                (plan.output / folder / name).unlink(missing_ok=True)
 
 
 def _upstream_manifest(plan: PreprocessPlan) -> Path:
@@ -646,6 +703,7 @@ def _write_state(plan: PreprocessPlan, status: str, **extra: Any) -> None:  # no
             "status": status,
             "settings": plan.settings.recorded(plan.pack),
             "ltx_trainer": plan.checkout.version,
+            "inputs": plan.inputs,
             **extra,
         },
     )
@@ -671,6 +729,7 @@ def run_upstream(plan: PreprocessPlan, *, stream_output: bool = True) -> float:
         for name in DATA_FOLDERS:
             shutil.rmtree(plan.output / name, ignore_errors=True)
         (plan.output / STATE_FILE).unlink(missing_ok=True)
+    _forget_stale(plan)
     _write_state(plan, "running")
     copy = _upstream_manifest(plan)
     command = plan.upstream_command(copy)
@@ -694,7 +753,7 @@ def run_upstream(plan: PreprocessPlan, *, stream_output: bool = True) -> float:
         raise PreprocessError(
             f"ltx-trainer's process_dataset.py failed (exit code {completed.returncode})"
             f"{' with the messages above' if stream_output else ':'}{tail}\nEvery file it finished is kept: fix "
-            "the cause and rerun the same command to resume."
+            f"the cause and rerun the same command{' without --overwrite' if s.overwrite else ''} to resume."
         )
     missing = [str(path) for path in expected_files(plan) if not (plan.output / path).is_file()]
     if missing:

@@ -177,6 +177,31 @@ def text_encoder_problem(path: str | Path | None, config_dir: Path | None = None
     return None
 
 
+def device_problem(device: str, option: str = "--device") -> str | None:
+    """A line saying why ``device`` cannot run here (not a torch device, or an accelerator this machine lacks), or None.
+
+    Commands check it before they load or write anything, instead of failing in torch once the models are loaded.
+    """
+    import torch  # noqa: PLC0415
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"{option} {device}: not a device torch knows; use cpu, cuda or cuda:N"
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"{option} {device}: no CUDA GPU is available here (torch {torch.__version__}); use --device cpu"
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            return f"{option} {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+    elif parsed.type != "cpu":
+        backend = getattr(torch, parsed.type, None)
+        is_available = getattr(backend, "is_available", None)
+        if not callable(is_available) or not is_available():
+            return f"{option} {device}: no {parsed.type} device is available here; use --device cpu"
+    return None
+
+
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
