@@ -67,6 +67,26 @@ def test_a_second_optimization_block_is_refused_naming_both_lines(
     assert "OK" not in output
 
 
+def test_a_config_that_is_not_utf8_is_named_with_its_line_not_a_traceback(demo: Path, tmp_path: Path) -> None:
+    text = (demo / "config.yaml").read_text()
+    config = tmp_path / "config.yaml"
+    config.write_bytes(text.encode() + "# r\u00e9glage\n".encode("latin-1"))  # one Latin-1 byte in a comment
+    line = text.count("\n") + 1
+    code, output = _run("check", str(config))
+    assert code == 2, output
+    assert f"{config}: not UTF-8 text (byte 0xe9 on line {line}); save it as UTF-8" in output
+    assert "Traceback" not in output
+    code, output = _run("train", str(config))
+    assert code == 2, output
+    assert "not UTF-8 text" in output
+
+
+def test_a_folder_given_as_the_config_is_named_as_a_folder(tmp_path: Path) -> None:
+    code, output = _run("check", str(tmp_path))
+    assert code == 2, output
+    assert f"{tmp_path} is a folder: pass the training config's .yaml file" in output
+
+
 def test_duplicates_are_found_at_any_depth_and_merge_keys_still_override() -> None:
     with pytest.raises(DuplicateKeyError) as raised:
         load_yaml("lora:\n  rank: 4\n  alpha: 4\n  rank: 8\nsamples:\n  - {prompt: a, prompt: b}\n", "c.yaml")

@@ -13,7 +13,7 @@ from ltx_audio_reference.errors import ConfigurationError
 from ltx_audio_reference.plugins import collect
 from ltx_audio_reference.registry import ConfigFieldRegistry, QuantizationRegistry, StrategyRegistry
 from ltx_audio_reference.reliability.identity import OVERWRITE_KEY as OVERWRITE_FIELD
-from ltx_audio_reference.reliability.parsing import DuplicateKeyError, read_yaml
+from ltx_audio_reference.reliability.parsing import TextFileError, read_yaml
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -26,11 +26,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
     import yaml  # noqa: PLC0415
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigurationError(f"{path} is a folder: pass the training config's .yaml file")
     if not path.is_file():
         raise ConfigurationError(f"Configuration file {path} does not exist")
     try:
         data = read_yaml(path)
-    except DuplicateKeyError as e:
+    except TextFileError as e:
         raise ConfigurationError(str(e)) from e
     except yaml.YAMLError as e:
         raise ConfigurationError(f"{path} is not valid YAML: {e}") from e

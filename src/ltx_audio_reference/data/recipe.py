@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ltx_audio_reference.reliability.parsing import DuplicateKeyError, read_yaml
+from ltx_audio_reference.reliability.parsing import TextFileError, read_yaml
 
 if TYPE_CHECKING:
     import numpy as np
@@ -250,7 +250,7 @@ def load_recipe(path: Path) -> Recipe:
         raise RecipeError(f"{path}: no such recipe file")
     try:
         data = read_yaml(path)
-    except DuplicateKeyError as e:
+    except TextFileError as e:
         raise RecipeError(str(e)) from e
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML: {e}") from e

@@ -19,7 +19,11 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _SHOWN = 5
 
 
-class DuplicateKeyError(ValueError):
+class TextFileError(ValueError):
+    """A config or recipe file cannot be read as the user meant it; the message names the file and the fix."""
+
+
+class DuplicateKeyError(TextFileError):
     """A mapping holds the same key twice; the message names every such key with both lines and how to fix it."""
 
 
@@ -90,9 +94,23 @@ def load_yaml(text: str, source: str | Path = "<string>") -> Any:  # noqa: ANN40
 
 
 def read_yaml(path: Path) -> Any:  # noqa: ANN401 - any YAML document
-    """:func:`load_yaml` of a UTF-8 file, named in the message."""
+    """:func:`load_yaml` of a UTF-8 file, named in the message.
+
+    Raises:
+        TextFileError: If the file is not UTF-8 text (naming the first bad byte's line), or a key is written twice.
+        yaml.YAMLError: If the text is not YAML.
+    """
     path = Path(path)
-    return load_yaml(path.read_text(encoding="utf-8"), path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise TextFileError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); save it as UTF-8 (any editor's "
+            "'save with encoding')"
+        ) from e
+    return load_yaml(text, path)
 
 
 def _refuse_duplicate_members(source: str) -> Any:  # noqa: ANN401 - a json object_pairs_hook
