@@ -105,6 +105,7 @@ from ltx_audio_reference.data.media_tools import missing_ffmpeg, missing_torchco
 print('\n'.join(line for line in (missing_ffmpeg(), missing_torchcodec()) if line))")
   if [[ -z $missing ]]; then
     echo "FFmpeg found: torchcodec decodes audio"
+    echo "next: source $VENV/bin/activate (puts ltx-trainer on PATH), then the README's demo: ltx-trainer demo /tmp/demo"
     echo "setup ok (trainer)"
     return
   fi
@@ -118,6 +119,7 @@ validation with reference audio, and \`ltx-trainer audio-reference eval\`. Insta
   sudo apt-get install ffmpeg          (conda: conda install -c conda-forge ffmpeg; macOS: brew install ffmpeg)
 then check again: bash scripts/setup.sh --check --trainer
 MSG
+  echo "next: source $VENV/bin/activate (puts ltx-trainer on PATH), then the README's demo: ltx-trainer demo /tmp/demo"
   echo "setup ok (trainer, without FFmpeg: preprocess, validation with references and eval need it; see above)"
 }
 
@@ -164,7 +166,11 @@ index=()
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 printf '%s\n' "${TORCH_SET[@]}" >"$constraints"
+echo "setup.sh: 1/3 installing ${TORCH_SET[*]} (a few GB with CUDA kernels: minutes)"
 "$VENV/bin/pip" install --quiet "${index[@]}" "${TORCH_SET[@]}"
+echo "setup.sh: 2/3 installing ltx-core, ltx-trainer and ltx-pipelines from $LTX2_ROOT"
 "$VENV/bin/pip" install --quiet -c "$constraints" "${packages[@]}"
+echo "setup.sh: 3/3 installing ltx-audio-reference (editable, with its test and recipes extras)"
 "$VENV/bin/pip" install --quiet -c "$constraints" -e '.[test,recipes]'
+echo "setup.sh: checking the environment and training the demo once"
 check_trainer

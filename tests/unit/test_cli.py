@@ -400,3 +400,18 @@ def test_the_cli_drops_bitsandbytes_hub_kernel_warning_and_keeps_its_other_messa
         assert any("gemm_4bit_forward" in m for m in messages) == verbose, messages
     finally:
         bnb_logger.filters[:] = saved
+
+
+def test_demo_over_a_trained_demo_is_refused_before_writing(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    code, out = _invoke("demo", str(root), "--steps", "2")
+    assert code == 0, out
+    checkpoints = root / "outputs" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "lora_weights_step_00002.safetensors").write_bytes(b"trained")
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    code, out = _invoke("demo", str(root), "--steps", "2")
+    assert code == 1, out
+    assert f"error: {root} holds a demo that was trained" in " ".join(out.split())
+    assert "Nothing was written" in out
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before

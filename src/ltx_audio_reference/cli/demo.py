@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ltx_audio_reference.testing.demo import DEMO_MODELS
+from ltx_audio_reference.testing.demo import DEMO_MODELS, DEMO_OUTPUT_DIR
 
 
 def _model_choice(value: str) -> str:
@@ -37,6 +37,18 @@ def demo_command(
     from ltx_audio_reference.testing.tiny_ltx25 import Ltx25NotSupportedError  # noqa: PLC0415
 
     console = Console()
+    trained = directory / DEMO_OUTPUT_DIR / "checkpoints"
+    if trained.is_dir() and any(trained.iterdir()):
+        console.print(
+            f"error: {directory} holds a demo that was trained ({trained} has its checkpoints): a new demo there would "
+            f"leave them next to a model they were not trained on, and its config would be refused by `ltx-trainer "
+            f"train` as another run. Choose another folder, or delete {directory} first. Nothing was written.",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
     try:
         with console.status(f"Writing the {model} demo model and dataset..."):
             config_path = write_demo(directory, steps=steps, num_samples=samples, model=model)  # type: ignore[arg-type]

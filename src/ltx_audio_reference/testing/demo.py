@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 DemoModel = Literal["ltx-2.3", "ltx-2.5"]
 #: The models ``ltx-trainer demo --model`` writes, the default first.
 DEMO_MODELS: tuple[str, ...] = ("ltx-2.3", "ltx-2.5")
+#: The demo config's ``output_dir``, under the demo's folder.
+DEMO_OUTPUT_DIR = "outputs"
 
 _MONOLITH_MODEL_SECTION = """\
 # ----- Model: the tiny random checkpoint and text-encoder folder written by `ltx-trainer demo` -----------------------
@@ -108,7 +110,7 @@ checkpoints:
   interval: {checkpoint_interval}
   keep_last_n: -1
 
-output_dir: {root}/outputs
+output_dir: {root}/{output_dir}
 seed: 42
 """
 
@@ -214,7 +216,12 @@ def write_demo(
         model_section = _MONOLITH_MODEL_SECTION.format(root=root)
         title = f"{num_layers}-block LTX-2 model"
     config = DEMO_CONFIG_TEMPLATE.format(
-        title=title, model_section=model_section, root=root, steps=steps, checkpoint_interval=max(1, steps // 2)
+        title=title,
+        model_section=model_section,
+        root=root,
+        output_dir=DEMO_OUTPUT_DIR,
+        steps=steps,
+        checkpoint_interval=max(1, steps // 2),
     )
     config_path = atomic_write_text(root / "config.yaml", config)
     logger.info("Demo (%s) written to %s", model, root)
