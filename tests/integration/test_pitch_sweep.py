@@ -208,3 +208,44 @@ def test_in_trainer_validation_samples_with_the_configured_reference_guidance(
             assert f.metadata()["reference_guidance_scale"] == str(scale)
     length = min(w.shape[1] for w in waves.values())
     assert not np.array_equal(waves[0.0][:, :length], waves[2.0][:, :length])
+
+
+def test_video_dims_the_vae_cannot_make_are_refused_before_any_tone_is_written(
+    sweep: tuple[Path, Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    _, lora, _ = sweep
+    out = tmp_path / "out"
+    config = str(lora.parents[2] / "eval.yaml")
+    result = _cli("audio-reference", "eval", config, "--arms", "base", "--out", str(out), "--video-dims", "33,32,24")
+    assert result.returncode == 1, result.stdout + result.stderr
+    text = " ".join(result.stdout.split())
+    assert "--video-dims 33x32x24: width and height must be positive multiples of 32 and 32 and frames" in text
+    assert "the nearest valid size is 32x32x25" in text
+    base = ("audio-reference", "eval", config, "--arms", "base", "--out", str(out))
+    result = _cli(*base, "--validation", "frame_rat=25")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "validation.frame_rat: Extra inputs are not permitted" in " ".join(result.stdout.split())
+    assert "errors.pydantic.dev" not in result.stdout
+    assert not out.exists()
+
+
+def test_a_sweep_into_an_earlier_sweeps_folder_replaces_its_tones(
+    sweep: tuple[Path, Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    import shutil  # noqa: PLC0415
+
+    earlier, lora, _ = sweep
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out)
+    assert len(list((out / "references").glob("tone_*.wav"))) == TONES
+    config = str(lora.parents[2] / "eval.yaml")
+    result = _cli("audio-reference", "eval", config, "--arms", "base", "--out", str(out), "--tones", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{out} holds an earlier sweep: it is replaced" in " ".join((result.stdout + result.stderr).split())
+    tones = sorted(p.name for p in (out / "references").glob("tone_*.wav"))
+    assert tones == ["tone_00_90.0hz.wav", "tone_01_300.0hz.wav"]
+    document = json.loads((out / "sweep.json").read_text())
+    assert set(document["arms"]) == {"base"}
+    assert [row["reference_file"] for row in document["arms"]["base"]["outputs"]] == [
+        str(out / "references" / name) for name in tones
+    ]

@@ -33,7 +33,12 @@ import pluggy
 from ltx_audio_reference.bridge import state
 from ltx_audio_reference.bridge.ranks import is_global_main_process
 from ltx_audio_reference.bridge.state import Installation
-from ltx_audio_reference.bridge.validation import current_placement, current_reference_guidance, reference_placement
+from ltx_audio_reference.bridge.validation import (
+    current_placement,
+    current_reference_guidance,
+    reference_placement,
+    sampling_progress,
+)
 from ltx_audio_reference.plugins import collect, collect_strategies, get_plugin_manager
 from ltx_audio_reference.registry import STOCK_STRATEGIES, ConditionerRegistry, QuantizationRegistry
 
@@ -161,5 +166,6 @@ __all__ = [
     "ltx_trainer_available",
     "reference_placement",
     "require_ltx_trainer",
+    "sampling_progress",
     "uninstall",
 ]

@@ -73,6 +73,20 @@ def reference_placement(
         _placement.reset(token)
 
 
+@contextlib.contextmanager
+def sampling_progress() -> Iterator[Any]:
+    """ltx-trainer's progress display for validation sampling alone (``Sampling k/N``, the denoising steps), without
+    the training bar it starts with: pass the yielded object as ``ValidationRunner.run``'s ``progress``."""
+    from ltx_trainer.progress import TrainingProgress  # noqa: PLC0415
+
+    progress = TrainingProgress(enabled=True, total_steps=1)
+    with progress:
+        display, training = getattr(progress, "_progress", None), getattr(progress, "_train_task", None)
+        if display is not None and training is not None:
+            display.update(training, visible=False)
+        yield progress
+
+
 def current_placement() -> Any:  # noqa: ANN401
     """The strategy config of the innermost :func:`reference_placement`, or None."""
     placement = _placement.get()

@@ -664,6 +664,9 @@ def eval_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
         raise _fail(f"error: {e.with_context(safe=e.safe or _EVAL_SAFE, next_step=e.next_step or _EVAL_NEXT)}") from e
     except (ValueError, ModuleNotFoundError, MissingToolError) as e:
         raise _fail(f"error: {e}") from e
+    except KeyboardInterrupt as e:
+        console.print(f"Interrupted: {_EVAL_SAFE}. Run the same eval again; it starts over.", style="yellow")
+        raise typer.Exit(130) from e
 
     table = Table(title="Pitch sweep: slope of output F0 on reference F0 (semitones)")
     for column in ("arm", "ref. guidance", "slope", "95% CI", "voiced fraction", "voiced outputs"):

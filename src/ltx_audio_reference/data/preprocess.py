@@ -262,12 +262,16 @@ class Bucket:
     frames: int
 
 
-def parse_buckets(text: str, scale_factors: tuple[int, int, int]) -> tuple[list[Bucket], list[str]]:
+def parse_buckets(
+    text: str, scale_factors: tuple[int, int, int], option: str = "--resolution-buckets", noun: str = "bucket"
+) -> tuple[list[Bucket], list[str]]:
     """Parse ``"WxHxF;WxHxF"`` as upstream does, and say what upstream would refuse, with the nearest valid bucket.
 
     Args:
         text: The ``--resolution-buckets`` value.
         scale_factors: The video VAE's ``(time, height, width)`` compression (8, 32, 32 by default).
+        option: The option (or key) the text comes from, for the messages.
+        noun: What one value is called in the messages.
 
     Returns:
         ``(buckets, problems)``.
@@ -279,8 +283,7 @@ def parse_buckets(text: str, scale_factors: tuple[int, int, int]) -> tuple[list[
             w, h, f = (int(part) for part in item.lower().split("x"))
         except ValueError:
             problems.append(
-                "--resolution-buckets: expected WIDTHxHEIGHTxFRAMES such as 768x512x121 (several joined by ';'); "
-                f"found {item!r}"
+                f"{option}: expected WIDTHxHEIGHTxFRAMES such as 768x512x121 (several joined by ';'); found {item!r}"
             )
             continue
         wrong = []
@@ -293,15 +296,16 @@ def parse_buckets(text: str, scale_factors: tuple[int, int, int]) -> tuple[list[
             near_h = max(height_factor, round(h / height_factor) * height_factor)
             near_f = max(1, round((f - 1) / time_factor) * time_factor + 1)
             problems.append(
-                f"--resolution-buckets {item}: {' and '.join(wrong)} (the video VAE's compression); the nearest "
-                f"valid bucket is {near_w}x{near_h}x{near_f}"
+                f"{option} {item}: {' and '.join(wrong)} (the video VAE's compression); the nearest valid {noun} is "
+                f"{near_w}x{near_h}x{near_f}"
             )
         else:
             buckets.append(Bucket(w, h, f))
     return buckets, problems
 
 
-def _scale_factors(video_vae_path: Path) -> tuple[int, int, int]:
+def video_scale_factors(video_vae_path: Path) -> tuple[int, int, int]:
+    """The video VAE's ``(time, height, width)`` compression, from the file's header."""
     from ltx_core.types import SpatioTemporalScaleFactors  # noqa: PLC0415
 
     factors = SpatioTemporalScaleFactors.from_model_config(read_config(video_vae_path))
@@ -595,7 +599,7 @@ def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
     problems += model_problems
     buckets: list[Bucket] = []
     if pack is not None and not any(p.startswith(("--video-vae-path", "--model-path")) for p in model_problems):
-        buckets, bucket_problems = parse_buckets(settings.resolution_buckets, _scale_factors(pack.video_vae_path))
+        buckets, bucket_problems = parse_buckets(settings.resolution_buckets, video_scale_factors(pack.video_vae_path))
         problems += bucket_problems
     output = settings.output_dir()
     problems += _output_problems(output)

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from ltx_audio_reference.data.media_tools import missing_ffmpeg, missing_torchcodec, require
 from ltx_audio_reference.evaluation.sweep_stats import ArmResult, PitchMeasurement, measure_pitch, plot_sweep
@@ -55,6 +56,8 @@ ARM_SPECS: dict[str, tuple[bool, str]] = {
     "overlap": (True, "overlap"),
 }
 REFERENCE_SAMPLE_RATE = AUDIO_SAMPLE_RATE  # the audio VAE's rate (the runner resamples anything else)
+#: Width x height x frames x steps above which sampling on the CPU gets a hint to shrink the sweep.
+CPU_HINT_VOXEL_STEPS = 256 * 256 * 25 * 8
 
 
 @dataclass
@@ -268,6 +271,28 @@ def _check_before_loading(settings: SweepSettings) -> None:
     )
 
 
+def _check_geometry(dims: tuple[int, int, int], video_vae: Path, settings: SweepSettings) -> None:
+    """Refuse video dimensions the video VAE cannot produce (the runner would refuse them after the tones are written),
+    naming ``--video-dims`` (or the config's ``validation.video_dims``) and the nearest valid size."""
+    from ltx_audio_reference.data.preprocess import parse_buckets, video_scale_factors  # noqa: PLC0415
+
+    option = "--video-dims" if settings.video_dims is not None else "validation.video_dims"
+    _, problems = parse_buckets("x".join(str(d) for d in dims), video_scale_factors(video_vae), option, noun="size")
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def _forget_earlier_sweep(out: Path) -> None:
+    """An earlier sweep in ``out`` is replaced: say so, and remove its reference tones (another tone count or range
+    would leave old tones next to the new ones)."""
+    earlier = out / "sweep.json"
+    tones = sorted((out / "references").glob("tone_*.wav"))
+    if earlier.is_file() or tones:
+        logger.warning("%s holds an earlier sweep: it is replaced (its arm folders as each arm finishes)", out)
+    for tone in tones:
+        tone.unlink(missing_ok=True)
+
+
 def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one linear pipeline, easiest read in order
     """Generate and measure every arm of the pitch sweep.
 
@@ -298,7 +323,6 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
 
     bridge.install()
     from ltx_trainer.config import ReferenceConditionConfig, ValidationConfig, ValidationSample  # noqa: PLC0415
-    from ltx_trainer.progress import TrainingProgress  # noqa: PLC0415
     from ltx_trainer.validation_runner import ValidationRunner  # noqa: PLC0415
 
     model, strategy_config, validation, acceleration = _load_config_sections(settings.config)
@@ -316,13 +340,22 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
         overrides["video_dims"] = settings.video_dims
     overrides.update(settings.validation_overrides)
     legacy = ("samples", "prompts", "images", "reference_videos")
-    base_validation = ValidationConfig(**{**{k: v for k, v in validation.items() if k not in legacy}, **overrides})
+    try:
+        base_validation = ValidationConfig(**{**{k: v for k, v in validation.items() if k not in legacy}, **overrides})
+    except ValidationError as e:
+        lines = [f"validation.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ValueError(
+            "The sweep's validation settings (the config's validation section with --validation, --video-dims and "
+            "--steps) are refused:\n" + "\n".join(lines)
+        ) from None
     width, height, frames = base_validation.video_dims
+    _check_geometry((width, height, frames), Path(model.video_vae_path or model.model_path), settings)
     duration_s = frames / base_validation.frame_rate
     seed = settings.seed if settings.seed is not None else base_validation.seed
     seeds = [seed + i for i in range(settings.num_seeds)]
 
     out = Path(settings.out)
+    _forget_earlier_sweep(out)
     out.mkdir(parents=True, exist_ok=True)
     nominal = tone_frequencies(settings.num_tones, settings.f0_min_hz, settings.f0_max_hz)
     tones = write_reference_tones(out / "references", nominal, duration_s)
@@ -340,6 +373,15 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
     validation_config = base_validation.model_copy(update={"samples": samples})
 
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu" and width * height * frames * base_validation.inference_steps > CPU_HINT_VOXEL_STEPS:
+        logger.warning(
+            "Sampling %dx%dx%d for %d steps on the CPU takes minutes per sample on the 22B (and on the demo's tiny "
+            "model too): for a quick look pass --video-dims 32,32,25 --steps 4, or --audio-only",
+            width,
+            height,
+            frames,
+            base_validation.inference_steps,
+        )
     logger.info(
         "Pitch sweep: %d tones x %d seeds, %dx%dx%d at %.3g fps, %d steps, arms %s, reference guidance %s",
         len(tones),
@@ -379,13 +421,13 @@ def run_sweep(settings: SweepSettings) -> SweepResult:  # noqa: PLR0915 - one li
                     placement,
                     scale,
                 )
-                with bridge.reference_placement(arm_config, reference_guidance=scale), _staged(out / label) as staging:
+                with (
+                    bridge.reference_placement(arm_config, reference_guidance=scale),
+                    _staged(out / label) as staging,
+                    bridge.sampling_progress() as progress,
+                ):
                     results = runner.run(
-                        transformer=transformer,
-                        step=0,
-                        output_dir=staging,
-                        device=device,
-                        progress=TrainingProgress(enabled=False, total_steps=1),
+                        transformer=transformer, step=0, output_dir=staging, device=device, progress=progress
                     )
                 files = [out / label / Path(path).relative_to(staging) for _, path in sorted(results)]
                 measured[label] = [_measure_file(path) for path in files]
