@@ -16,6 +16,7 @@ from ltx_audio_reference.data.recipe import (
     DecorrelatedTarget,
     Recipe,
     RecipeError,
+    builtin_recipes,
     clip_seed,
     draw_target,
     load_recipe,
@@ -91,8 +92,25 @@ def test_validators_say_how_to_fix(kind: str, changes: dict, message: str, tmp_p
     assert message in str(info.value)
 
 
+def test_shipped_recipes_load_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # outside the clone: the docs' relative path would not exist here
+    assert set(builtin_recipes()) == {"helium/bounded", "helium/decorrelated"}
+    by_name = load_recipe("helium/decorrelated")
+    assert by_name == load_recipe("recipes/helium/decorrelated.yaml")
+    assert by_name == load_recipe(REPO / "recipes" / "helium" / "decorrelated.yaml")
+    assert load_recipe("helium/bounded").name != by_name.name
+    (tmp_path / "helium").mkdir()
+    (tmp_path / "helium" / "decorrelated.yaml").write_text(yaml.safe_dump(_recipe(caption="A local copy.")))
+    assert load_recipe("helium/decorrelated.yaml").caption == "A local copy."  # a file given as a path wins
+
+
+def test_the_wheel_ships_the_recipes() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert '[tool.hatch.build.targets.wheel.force-include]\n"recipes" = "ltx_audio_reference/recipes"' in pyproject
+
+
 def test_missing_and_broken_recipe_files(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match="no such recipe file"):
+    with pytest.raises(RecipeError, match=r"no such recipe file.*shipped ones: helium/bounded, helium/decorrelated"):
         load_recipe(tmp_path / "absent.yaml")
     (tmp_path / "bad.yaml").write_text("target: [unclosed")
     with pytest.raises(RecipeError, match="not valid YAML"):

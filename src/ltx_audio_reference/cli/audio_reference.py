@@ -319,7 +319,10 @@ def preprocess_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
 
 
 def build_dataset(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/helium/decorrelated.yaml.")],
+    recipe: Annotated[
+        Path,
+        typer.Argument(help="Recipe YAML, or a shipped recipe's name: helium/decorrelated or helium/bounded."),
+    ],
     input_path: Annotated[
         Path,
         typer.Option(

@@ -8,6 +8,7 @@ the two Helium recipes.
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 import zlib
 from pathlib import Path
@@ -239,15 +240,43 @@ class RecipeError(ValueError):
     """A recipe file is missing, not YAML, or invalid; the message lists each problem."""
 
 
-def load_recipe(path: Path) -> Recipe:
-    """Read and validate a recipe YAML.
+def builtin_recipes() -> dict[str, Path]:
+    """The recipes this package ships, by name (``helium/decorrelated``): the clone's ``recipes/`` folder, or the copy
+    inside an installed wheel."""
+    root = Path(__file__).resolve().parents[3]  # src/ltx_audio_reference/data/recipe.py in a clone
+    if (root / "pyproject.toml").is_file() and (root / "recipes").is_dir():
+        folder = root / "recipes"
+    else:
+        folder = Path(str(importlib.resources.files("ltx_audio_reference"))) / "recipes"
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*.yaml"))}
+
+
+def resolve_recipe(name_or_path: Path | str) -> Path:
+    """A recipe file: ``name_or_path`` where it is a file, else the shipped recipe of that name
+    (``helium/decorrelated``, or the path the docs use, ``recipes/helium/decorrelated.yaml``, from any folder).
+
+    Raises:
+        RecipeError: If it is neither, listing the shipped recipes.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = builtin_recipes()
+    key = path.with_suffix("").as_posix() if path.suffix in (".yaml", ".yml") else path.as_posix()
+    key = key.removeprefix("recipes/")
+    if key in shipped:
+        return shipped[key]
+    names = ", ".join(shipped) or "none found"
+    raise RecipeError(f"{path}: no such recipe file, and no shipped recipe of that name (the shipped ones: {names})")
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    """Read and validate a recipe YAML, a file or a shipped recipe's name (:func:`resolve_recipe`).
 
     Raises:
         RecipeError: With one ``field: problem`` line per validation error.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: no such recipe file")
+    path = resolve_recipe(path)
     try:
         data = read_yaml(path)
     except TextFileError as e:
