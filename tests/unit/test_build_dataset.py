@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -107,6 +108,10 @@ def test_unvoiced_unreadable_and_audio_less_clips_are_dropped_with_reasons(built
     assert all(drop["detail"] for drop in report["drops"])
     assert sum(report["target_histogram"]["counts"]) == 3
     assert report["pearson_r_source_target"] is not None
+    _, _, text = built
+    broken = next(drop for drop in report["drops"] if drop["clip"] == "broken")
+    assert re.search(r"unreadable: \S*broken\.\w+: " + re.escape(broken["detail"][:20]), " ".join(text.split()))
+    assert "(from 3 pairs: too few to mean much" in " ".join(text.split())
 
 
 def test_targets_keep_the_video_and_land_on_the_target_pitch(built: tuple[Path, int, str], clips: Path) -> None:

@@ -280,3 +280,16 @@ def test_a_diffusers_lora_is_named_with_the_prefix_to_change(tiny_model: torch.n
     assert inspect_lora(_save(tmp_path / "ours.safetensors", _lora_tensors(tiny_model, "audio", 0))).key_format == (
         "comfyui"
     )
+
+
+def test_a_training_state_or_config_is_named_as_not_a_lora(tmp_path: Path) -> None:
+    state = tmp_path / "training_state_step_00004.pt"
+    torch.save({"step": 4}, state)
+    code, out = _invoke(str(state))
+    assert code == 2
+    assert "a training state or latent (.pt), not a LoRA: pass checkpoints/lora_weights_step_NNNNN.safetensors" in out
+    config = tmp_path / "config.yaml"
+    config.write_text("model: {}\n")
+    code, out = _invoke(str(config))
+    assert code == 2
+    assert "a config, not a LoRA" in out

@@ -65,6 +65,7 @@ _EVAL_SAFE = (
 )
 _EVAL_NEXT = "Free space (or make --out writable) and run the same eval again; it starts over."
 _RECIPES_HINT = f"The dataset recipes need the recipes extra: {RECIPES_FIX}"
+_SHOWN_DROPS = 5
 
 
 def _check_device(device: str) -> None:
@@ -311,7 +312,7 @@ def preprocess_command(  # noqa: PLR0913, PLR0917 - every option is a CLI flag
     if _verdict(plan.output, plan.pack.model_path):
         raise typer.Exit(1)
     console.print(
-        f"Next: set data.preprocessed_data_root: {plan.output} in your training config, then\n"
+        f"Next: set data.preprocessed_data_root: {plan.output.resolve()} in your training config, then\n"
         "  ltx-trainer check CONFIG && ltx-trainer train CONFIG",
         highlight=False,
         soft_wrap=True,
@@ -386,9 +387,18 @@ def build_dataset(
         if count:
             table.add_row(str(count), f"dropped: {reason}")
     console.print(table)
+    # A clip that cannot be read is usually a wrong path or a broken file: name them, not only in report.json.
+    unreadable = [r for r in result.records if r.get("reason") in ("unreadable", "error")]
+    for record in unreadable[:_SHOWN_DROPS]:
+        line = f"  {record['reason']}: {record['source']}: {record.get('detail')}"
+        console.print(line, highlight=False, markup=False)
+    if len(unreadable) > _SHOWN_DROPS:
+        console.print(f"  ... and {len(unreadable) - _SHOWN_DROPS} more in report.json", highlight=False)
     r_value = report["pearson_r_source_target"]
+    kept = report["kept"]
+    few = f" (from {kept} pairs: too few to mean much; about 50 make it telling)" if kept < 50 else ""
     console.print(
-        f"Pearson r (source vs target pitch): {'n/a' if r_value is None else f'{r_value:.3f}'}", highlight=False
+        f"Pearson r (source vs target pitch): {'n/a' if r_value is None else f'{r_value:.3f}'}{few}", highlight=False
     )
     console.print(
         f"Manifest: {result.manifest}\nReport: {output / 'report.json'}, {result.report_png}", highlight=False

@@ -166,7 +166,12 @@ def read_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open is not a Mapping
             metadata = dict(f.metadata() or {})
     except (SafetensorError, OSError) as e:
-        raise LoraFileError(f"{path}: not a readable safetensors file ({e})") from e
+        what = {
+            ".pt": "a training state or latent (.pt), not a LoRA: pass checkpoints/lora_weights_step_NNNNN.safetensors",
+            ".yaml": "a config, not a LoRA: pass checkpoints/lora_weights_step_NNNNN.safetensors",
+            ".yml": "a config, not a LoRA: pass checkpoints/lora_weights_step_NNNNN.safetensors",
+        }.get(path.suffix.lower())
+        raise LoraFileError(f"{path}: {what}" if what else f"{path}: not a readable safetensors file ({e})") from e
     return tensors, metadata
 
 
