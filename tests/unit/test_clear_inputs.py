@@ -282,3 +282,39 @@ def test_build_dataset_that_keeps_no_pair_fails(tmp_path: Path) -> None:
     assert code == 1, output
     assert f"no pair was kept, so the dataset in {tmp_path / 'out'} is empty and nothing could train on it" in output
     assert json.loads((tmp_path / "out" / "report.json").read_text())["kept"] == 0
+
+
+def test_a_misspelt_key_gets_the_closest_key_and_no_union_tag() -> None:
+    from pydantic import BaseModel, ConfigDict, ValidationError  # noqa: PLC0415
+
+    from ltx_audio_reference.cli.check import field_names, validation_lines  # noqa: PLC0415
+    from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig  # noqa: PLC0415
+
+    class Optimization(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        learning_rate: float = 1e-4
+
+    class Root(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        optimization: Optimization = Optimization()
+        output_dir: str = "out"
+
+    known = field_names(Root) | field_names(AudioReferenceConfig)
+    assert {"learning_rate", "output_dir", "reference_strength"} <= known
+    with pytest.raises(ValidationError) as root:
+        Root(optimization={"learning_rat": 1e-3}, outptu_dir="x")
+    lines = validation_lines(root.value, known=known)
+    assert (
+        "config optimization.learning_rat: Extra inputs are not permitted; found 0.001; did you mean learning_rate?"
+        in (lines)
+    )
+    assert "config outptu_dir: Extra inputs are not permitted; found 'x'; did you mean output_dir?" in lines
+    with pytest.raises(ValidationError) as strategy:
+        AudioReferenceConfig(name="audio_reference", refrence_strength=0.5)
+    assert validation_lines(strategy.value, prefix="training_strategy", known=known) == [
+        "config training_strategy.refrence_strength: Extra inputs are not permitted; found 0.5; "
+        "did you mean reference_strength?"
+    ]
+    with pytest.raises(ValidationError) as far:
+        Root(zzz=1)
+    assert validation_lines(far.value, known=known) == ["config zzz: Extra inputs are not permitted; found 1"]

@@ -149,7 +149,7 @@ def train_command(
     from pydantic import ValidationError  # noqa: PLC0415
 
     from ltx_audio_reference import bridge  # noqa: PLC0415
-    from ltx_audio_reference.cli.check import validation_lines  # noqa: PLC0415
+    from ltx_audio_reference.cli.check import field_names, validation_lines  # noqa: PLC0415
     from ltx_audio_reference.cli.interrupt import (  # noqa: PLC0415
         TrainingStopped,
         stop_signals,
@@ -172,7 +172,7 @@ def train_command(
     try:
         trainer_config = LtxTrainerConfig(**data)
     except ValidationError as e:
-        for line in validation_lines(e, config_dir=config.parent):
+        for line in validation_lines(e, config_dir=config.parent, known=field_names(LtxTrainerConfig)):
             console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from e
     with stop_signals():

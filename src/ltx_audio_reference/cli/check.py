@@ -10,14 +10,17 @@ hidden folder that is removed at once).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
+import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pluggy
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ltx_audio_reference import bridge
 from ltx_audio_reference.data.check import Problem, check_dataset, check_strategy_data
@@ -37,7 +40,31 @@ class CheckReport:
     config: Any = None  # the parsed LtxTrainerConfig, when ltx-trainer is importable and the config parsed
 
 
-def validation_lines(error: ValidationError, prefix: str = "", config_dir: Path | None = None) -> list[str]:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:  # noqa: ANN401 - any annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models_in(arg)]
+
+
+def field_names(model: type[BaseModel]) -> set[str]:
+    """Every field name of ``model`` and of the models its fields hold (the keys a config may write)."""
+    names: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+    todo = [model]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for name, info in current.model_fields.items():
+            names.add(name)
+            todo.extend(_models_in(info.annotation))
+    return names
+
+
+def validation_lines(
+    error: ValidationError, prefix: str = "", config_dir: Path | None = None, known: Collection[str] = ()
+) -> list[str]:
     """One ``config <location>: <message>; found <value>`` line per pydantic error.
 
     Args:
@@ -45,16 +72,24 @@ def validation_lines(error: ValidationError, prefix: str = "", config_dir: Path 
         prefix: The section the validated model sits under (e.g. ``training_strategy``), prepended to locations.
         config_dir: The config file's folder: a relative path that does not exist is said to resolve against the
             current folder, and where it exists next to the config, that path is named.
+        known: The keys the config may write (:func:`field_names`): an unknown key gets the closest one, and a
+            union's tag in a location (``training_strategy.audio_reference.x``) is left out, as the YAML has none.
     """
     lines = []
     for err in error.errors():
-        loc = ".".join(str(part) for part in ((prefix,) if prefix else ()) + tuple(err["loc"]))
+        parts = [str(part) for part in ((prefix,) if prefix else ()) + tuple(err["loc"])]
+        if known and len(parts) >= 3 and parts[0] == "training_strategy" and parts[1] not in known:
+            del parts[1]  # the discriminated union's tag (the strategy name), not a key of the YAML
+        loc = ".".join(parts)
         value = err.get("input")
         if err["type"] == "unknown_training_strategy" and isinstance(value, dict):
             value = value.get("name")
         shown = "" if isinstance(value, dict) else f"; found {value!r}"
         if isinstance(value, str) and "does not exist" in err["msg"]:
             shown += preflight.relative_path_note(value, config_dir)
+        if err["type"] == "extra_forbidden" and parts:
+            close = difflib.get_close_matches(parts[-1], sorted(known), n=1, cutoff=0.75)
+            shown += f"; did you mean {close[0]}?" if close else ""
         lines.append(f"config {loc or '(root)'}: {err['msg']}{shown}")
     return lines
 
@@ -77,7 +112,7 @@ def _with_trainer(data: dict[str, Any], pm: pluggy.PluginManager, report: CheckR
         # The stock validator also reports missing data folders; the data check names them more precisely.
         report.problems.extend(
             line
-            for line in validation_lines(e, config_dir=config_dir)
+            for line in validation_lines(e, config_dir=config_dir, known=field_names(LtxTrainerConfig))
             if "does not exist under preprocessed_data_root" not in line
         )
     else:
@@ -120,7 +155,8 @@ def _without_trainer(
     try:
         return registry.get(name).config_cls.model_validate(_strategy_section(data))
     except ValidationError as e:
-        report.problems.extend(validation_lines(e, prefix="training_strategy"))
+        config_cls = registry.get(name).config_cls
+        report.problems.extend(validation_lines(e, prefix="training_strategy", known=field_names(config_cls)))
         return None
 
 
