@@ -173,6 +173,8 @@ def test_a_rerun_redoes_only_missing_files(done: tuple[Path, str], demo: Path) -
     data = manifest.parent / ".precomputed"
     (data / "latents" / "clips" / "s1.pt").unlink()
     (data / "reference_audio_latents" / "clips" / "s2.pt").unlink()
+    partial = data / "conditions" / "clips" / "s0.pt.tmp.4242"  # what upstream's write leaves when it dies mid-file
+    partial.write_bytes(b"half a file")
     # Upstream encodes a clip's video and sound in one pass, so s1's audio latents are redone with its video.
     redone = data / "audio_latents" / "clips" / "s1.pt"
     before = {p: p.stat().st_mtime_ns for p in data.rglob("*.pt") if p != redone}
@@ -184,6 +186,7 @@ def test_a_rerun_redoes_only_missing_files(done: tuple[Path, str], demo: Path) -
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing finished was rewritten
     assert (data / "latents" / "clips" / "s1.pt").is_file()
     assert (data / "reference_audio_latents" / "clips" / "s2.pt").is_file()
+    assert not partial.exists()
 
 
 def test_a_rerun_redoes_samples_whose_inputs_changed_and_drops_those_that_left(demo: Path, tmp_path: Path) -> None:

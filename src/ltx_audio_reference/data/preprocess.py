@@ -59,8 +59,9 @@ from ltx_audio_reference.data.precompute import (
     precompute_reference_latents,
     relative_name,
 )
+from ltx_audio_reference.errors import errno_in_words
 from ltx_audio_reference.layout import PRECOMPUTED_DIR_NAME
-from ltx_audio_reference.reliability.files import atomic_write_json
+from ltx_audio_reference.reliability.files import atomic_write_json, is_temp_name, probe_write
 from ltx_audio_reference.reliability.preflight import device_problem, write_problem
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ UPSTREAM_SCRIPTS = ("process_dataset.py", "process_captions.py", "process_videos
 UPSTREAM_FOLDERS = ("conditions", "latents", "audio_latents")
 DATA_FOLDERS = (*UPSTREAM_FOLDERS, REFERENCE_DIR)
 STATE_FILE = ".preprocess.json"
+#: Free space under which a failed upstream run names the disk as the likely cause.
+LOW_SPACE_BYTES = 256 * 2**20
 _SHOWN = 10
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -674,6 +677,18 @@ def expected_files(plan: PreprocessPlan) -> list[Path]:
     return [Path(folder) / name for folder in UPSTREAM_FOLDERS for name in names]
 
 
+def _remove_partial_files(output: Path) -> int:
+    """Remove the temporary files an interrupted or failed write left in the data folders (upstream's
+    ``NAME.pt.tmp.PID`` and this package's own); returns how many."""
+    removed = 0
+    for folder in DATA_FOLDERS:
+        for path in (output / folder).rglob("*") if (output / folder).is_dir() else ():
+            if path.is_file() and (".pt.tmp." in path.name or is_temp_name(path.name)):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def _forget_stale(plan: PreprocessPlan) -> None:
     """Remove the files of samples whose inputs changed (they are made again) or that left the manifest."""
     for names, what in (
@@ -734,6 +749,8 @@ def run_upstream(plan: PreprocessPlan, *, stream_output: bool = True) -> float:
             shutil.rmtree(plan.output / name, ignore_errors=True)
         (plan.output / STATE_FILE).unlink(missing_ok=True)
     _forget_stale(plan)
+    if removed := _remove_partial_files(plan.output):
+        logger.info("Removed %d partial file(s) an earlier run left in %s", removed, plan.output)
     _write_state(plan, "running")
     copy = _upstream_manifest(plan)
     command = plan.upstream_command(copy)
@@ -753,11 +770,21 @@ def run_upstream(plan: PreprocessPlan, *, stream_output: bool = True) -> float:
     if not stream_output and completed.stdout:
         logger.debug("process_dataset.py output:\n%s", completed.stdout)
     if completed.returncode != 0:
+        _remove_partial_files(plan.output)
         tail = "" if stream_output else "\n" + "\n".join((completed.stdout or "").strip().splitlines()[-15:])
+        cause = ""
+        if (code := probe_write(plan.output)) is not None:
+            cause = f"\nThe likely cause: {plan.output} cannot be written ({errno_in_words(code)}); fix that first."
+        elif (free := shutil.disk_usage(plan.output).free) < LOW_SPACE_BYTES:
+            cause = (
+                f"\nThe likely cause: the disk holding {plan.output} has only {free / 2**20:.1f} MB free (upstream's "
+                "messages above may say only 'file write failed'); free space first."
+            )
         raise PreprocessError(
             f"ltx-trainer's process_dataset.py failed (exit code {completed.returncode})"
-            f"{' with the messages above' if stream_output else ':'}{tail}\nEvery file it finished is kept: fix "
-            f"the cause and rerun the same command{' without --overwrite' if s.overwrite else ''} to resume."
+            f"{' with the messages above' if stream_output else ':'}{tail}{cause}\nEvery file it finished is kept "
+            f"(no partial file is left): fix the cause and rerun the same command"
+            f"{' without --overwrite' if s.overwrite else ''} to resume."
         )
     missing = [str(path) for path in expected_files(plan) if not (plan.output / path).is_file()]
     if missing:
