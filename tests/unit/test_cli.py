@@ -415,3 +415,33 @@ def test_demo_over_a_trained_demo_is_refused_before_writing(tmp_path: Path) -> N
     assert f"error: {root} holds a demo that was trained" in " ".join(out.split())
     assert "Nothing was written" in out
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    ("logger_name", "noise"),
+    [
+        (
+            "transformers.modeling_rope_utils",
+            "Unrecognized keys in `rope_parameters` for 'rope_type'='default': {'full_attention', 'sliding_attention'}",
+        ),
+        ("ltx_core.model.transformer.model", "Building transformer with attention backends -- self: %s, masked: %s"),
+    ],
+)
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_cli_drops_two_noisy_third_party_lines_and_keeps_their_loggers_other_messages(
+    verbose: bool, logger_name: str, noise: str, fresh_pm: pluggy.PluginManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    noisy = logging.getLogger(logger_name)
+    saved = list(noisy.filters)
+    noisy.filters.clear()  # earlier CLI invocations in this process installed the filter
+    try:
+        code, _ = _invoke(*(["-v"] if verbose else []), "strategies")
+        assert code == 0
+        with caplog.at_level(logging.INFO, logger=logger_name):
+            noisy.warning(noise, *(["SDPA", "SDPA"] if "%s" in noise else []))
+            noisy.warning("another message of this logger")
+        messages = [r.getMessage() for r in caplog.records if r.name == logger_name]
+        assert "another message of this logger" in messages
+        assert any(m.startswith(noise[:30]) for m in messages) == verbose, messages
+    finally:
+        noisy.filters[:] = saved

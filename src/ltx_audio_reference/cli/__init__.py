@@ -35,14 +35,32 @@ _BNB_CPU_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
 _BNB_CPU_KERNEL_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 
 
+#: Two more lines every command printed, which only alarm or puzzle users (``-v`` keeps both):
+#: - transformers warns that Gemma's config holds ``full_attention``/``sliding_attention`` rope keys it does not know,
+#:   on every load of the text encoder (harmless: Gemma 3 and 4 configs hold them);
+#: - ltx-core logs the attention backends of every transformer it builds, the meta models of the estimates included,
+#:   naming CUDA kernels on a CPU.
+_NOISE = (
+    ("transformers.modeling_rope_utils", "Unrecognized keys in `rope_parameters`"),
+    ("ltx_core.model.transformer.model", "Building transformer with attention backends"),
+)
+
+
 def _drop_bnb_cpu_kernel_warning(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(_BNB_CPU_KERNEL_MESSAGE)
+
+
+def _drop_noise(record: logging.LogRecord) -> bool:
+    return not any(record.name == name and str(record.msg).startswith(text) for name, text in _NOISE)
 
 
 def _quiet_third_party_logs() -> None:
     bnb_logger = logging.getLogger(_BNB_CPU_KERNEL_LOGGER)
     if _drop_bnb_cpu_kernel_warning not in bnb_logger.filters:
         bnb_logger.addFilter(_drop_bnb_cpu_kernel_warning)
+    for name, _ in _NOISE:
+        if _drop_noise not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_drop_noise)
 
 
 def _setup_logging(verbose: bool) -> None:
