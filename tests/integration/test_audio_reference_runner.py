@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from cli_helpers import run_cli
 from safetensors import safe_open
 
+from ltx_audio_reference.data.audio_io import write_wav
 from ltx_audio_reference.strategies.audio_reference.lora_targets import preset_block_modules
 from ltx_audio_reference.testing.demo import write_demo
 
@@ -154,7 +156,8 @@ def test_audio_preset_with_video_target_modules_is_refused(demo: Path) -> None:
 
 
 def _guided_validation(demo: Path, name: str, *, every_sample_has_a_reference: bool) -> Path:
-    tone = str(demo / "tone.wav")  # never read: the check runs before the model and the validation runner load
+    # A real tone: the check decodes validation's reference audio (the model and the validation runner never load).
+    tone = str(write_wav(demo / "tone.wav", np.full((1, 16000), 0.1, dtype=np.float32), 16000))
     samples = [{"prompt": "a voice", "conditions": [{"type": "reference", "audio": tone}]}]
     samples.append(samples[0] if every_sample_has_a_reference else {"prompt": "a voice, no reference"})
     return _write(

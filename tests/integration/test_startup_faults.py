@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pluggy
 import pytest
 import torch
 import yaml
-from cli_helpers import run_cli
+from cli_helpers import env_without_ffmpeg, run_cli
 from fault_helpers import unwritable
 from kill_resume import demo_config
 from typer.testing import CliRunner
@@ -258,6 +259,108 @@ def test_a_missing_text_encoder_is_refused(
         f"config model.text_encoder_path: {found}" if value is None else found,
         "Set it to the Gemma-3 folder (with config.json and tokenizer.json)",
     )
+
+
+@pytest.mark.parametrize("fault", ["truncated", "gemma weights", "folder"])
+def test_a_model_path_that_is_no_ltx2_checkpoint_is_refused_by_check_and_train(
+    demo_root: Path, tmp_path: Path, fresh_pm: pluggy.PluginManager, fault: str
+) -> None:
+    model = tmp_path / "model.safetensors"
+    if fault == "truncated":  # a copy cut short: the stock runner failed in safetensors once the text encoder loaded
+        model.write_bytes((demo_root / "tiny_ltx2.safetensors").read_bytes()[:100_000])
+        expected = f"{model} is not a complete .safetensors file (truncated: 100000 bytes, the header describes "
+    elif fault == "gemma weights":
+        shutil.copy(demo_root / "text_encoder" / "model.safetensors", model)
+        expected = f"{model} is a .safetensors file without LTX-2's 'config' metadata, so not an LTX-2 checkpoint"
+    else:
+        model.mkdir()
+        expected = f"expected a .safetensors file; found the folder {model}"
+    config = _config(tmp_path, demo_root, {"model.model_path": str(model)})
+    code, text = _check(config)
+    assert code == 1, text
+    assert f"config model.model_path: {expected}" in text
+    assert "Set it to the LTX-2 checkpoint .safetensors" in text
+    assert "memory estimate unavailable" not in text  # the problem says it; no note repeats it
+    _assert_refused(config, f"config model.model_path: {expected}")
+
+
+def _validation_audio(tmp_path: Path, demo_root: Path, audio: Path) -> Path:
+    return _config(
+        tmp_path,
+        demo_root,
+        {
+            "validation.interval": 1,
+            "validation.generate_audio": True,
+            "validation.samples": [{"prompt": "a tone", "conditions": [{"type": "reference", "audio": str(audio)}]}],
+        },
+    )
+
+
+@pytest.mark.parametrize("fault", ["missing", "not audio"])
+def test_validation_reference_audio_that_cannot_be_read_is_refused_by_check_and_train(
+    demo_root: Path, tmp_path: Path, fresh_pm: pluggy.PluginManager, fault: str
+) -> None:
+    audio = tmp_path / "tone.wav"
+    if fault == "not audio":
+        audio.write_text("not audio\n")
+    config = _validation_audio(tmp_path, demo_root, audio)
+    key = "config validation.samples[0].conditions[0].audio"
+    expected = (
+        f"{key}: expected an audio file; found '{audio}' (no such file)"
+        if fault == "missing"
+        else f"{key}: {audio}: cannot read audio (wave: "
+    )
+    code, text = _check(config)
+    assert code == 1, text
+    assert expected in text
+    fix = "Point it at the reference's audio file (WAV, FLAC, MP3, ...), or set validation.interval: null"
+    assert fix in text
+    _assert_refused(config, expected, fix)
+
+
+def test_validation_reference_audio_without_ffmpeg_is_refused_naming_the_install_line(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    from ltx_audio_reference.data.audio_io import write_wav  # noqa: PLC0415
+
+    tone = write_wav(tmp_path / "tone.wav", np.full((1, 16000), 0.1, dtype=np.float32), 16000)
+    config = _validation_audio(tmp_path, demo_root, tone)
+    env = env_without_ffmpeg(tmp_path / "no_ffmpeg")
+    line = (
+        "config validation.samples: validation reads 1 reference audio file(s) with torchaudio, through torchcodec and "
+        "FFmpeg, and FFmpeg is not installed (no ffmpeg program on PATH): sudo apt-get install ffmpeg"
+    )
+    for command in ("check", "train"):
+        result = run_cli(command, str(config), env=env)
+        text = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode == 1, text
+        assert line in text
+        assert "torchcodec cannot load FFmpeg's libraries" in text
+        assert "Traceback" not in text
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_prompt_embeddings_of_another_width_are_refused_by_check_and_train(
+    demo_root: Path, tmp_path: Path, fresh_pm: pluggy.PluginManager, batch_size: int
+) -> None:
+    data = _data(demo_root, tmp_path)
+    path = data / "conditions" / "sample_002.pt"
+    conditions = torch.load(path, weights_only=True)
+    conditions["video_prompt_embeds"] = torch.randn(128, 96, dtype=torch.bfloat16)
+    torch.save(conditions, path)
+    config = _config(tmp_path, demo_root, {"optimization.batch_size": batch_size}, data=data)
+    expected = (
+        f"{data / 'conditions'}/ [video_prompt_embeds]: expected prompt embeddings [L, 64]: 64 is the width the video "
+        f"text connector of {demo_root / 'tiny_ltx2.safetensors'} takes; found width 96 in 1 of 4 samples "
+        "(sample_002.pt). These captions were encoded for another model: preprocess them again with this model's "
+        "text encoder and checkpoint"
+    )
+    code, text = _check(config)
+    assert code == 1, text
+    assert expected in text
+    assert "trim or pad them" not in text
+    _assert_refused(config, expected)
 
 
 @pytest.mark.parametrize("fault", ["a file", "under /proc", "unwritable"])

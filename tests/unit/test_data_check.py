@@ -17,8 +17,9 @@ from ltx_audio_reference.data.check import (
     folder_kinds,
     load_sample_file,
 )
+from ltx_audio_reference.reliability.checkpoints import prompt_embed_widths
 from ltx_audio_reference.strategies.audio_reference.config import AudioReferenceConfig
-from ltx_audio_reference.testing import tiny_model
+from ltx_audio_reference.testing import tiny_ltx25, tiny_model
 
 DIRS = dict.fromkeys(tiny_model.DATASET_FOLDERS)
 
@@ -327,3 +328,34 @@ def test_long_references_are_noted_in_seconds_and_past_the_rope_range(tmp_path: 
         "audio positions by (audio_positional_embedding_max_pos). Trim references to at most 19.96 s"
     )
     assert check_strategy_data(root, AudioReferenceConfig(reference_positions="overlap")).notes == notes[:1]
+
+
+@pytest.mark.skipif(tiny_ltx25.ltx25_supported() is not None, reason="LTX-2.5 transformer files need ltx-core >= 1.2.0")
+def test_the_prompt_embedding_widths_are_read_from_the_checkpoint_header(tmp_path: Path) -> None:
+    monolithic = tiny_model.write_tiny_checkpoint(tmp_path / "tiny.safetensors", header_only=True)
+    assert prompt_embed_widths(monolithic) == {"video": 64, "audio": 64}
+    split = tiny_ltx25.write_tiny_ltx25_transformer(tmp_path / "transformer.safetensors")
+    video, audio = tiny_ltx25.prompt_widths(tiny_ltx25.ltx25_transformer_config())
+    assert prompt_embed_widths(split) == {"video": video, "audio": audio} != {"video": 64, "audio": 64}
+    (tmp_path / "cut.safetensors").write_bytes(monolithic.read_bytes()[:1000])
+    assert prompt_embed_widths(tmp_path / "cut.safetensors") == {}  # unreadable: not compared (preflight names it)
+
+
+def test_prompt_embeddings_of_another_width_than_the_models_connectors_are_refused(tmp_path: Path) -> None:
+    model = tiny_model.write_tiny_checkpoint(tmp_path / "tiny.safetensors", header_only=True)
+    root = tiny_model.write_synthetic_dataset(tmp_path / "d", num_samples=3)
+    strategy = AudioReferenceConfig()
+    assert [str(p) for p in check_strategy_data(root, strategy, model_path=model).problems] == []
+    # One sample encoded by another text encoder: batch_size 1 never stacks it, the connector fails at its step.
+    path = root / "conditions" / "sample_001.pt"
+    _rewrite(path, audio_prompt_embeds=torch.randn(128, 96, dtype=torch.bfloat16))
+    problems = [str(p) for p in check_strategy_data(root, strategy, batch_size=1, model_path=model).problems]
+    assert problems == [
+        f"{root / 'conditions'}/ [audio_prompt_embeds]: expected prompt embeddings [L, 64]: 64 is the width the audio "
+        f"text connector of {model} takes; found width 96 in 1 of 3 samples (sample_001.pt). These captions were "
+        "encoded for another model: preprocess them again with this model's text encoder and checkpoint "
+        "(model.text_encoder_path, model.model_path), or point model.model_path at the model they were made for"
+    ]
+    # With batches, that one line, not a second one about unequal shapes; without a model, no width to compare.
+    assert [str(p) for p in check_strategy_data(root, strategy, batch_size=2, model_path=model).problems] == problems
+    assert check_strategy_data(root, strategy, batch_size=1).problems == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fault_helpers import unwritable
@@ -12,7 +13,7 @@ from safetensors.torch import save_file
 
 from ltx_audio_reference.reliability import preflight
 from ltx_audio_reference.reliability.files import temp_path_for
-from ltx_audio_reference.testing import tiny_model
+from ltx_audio_reference.testing import tiny_ltx25, tiny_model
 
 GEMMA_FIX = "Set it to the Gemma-3 folder (with config.json and tokenizer.json)"
 
@@ -208,3 +209,140 @@ def test_check_run_collects_every_problem_and_reads_raw_yaml(tmp_path: Path) -> 
     ]
     assert not (tmp_path / "out").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model.model_path, from its header
+# ---------------------------------------------------------------------------------------------------------------
+
+MODEL_FIX = "Set it to the LTX-2 checkpoint .safetensors (the file of the whole model), or to the transformer"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LTX-2.3 checkpoint (header and sparse data: only the header is read)."""
+    return tiny_model.write_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", header_only=True)
+
+
+def _broken_model(kind: str, checkpoint: Path, folder: Path) -> tuple[Path, str]:  # noqa: PLR0911 - one per kind
+    """A model_path broken as ``kind``, and what the problem must say about it."""
+    path = folder / "model.safetensors"
+    if kind == "truncated":
+        path.write_bytes(checkpoint.read_bytes()[:100_000])
+        return path, "is not a complete .safetensors file (truncated: 100000 bytes, the header describes "
+    if kind == "empty":
+        path.write_bytes(b"")
+        return path, "is not a complete .safetensors file (truncated: 0 bytes, shorter than the 8-byte header length)"
+    if kind == "text":
+        path.write_text("model weights go here\n")
+        return path, "is not a complete .safetensors file (truncated or not safetensors: header length"
+    if kind == "torch .pt":
+        path = folder / "model.pt"
+        torch.save({"weight": torch.zeros(2)}, path)
+        return path, "another format such as a .pt file"
+    if kind == "folder":
+        path.mkdir()
+        return path, f"expected a .safetensors file; found the folder {path}"
+    if kind == "gemma weights":
+        save_file({"model.embed_tokens.weight": torch.zeros(4, 2)}, str(path), metadata={"format": "pt"})
+        return path, "is a .safetensors file without LTX-2's 'config' metadata, so not an LTX-2 checkpoint (a LoRA"
+    if kind == "lora":
+        return _weights(folder / "lora_weights_step_00001.safetensors", step_state=False), "without LTX-2's 'config'"
+    if kind == "vae file":
+        save_file({"x": torch.zeros(1)}, str(path), metadata={"config": '{"vae": {}, "audio_vae": {}}'})
+        return path, "holds no transformer (its config has audio_vae, vae): a component file of a pack"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind", ["truncated", "empty", "text", "torch .pt", "folder", "gemma weights", "lora", "vae file"]
+)
+def test_a_model_path_that_is_no_ltx2_transformer_checkpoint_is_refused_from_its_header(
+    checkpoint: Path, tmp_path: Path, kind: str
+) -> None:
+    path, expected = _broken_model(kind, checkpoint, tmp_path)
+    problem = preflight.model_problem(path)
+    assert problem is not None
+    assert problem.startswith("config model.model_path: ")
+    assert expected in problem
+    assert MODEL_FIX in problem
+    assert "\n" not in problem
+    settings = preflight.RunSettings(
+        model_path=path, text_encoder_path=tiny_model.write_text_encoder_dir(tmp_path / "g")
+    )
+    assert preflight.check_run(settings).problems == [problem]
+    missing = preflight.model_problem("model.safetensors", config_dir=tmp_path)
+    assert missing.startswith(
+        "config model.model_path: expected an existing .safetensors file; found 'model.safetensors'"
+    )
+
+
+@pytest.mark.skipif(tiny_ltx25.ltx25_supported() is not None, reason="LTX-2.5 transformer files need ltx-core >= 1.2.0")
+def test_an_ltx23_checkpoint_and_an_ltx25_split_transformer_pass(checkpoint: Path, tmp_path: Path) -> None:
+    assert preflight.model_problem(checkpoint) is None
+    split = tiny_ltx25.write_tiny_ltx25_transformer(tmp_path / "transformer.safetensors")
+    assert preflight.model_problem(split) is None
+    assert preflight.model_problem(None) is None  # the stock config requires it; raw YAML without it: not checked
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# validation's reference audio
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _validation(*audio: str, interval: int | None = 2) -> dict:
+    samples = [{"prompt": "a tone", "conditions": [{"type": "reference", "audio": a}]} for a in audio]
+    return {"validation": {"interval": interval, "samples": samples}}
+
+
+def _tone(path: Path) -> Path:
+    from ltx_audio_reference.data.audio_io import write_wav  # noqa: PLC0415
+
+    t = np.arange(16000, dtype=np.float32) / 16000
+    return write_wav(path, 0.3 * np.sin(2 * np.pi * 220 * t), 16000)
+
+
+def test_validation_reference_audio_that_is_missing_or_not_audio_is_refused_before_training(tmp_path: Path) -> None:
+    tone = _tone(tmp_path / "tone.wav")
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio\n")
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    settings = preflight.RunSettings.from_dict(_validation(str(tone), "nope.wav", str(text), str(folder)), tmp_path)
+    assert [key for key, _ in settings.validation_audio] == [
+        f"validation.samples[{i}].conditions[0].audio" for i in range(4)
+    ]
+    result = preflight.validation_audio_check(settings.validation_audio, tmp_path)
+    files = [p for p in result.problems if not p.startswith("config validation.samples:")]  # tools: next test
+    fix = "Point it at the reference's audio file (WAV, FLAC, MP3, ...), or set validation.interval: null"
+    assert len(files) == 3
+    assert files[0].startswith(
+        "config validation.samples[1].conditions[0].audio: expected an audio file; found 'nope.wav' (no such file) "
+        "('nope.wav' is a relative path, resolved against the current folder"
+    )
+    assert files[1].startswith(f"config validation.samples[2].conditions[0].audio: {text}: cannot read audio (wave: ")
+    assert files[2] == (
+        f"config validation.samples[3].conditions[0].audio: expected an audio file; found the folder {folder}. {fix} "
+        "to train without validation"
+    )
+    assert all(fix in p for p in files)
+    # No validation run, no audio read.
+    assert preflight.RunSettings.from_dict(_validation("nope.wav", interval=None)).validation_audio == ()
+    problems = preflight.check_run(preflight.RunSettings.from_dict(_validation(str(tone)))).problems
+    assert [p for p in problems if p.startswith("config validation.samples[")] == []  # the tone reads
+
+
+def test_validation_reference_audio_without_ffmpeg_names_the_install_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tone = _tone(tmp_path / "tone.wav")
+    settings = preflight.RunSettings.from_dict(_validation(str(tone)))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg program: what a machine without FFmpeg has
+    problems = preflight.validation_audio_check(settings.validation_audio).problems
+    assert problems[0] == (
+        "config validation.samples: validation reads 1 reference audio file(s) with torchaudio, through torchcodec "
+        "and FFmpeg, and FFmpeg is not installed (no ffmpeg program on PATH): sudo apt-get install ffmpeg (or conda "
+        "install -c conda-forge ffmpeg; macOS: brew install ffmpeg); or set validation.interval: null to train "
+        "without validation"
+    )
+    assert preflight.validation_audio_check(()).problems == []  # no audio condition: no tool needed

@@ -251,8 +251,8 @@ def memory_notes(
     """
     model = data.get("model")
     path = model.get("model_path") if isinstance(model, dict) else None
-    if not path or not Path(str(path)).expanduser().is_file():
-        return []
+    if not path or not Path(str(path)).expanduser().is_file() or preflight.model_problem(path) is not None:
+        return []  # a model file that is not a checkpoint is a problem of its own (preflight.model_problem)
     import torch  # noqa: PLC0415
 
     from ltx_audio_reference.plugins import collect  # noqa: PLC0415

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,15 @@ TARGET_OF_REFERENCE: dict[str, str] = {"ref_audio_latents": "audio_latents"}
 IDENTICAL_RTOL = 1e-3
 #: A reference gap longer than this (seconds) reads as a milliseconds slip where references overrun the RoPE range.
 LONG_REFERENCE_GAP_S = 1.0
+
+#: The text connector (modality) each prompt-embedding key of a conditions file goes through; the legacy
+#: ``prompt_embeds`` goes through both.
+CONNECTORS_OF_EMBED_KEY: dict[str, tuple[str, ...]] = {
+    "video_prompt_embeds": ("video",),
+    "audio_prompt_embeds": ("audio",),
+    "prompt_embeds": ("video", "audio"),
+}
+_SHOWN_SAMPLES = 3
 
 _KIND_DESCRIPTION = {
     "video": f"latents [{VIDEO_LATENT_CHANNELS}, F, H, W]",
@@ -360,13 +369,20 @@ def _describe_shape(kind: str | None, shape: tuple[int, ...]) -> str:
 
 
 def _batch_shape_problems(
-    data_root: Path, records: list[_SampleRecord], folders: Iterable[str], batch_size: int
+    data_root: Path,
+    records: list[_SampleRecord],
+    folders: Iterable[str],
+    batch_size: int,
+    reported: Collection[tuple[str, str]] = (),
 ) -> list[Problem]:
-    """One problem per folder and tensor key whose shape differs between samples (a batch stacks them)."""
+    """One problem per folder and tensor key whose shape differs between samples (a batch stacks them), except the
+    ``(folder, key)`` pairs in ``reported`` (their shapes are wrong for the model, a problem of their own)."""
     problems = []
     for dir_name in folders:
         kind = next((r.kinds[dir_name] for r in records if dir_name in r.kinds), None)
-        keys = sorted({k for r in records for k in r.shapes.get(dir_name, {})})
+        keys = sorted(
+            {k for r in records for k in r.shapes.get(dir_name, {})} - {k for d, k in reported if d == dir_name}
+        )
         for key in keys:
             first_of: dict[tuple[int, ...], Path] = {}
             for r in records:
@@ -457,6 +473,56 @@ def _reference_length_notes(
     return notes
 
 
+def _embed_width_problems(
+    data_root: Path, records: list[_SampleRecord], embed_widths: Mapping[str, int], model_path: Path | str | None
+) -> list[tuple[str, str, Problem]]:
+    """One problem per conditions folder and embedding key whose width (last dimension) differs from the width the
+    model's text connector takes: the trainer's connectors would fail at the first step that draws such a sample.
+
+    Returns:
+        ``(folder, key, problem)`` triples.
+    """
+    problems = []
+    model = f" of {model_path}" if model_path is not None else ""
+    folders = sorted({d for r in records for d, kind in r.kinds.items() if kind == "conditions"})
+    for dir_name in folders:
+        for key, modalities in CONNECTORS_OF_EMBED_KEY.items():
+            for modality in modalities:
+                expected = embed_widths.get(modality)
+                if expected is None:
+                    continue
+                shapes = [(r.name, r.shapes.get(dir_name, {}).get(key)) for r in records]
+                checked = [(name, shape[-1]) for name, shape in shapes if shape is not None and len(shape) == 2]
+                wrong: dict[int, list[Path]] = {}
+                for name, width in checked:
+                    if width != expected:
+                        wrong.setdefault(width, []).append(_paired_name(dir_name, name))
+                if not wrong:
+                    continue
+                found = "; ".join(
+                    f"width {width} in {len(names)} of {len(checked)} samples ("
+                    + ", ".join(str(n) for n in names[:_SHOWN_SAMPLES])
+                    + (f" and {len(names) - _SHOWN_SAMPLES} more" if len(names) > _SHOWN_SAMPLES else "")
+                    + ")"
+                    for width, names in sorted(wrong.items())
+                )
+                problems.append(
+                    (
+                        dir_name,
+                        key,
+                        Problem(
+                            f"{data_root / dir_name}/ [{key}]",
+                            f"prompt embeddings [L, {expected}]: {expected} is the width the {modality} text connector"
+                            f"{model} takes",
+                            f"{found}. These captions were encoded for another model: preprocess them again with this "
+                            "model's text encoder and checkpoint (model.text_encoder_path, model.model_path), or point "
+                            "model.model_path at the model they were made for",
+                        ),
+                    )
+                )
+    return problems
+
+
 def _reference_gap_problem(reference_gap_s: float | None, rope_max_pos_s: float) -> Problem | None:
     """A gap that alone reaches past the audio RoPE range puts every reference where the model has no positions."""
     if reference_gap_s is None or reference_gap_s < rope_max_pos_s:
@@ -481,6 +547,8 @@ def check_sources(
     scan_limit: int | None = None,
     reference_gap_s: float | None = DEFAULT_REFERENCE_GAP_S,
     rope_max_pos_s: float = AUDIO_ROPE_MAX_POS_S,
+    embed_widths: Mapping[str, int] | None = None,
+    model_path: Path | str | None = None,
 ) -> DatasetReport:
     """Check the data a strategy reads: every folder of ``get_data_sources()``, as the kind its batch key holds.
 
@@ -495,6 +563,10 @@ def check_sources(
         reference_gap_s: Seconds between a reference's end and its target's start, for the RoPE-range note; None
             where references do not sit before the target (no such note).
         rope_max_pos_s: The model's ``audio_positional_embedding_max_pos`` in seconds.
+        embed_widths: The prompt-embedding width each text connector of the model takes (``{"video": D, "audio":
+            D}``, :func:`~ltx_audio_reference.reliability.checkpoints.prompt_embed_widths`); every checked sample's
+            embeddings are compared with it. None or empty: not compared.
+        model_path: The checkpoint those widths were read from, for the messages.
 
     Returns:
         Problems (training would fail or learn nothing useful) and notes (it trains; worth knowing).
@@ -509,6 +581,8 @@ def check_sources(
         scan_limit=scan_limit,
         reference_gap_s=reference_gap_s,
         rope_max_pos_s=rope_max_pos_s,
+        embed_widths=embed_widths,
+        model_path=model_path,
     )
 
 
@@ -523,10 +597,13 @@ def check_strategy_data(
     model_path: Path | str | None = None,
 ) -> DatasetReport:
     """:func:`check_sources` for a strategy config: its ``get_data_sources()``, its reference gap, and the RoPE range
-    of the checkpoint at ``model_path`` (ltx-core's default without one). Training start and ``check`` call this."""
+    and text-connector widths of the checkpoint at ``model_path`` (read from its header; without one, ltx-core's
+    default range and no width comparison). Training start and ``check`` call this."""
     rope = AUDIO_ROPE_MAX_POS_S
+    widths: dict[str, int] = {}
     if model_path is not None:
         rope = checkpoints.audio_rope_max_pos_s(model_path, AUDIO_ROPE_MAX_POS_S)
+        widths = checkpoints.prompt_embed_widths(model_path)
     return check_sources(
         Path(root).expanduser(),
         strategy_config.get_data_sources(),
@@ -536,6 +613,8 @@ def check_strategy_data(
         scan_limit=scan_limit,
         reference_gap_s=_reference_gap_of(strategy_config),
         rope_max_pos_s=rope,
+        embed_widths=widths,
+        model_path=model_path,
     )
 
 
@@ -597,7 +676,7 @@ def _present_samples(data_root: Path, dirs: Mapping[str, str | None], problems: 
     return present
 
 
-def _scan(
+def _scan(  # noqa: PLR0913 - check_sources' settings, passed on
     root: Path,
     dirs: Mapping[str, str | None],
     *,
@@ -608,6 +687,8 @@ def _scan(
     scan_limit: int | None = None,
     reference_gap_s: float | None = DEFAULT_REFERENCE_GAP_S,
     rope_max_pos_s: float = AUDIO_ROPE_MAX_POS_S,
+    embed_widths: Mapping[str, int] | None = None,
+    model_path: Path | str | None = None,
 ) -> DatasetReport:
     report = DatasetReport()
     data_root = resolve_data_root(root)
@@ -655,8 +736,11 @@ def _scan(
                 record.equal_to_target[ref_dir] = _same_audio(audio[ref_dir], audio[target_dir])
         records.append(record)
 
+    widths = _embed_width_problems(data_root, records, embed_widths, model_path) if embed_widths else []
     if batch_size > 1:
-        problems.extend(_batch_shape_problems(data_root, records, present, batch_size))
+        reported = {(dir_name, key) for dir_name, key, _ in widths}
+        problems.extend(_batch_shape_problems(data_root, records, present, batch_size, reported))
+    problems.extend(problem for _, _, problem in widths)
     problems.extend(_identical_reference_problems(data_root, records, references))
     if references and (gap := _reference_gap_problem(reference_gap_s, rope_max_pos_s)) is not None:
         problems.append(gap)

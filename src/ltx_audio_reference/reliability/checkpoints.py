@@ -161,17 +161,82 @@ def no_checkpoint_reason(folder: Path) -> str:
     return f"no weights file there is complete ({shown}{more})"
 
 
+def header_config(header: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON ``config`` entry of a safetensors header's metadata (what LTX-2 checkpoints carry), or None.
+
+    Raises:
+        ValueError: If the entry is there but is not a JSON object.
+    """
+    metadata = header.get("__metadata__") or {}
+    raw = metadata.get("config") if isinstance(metadata, Mapping) else None
+    if raw is None:
+        return None
+    try:
+        config = json.loads(raw)
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"its 'config' metadata is not JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise ValueError("its 'config' metadata is not a JSON object")
+    return config
+
+
 def audio_rope_max_pos_s(model_path: Path | str, default: float) -> float:
     """``audio_positional_embedding_max_pos`` (seconds) from a checkpoint's ``config`` metadata, or ``default``.
 
     Only the safetensors header is read.
     """
     try:
-        metadata = read_safetensors_header(Path(model_path)).get("__metadata__") or {}
-        transformer = json.loads(metadata.get("config", "{}")).get("transformer", {})
+        transformer = (header_config(read_safetensors_header(Path(model_path))) or {}).get("transformer", {})
         return float(transformer.get("audio_positional_embedding_max_pos", [default])[0])
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
         return default
+
+
+#: The text connectors of an LTX-2 transformer checkpoint: modality -> the module's name in the header.
+_CONNECTORS = {"video": "video_embeddings_connector", "audio": "audio_embeddings_connector"}
+#: Tensors whose last dimension is a connector's width (the width of the prompt embeddings it takes).
+_CONNECTOR_WIDTH_TENSORS = ("learnable_registers", "transformer_1d_blocks.0.attn1.to_q.weight")
+
+
+def prompt_embed_widths(model_path: Path | str) -> dict[str, int]:
+    """The last dimension of the prompt embeddings each text connector of a checkpoint takes, from its header alone.
+
+    The trainer feeds a sample's ``video_prompt_embeds`` and ``audio_prompt_embeds`` (a legacy ``prompt_embeds`` to
+    both) through the checkpoint's video and audio connectors; embeddings of another width fail at the first step
+    that draws them. The width is read from the connectors' weights (their registers, or the first block's query
+    projection); where the header holds no connector weights, from the ``config`` metadata as ltx-core's connector
+    configurators read it (heads x head width; the audio connector falls back to the video connector's settings).
+
+    Returns:
+        ``{"video": D, "audio": D}``, with only the widths that could be read (empty for an unreadable file).
+    """
+    try:
+        header = read_safetensors_header(Path(model_path))
+        transformer = (header_config(header) or {}).get("transformer")
+    except (OSError, ValueError, TypeError, KeyError, IndexError):
+        return {}
+    shapes = {k: e.get("shape") for k, e in header.items() if k != "__metadata__" and isinstance(e, Mapping)}
+    widths: dict[str, int] = {}
+    for modality, connector in _CONNECTORS.items():
+        for suffix in _CONNECTOR_WIDTH_TENSORS:
+            shape = next((shape for key, shape in shapes.items() if key.endswith(f"{connector}.{suffix}")), None)
+            if isinstance(shape, list) and shape and isinstance(shape[-1], int):
+                widths[modality] = shape[-1]
+                break
+    if isinstance(transformer, Mapping) and "connector_num_attention_heads" in transformer:
+        heads = transformer.get("connector_num_attention_heads")
+        head_dim = transformer.get("connector_attention_head_dim", 128)
+        configured = {
+            "video": (heads, head_dim),
+            "audio": (
+                transformer.get("audio_connector_num_attention_heads", heads),
+                transformer.get("audio_connector_attention_head_dim", head_dim),
+            ),
+        }
+        for modality, (h, d) in configured.items():
+            if modality not in widths and isinstance(h, int) and isinstance(d, int):
+                widths[modality] = h * d
+    return widths
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Checks of a run's settings that need no model: step and batch counts, the text encoder, writable output folders,
-an output folder holding another run (:mod:`.identity`) and the checkpoint to resume from (its LoRA's header against
+"""Checks of a run's settings that need no model: step and batch counts, the model and text-encoder files (the model's
+from its safetensors header alone), validation's reference audio, writable output folders, an output folder holding
+another run (:mod:`.identity`) and the checkpoint to resume from (its LoRA's header against
 the model's, :mod:`.lora_fit`).
 
 Training start (the bridge, before any model loads) and ``ltx-trainer check`` run the same checks, so both say the
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class RunSettings:
     lora_rank: int | None = None
     #: The config file's folder, to say where a relative path would have been found.
     config_dir: Path | None = None
+    #: The audio files validation reads, as ``(config key, path)``; empty where validation does not run.
+    validation_audio: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_config(cls, config: Any, config_dir: Path | None = None) -> RunSettings:  # noqa: ANN401 - LtxTrainerConfig
@@ -78,6 +81,7 @@ class RunSettings:
             training_mode=str(config.model.training_mode),
             lora_rank=lora.rank if lora is not None else None,
             config_dir=config_dir,
+            validation_audio=validation_audio(config.validation.model_dump(mode="json")),
         )
 
     @classmethod
@@ -105,6 +109,7 @@ class RunSettings:
             training_mode=str(model.get("training_mode", "lora")),
             lora_rank=rank if isinstance(rank, int) and not isinstance(rank, bool) else None,
             config_dir=config_dir,
+            validation_audio=validation_audio(section("validation")),
         )
 
 
@@ -175,6 +180,131 @@ def text_encoder_problem(path: str | Path | None, config_dir: Path | None = None
     if p.suffix != ".safetensors":
         return f"{key}: expected a Gemma folder or a .safetensors file; found the file {p}. {fix}"
     return None
+
+
+def model_problem(path: str | Path | None, config_dir: Path | None = None) -> str | None:
+    """Why ``model.model_path`` is not an LTX-2 transformer checkpoint, from its safetensors header alone, or None.
+
+    The stock runner opens the file only after the text encoder and connectors loaded, and fails there with a
+    safetensors or ltx-core traceback; a broken file (a copy cut short, a ``.pt``, a folder) or another model's
+    weights (Gemma's, a LoRA) is named here instead. The file must be a complete safetensors file (its header parses
+    and describes exactly the file's size) whose ``config`` metadata has a ``transformer`` section: an LTX-2
+    checkpoint, or the transformer file of a split LTX-2.5 pack. Only the header is read (the real file is 40+ GB).
+
+    Args:
+        path: The config's ``model.model_path``; None is not checked (the stock config requires it).
+        config_dir: The config file's folder, for a relative path that does not exist.
+    """
+    if path is None:
+        return None
+    key = "config model.model_path"
+    fix = (
+        "Set it to the LTX-2 checkpoint .safetensors (the file of the whole model), or to the transformer "
+        ".safetensors of a split LTX-2.5 pack (in its diffusion_models/ folder)"
+    )
+    if str(path).strip() == "":
+        return f"{key}: required; found nothing. {fix}"
+    p = Path(path).expanduser()
+    if not p.exists():
+        where = relative_path_note(path, config_dir)
+        return f"{key}: expected an existing .safetensors file; found {str(path)!r} (no such file){where}. {fix}"
+    if p.is_dir():
+        inside = sorted(q.name for q in p.glob("*.safetensors"))[:3]
+        holds = f" (it holds {', '.join(inside)})" if inside else ""
+        return f"{key}: expected a .safetensors file; found the folder {p}{holds}. {fix}"
+    why = _transformer_file_problem(p)
+    return f"{key}: {p} {why}. {fix}" if why else None
+
+
+def _transformer_file_problem(path: Path) -> str | None:
+    """What an existing file is instead of an LTX-2 transformer checkpoint (from its header), or None."""
+    try:
+        config = checkpoints.header_config(checkpoints.read_safetensors_header(path))
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        return (
+            f"is not a complete .safetensors file ({e}): a copy or download cut short, or another format such as a "
+            ".pt file. Re-download or re-copy it and compare its size with the original's"
+        )
+    if config is None:
+        return (
+            "is a .safetensors file without LTX-2's 'config' metadata, so not an LTX-2 checkpoint (a LoRA, or another "
+            "model's weights such as Gemma's?)"
+        )
+    if "transformer" not in config:
+        return (
+            f"holds no transformer (its config has {', '.join(sorted(config)) or 'no sections'}): a component file "
+            "of a pack, not its transformer"
+        )
+    return None
+
+
+#: Validation condition fields that hold an audio file the stock validation runner reads (``torchaudio.load``).
+_AUDIO_FIELDS = ("audio",)
+
+
+def validation_audio(validation: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The audio files validation will read, as ``(config key, path)``, from the ``validation`` section (as a dict).
+
+    Empty when validation does not run (``validation.interval`` unset or 0).
+    """
+    if not isinstance(validation, Mapping) or not validation.get("interval"):
+        return ()
+    samples = validation.get("samples")
+    found = []
+    for i, sample in enumerate(samples if isinstance(samples, list) else []):
+        conditions = sample.get("conditions") if isinstance(sample, Mapping) else None
+        for j, condition in enumerate(conditions if isinstance(conditions, list) else []):
+            for name in _AUDIO_FIELDS:
+                value = condition.get(name) if isinstance(condition, Mapping) else None
+                if isinstance(value, str | Path) and str(value).strip():
+                    found.append((f"validation.samples[{i}].conditions[{j}].{name}", str(value)))
+    return tuple(found)
+
+
+def validation_audio_check(files: Sequence[tuple[str, str]], config_dir: Path | None = None) -> Preflight:
+    """Whether validation can read its reference audio: each file exists and decodes, FFmpeg and torchcodec are there.
+
+    The stock validation runner reads each file with ``torchaudio.load`` (torchcodec, FFmpeg) only when validation
+    first runs, after the model loaded (step 0 unless ``skip_initial_validation``). Each file is decoded here with
+    :func:`~ltx_audio_reference.data.audio_io.read_audio`; a file only PyAV could read, where PyAV is not installed,
+    is left to torchaudio (a note says so).
+
+    Args:
+        files: ``(config key, path)`` pairs (:func:`validation_audio`).
+        config_dir: The config file's folder, for relative paths that do not exist.
+    """
+    from ltx_audio_reference.data import audio_io, media_tools  # noqa: PLC0415
+
+    result = Preflight()
+    off = "or set validation.interval: null to train without validation"
+    for key, value in files:
+        path = Path(value).expanduser()
+        fix = f"Point it at the reference's audio file (WAV, FLAC, MP3, ...), {off}"
+        if not path.exists():
+            where = relative_path_note(value, config_dir)
+            result.problems.append(
+                f"config {key}: expected an audio file; found {value!r} (no such file){where}. {fix}"
+            )
+        elif not path.is_file():
+            result.problems.append(f"config {key}: expected an audio file; found the folder {path}. {fix}")
+        elif audio_io.needs_pyav(path) and media_tools.missing_pyav() is not None:
+            result.notes.append(
+                f"{key}: {path} is not decoded before training (PyAV is not installed); torchaudio reads it when "
+                "validation runs"
+            )
+        else:
+            try:
+                audio_io.read_audio(path)
+            except audio_io.AudioReadError as e:
+                result.problems.append(f"config {key}: {e}. {fix}")
+    if files:
+        purpose = (
+            f"validation reads {len(files)} reference audio file(s) with torchaudio, through torchcodec and FFmpeg"
+        )
+        for missing in (media_tools.missing_ffmpeg(), media_tools.missing_torchcodec()):
+            if missing:
+                result.problems.append(f"config validation.samples: {purpose}, and {missing}; {off}")
+    return result
 
 
 def device_problem(device: str, option: str = "--device") -> str | None:
@@ -405,10 +535,15 @@ def check_run(settings: RunSettings, *, probe_lock: bool = True) -> Preflight:
     folder = None
     if output is None:
         folder = (lock_problem(settings.output_dir) if probe_lock else None) or run_folder_problem(settings)
-    for problem in (text_encoder_problem(settings.text_encoder_path, settings.config_dir), output, folder):
+    model = model_problem(settings.model_path, settings.config_dir)
+    text_encoder = text_encoder_problem(settings.text_encoder_path, settings.config_dir)
+    for problem in (model, text_encoder, output, folder):
         if problem is not None:
             result.problems.append(problem)
-    resume = resume_check(settings.load_checkpoint, settings.steps, settings.no_resume, settings)
-    result.problems.extend(resume.problems)
-    result.notes.extend(resume.notes)
+    for check in (
+        resume_check(settings.load_checkpoint, settings.steps, settings.no_resume, settings),
+        validation_audio_check(settings.validation_audio, settings.config_dir),
+    ):
+        result.problems.extend(check.problems)
+        result.notes.extend(check.notes)
     return result
