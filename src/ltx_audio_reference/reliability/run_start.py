@@ -180,7 +180,8 @@ class RunStart:
         if self.done:
             return
         self.done = True
-        identity.write_record(self.output_dir, config, resumed_from)
+        # Deleted before the record is written: a kill between the two leaves no checkpoints under the old record,
+        # never the old checkpoints (moved back by the next run) under this run's record.
         if self.aside:
             _discard(aside_dir(self.output_dir))
             logger.warning(
@@ -190,6 +191,7 @@ class RunStart:
                 self.output_dir / identity.CHECKPOINTS_DIR_NAME,
                 self.aside[0].name,
             )
+        identity.write_record(self.output_dir, config, resumed_from)
 
     def rollback(self, lock: runlock.RunLock) -> None:
         """The run ended before its first step: put the folder back as it was, then give the lock back.
