@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 from ltx_audio_reference import bridge, hookimpl
 from ltx_audio_reference.cli import build_app
 from ltx_audio_reference.registry import CheckpointContext
-from ltx_audio_reference.reliability import checkpoints, identity, runlock
+from ltx_audio_reference.reliability import checkpoints, identity, run_start, runlock
 from ltx_audio_reference.reliability.files import is_temp_name
 from ltx_audio_reference.testing.demo import write_demo
 
@@ -178,7 +178,9 @@ def test_train_edit_train_again_is_refused_saying_what_differs_and_resume_or_ove
     edited.write_text(yaml.safe_dump(data))
     code, text = _train(edited)
     assert code == 0, text
+    assert "overwrite_output_dir: set aside 6 checkpoint file(s) of the previous run" in text
     assert "overwrite_output_dir: deleted 6 checkpoint file(s) of the previous run" in text
+    assert not run_start.aside_dir(out).exists()
     assert sorted(p.name for p in identity.checkpoint_files(out)) == [
         "lora_weights_step_00001.safetensors",
         "lora_weights_step_00002.safetensors",
@@ -296,6 +298,75 @@ def test_a_relative_model_path_says_where_it_was_looked_for(
 # ---------------------------------------------------------------------------------------------------------------
 # Storage failures during training
 # ---------------------------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A run that fails before its first step leaves the folder as it found it
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _contents(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_keeps_the_previous_run_until_the_new_one_makes_its_first_step(
+    demo_root: Path, tmp_path: Path, fresh_pm: pluggy.PluginManager
+) -> None:
+    # Before: overwrite_output_dir deleted the previous run's checkpoints before the model loaded, so a truncated model
+    # file lost them for nothing, and the SafetensorError printed a full traceback.
+    out = tmp_path / "out"
+    model = Path(shutil.copy(demo_root / "tiny_ltx2.safetensors", tmp_path / "model.safetensors"))
+    edits = {"checkpoints.interval": 1, "model.model_path": str(model)}
+    code, text = _train(_config(tmp_path / "a.yaml", demo_root, out, edits))
+    assert code == 0, text
+    before = _contents(out)
+    assert len(identity.checkpoint_files(out)) == 4
+    os.truncate(model, 100_000)
+    config = _config(tmp_path / "b.yaml", demo_root, out, {**edits, "seed": 2, "overwrite_output_dir": True})
+    code, text = _train(config)
+    assert code == 1, text
+    assert "overwrite_output_dir: set aside 4 checkpoint file(s) of the previous run" in text
+    assert "The run stopped before its first step: the 4 checkpoint file(s) of the previous run are back in" in text
+    assert "Training failed: SafetensorError: Error while deserializing header" in text
+    assert "Run `ltx-trainer -v train ...` for the traceback." in text
+    weights = out / "checkpoints" / "lora_weights_step_00002.safetensors"
+    assert f"The last complete checkpoint is {weights} (with its training state)." in text
+    assert "Traceback" not in text
+    assert _contents(out) == before  # every file, the record and training_config.yaml included
+    assert not run_start.aside_dir(out).exists()
+    assert identity.read_record(out)["config"]["seed"] == 42
+    code, text = _train(_config(tmp_path / "c.yaml", demo_root, out, {"checkpoints.interval": 1, "seed": 2}))
+    assert code == 1  # still that run's folder: a new run without overwrite is refused
+    assert "holds the checkpoints of another run" in text
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_file_in_its_output_folder(
+    demo_root: Path, tmp_path: Path, fresh_pm: pluggy.PluginManager
+) -> None:
+    # Before: `mixed_precision_mode: fp16` on a CPU printed torch's traceback, and left the folder it created with
+    # .ltx-trainer.lock, run_identity.json (a run that never happened) and training_config.yaml.
+    out = tmp_path / "runs" / "out"
+    config = _config(tmp_path / "c.yaml", demo_root, out, {"acceleration.mixed_precision_mode": "fp16"})
+    code, text = _train_in_a_process(config)
+    assert code == 1, text
+    assert "Training failed: RuntimeError: " in text
+    assert "Run `ltx-trainer -v train ...` for the traceback." in text
+    assert f"No complete checkpoint was saved under {out / 'checkpoints'}: running again starts at step 0." in text
+    assert "Traceback" not in text
+    assert not (tmp_path / "runs").exists()
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    code, text = _train_in_a_process(config, "-v")
+    assert code == 1
+    assert "Traceback" in text
+    assert f"No complete checkpoint was saved under {out / 'checkpoints'}" in text
+    assert _contents(out) == {"notes.txt": b"mine"}
+
+
+def _train_in_a_process(config: Path, *options: str) -> tuple[int, str]:
+    """``ltx-trainer [OPTIONS] train CONFIG`` in its own process (accelerate keeps one precision per process)."""
+    result = run_cli(*options, "train", str(config), "--disable-progress-bars")
+    return result.returncode, " ".join((result.stdout + result.stderr).split())
 
 
 class _FillAtStep:

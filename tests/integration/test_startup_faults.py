@@ -193,6 +193,18 @@ def test_a_zero_count_is_refused(
     )
 
 
+@pytest.mark.parametrize("value", [0.0, -0.001])
+def test_a_learning_rate_not_above_zero_is_refused(
+    demo_root: Path, tmp_path: Path, fresh_pm: pluggy.PluginManager, value: float
+) -> None:
+    # Before: -0.001 failed in torch's AdamW after the model loaded (`Invalid learning rate`), leaving the lock and
+    # run_identity.json; 0 trained without a word.
+    _assert_refused(
+        _config(tmp_path, demo_root, {"optimization.learning_rate": value}),
+        f"config optimization.learning_rate: expected a number > 0; found {value}. Set it to the optimizer's step size",
+    )
+
+
 @pytest.mark.parametrize("folder", ["audio_latents", "latents"])
 def test_a_batch_of_targets_of_unequal_length_is_refused(
     demo_root: Path, tmp_path: Path, fresh_pm: pluggy.PluginManager, folder: str

@@ -52,6 +52,22 @@ def test_counts_of_one_or_more_and_absent_counts_pass() -> None:
     assert preflight.count_problems(preflight.RunSettings(steps=True)) != []  # a YAML `yes` is not a count
 
 
+@pytest.mark.parametrize("value", [0, 0.0, -1e-4, "-1e-4", float("nan"), "fast", True])
+def test_a_learning_rate_that_is_not_above_zero_is_named_with_its_fix(value: object) -> None:
+    # Before: a negative rate failed in torch's AdamW after the model loaded, and 0 trained nothing without a word.
+    problems = preflight.count_problems(preflight.RunSettings(learning_rate=value))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"config optimization.learning_rate: expected a number > 0; found {value!r}.")
+    assert "Set it to the optimizer's step size, such as 1e-4 for a LoRA" in problems[0]
+
+
+def test_a_learning_rate_above_zero_passes_also_as_yaml_writes_it() -> None:
+    for value in (1e-4, 1, "1e-4"):  # PyYAML reads 1e-4 as a string; pydantic makes it a float
+        assert preflight.count_problems(preflight.RunSettings(learning_rate=value)) == []
+    data = {"optimization": {"learning_rate": 0}}
+    assert len(preflight.count_problems(preflight.RunSettings.from_dict(data))) == 1
+
+
 def test_text_encoder_must_be_given_and_be_a_gemma_folder_or_a_safetensors(tmp_path: Path) -> None:
     assert preflight.text_encoder_problem(None) == (
         f"config model.text_encoder_path: required; found nothing. {GEMMA_FIX}, or to the packed text-encoder "

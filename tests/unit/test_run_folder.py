@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from ltx_audio_reference.cli import build_app
 from ltx_audio_reference.errors import RunFolderError
-from ltx_audio_reference.reliability import identity, runlock
+from ltx_audio_reference.reliability import checkpoints, identity, run_start, runlock
 from ltx_audio_reference.testing.demo import write_demo
 
 HOLD = textwrap.dedent(
@@ -230,13 +230,90 @@ def test_overwrite_and_an_empty_folder_pass_and_overwrite_deletes_only_checkpoin
     out = tmp_path / "out"
     assert identity.folder_problem(out, CONFIG, load_checkpoint=None, no_resume=False, overwrite=False) is None
     files = _checkpoints(out)
-    (out / "checkpoints" / ".lora_weights_step_00003.123.tmp.safetensors").write_bytes(b"partial")
+    partial = out / "checkpoints" / ".lora_weights_step_00003.123.tmp.safetensors"
+    partial.write_bytes(b"partial")
     (out / "notes.txt").write_text("mine")
     assert identity.folder_problem(out, CONFIG, load_checkpoint=None, no_resume=False, overwrite=True) is None
-    removed = identity.remove_checkpoints(out)
-    assert sorted(removed) == sorted(files)
+    lock = runlock.acquire(out)
+    start = run_start.RunStart.begin(out, run_start.FolderBefore(created=[], lock_existed=False))
+    aside = start.set_aside()
+    assert sorted(p.name for p in aside) == sorted(p.name for p in files)
+    assert identity.checkpoint_files(out) == []  # the hidden folder is not read as checkpoints
+    assert checkpoints.select_checkpoint(out / "checkpoints") is None
+    start.commit(CONFIG, None)
+    lock.release()
+    assert not run_start.aside_dir(out).exists()
+    assert not (out / "checkpoints" / run_start.DISCARD_DIR_NAME).exists()
     assert (out / "notes.txt").read_text() == "mine"
+    assert partial.exists()
     assert identity.checkpoint_files(out) == []
+    assert identity.read_record(out)["config"] == CONFIG
+
+
+def test_a_start_that_stops_before_its_first_step_puts_the_folder_back_as_it_was(tmp_path: Path) -> None:
+    # Before: overwrite_output_dir deleted the previous run's checkpoints at start, and any later failure (a truncated
+    # model file) lost them for nothing; a failed start also left the lock file, run_identity.json and the folder.
+    out = tmp_path / "out"
+    files = _checkpoints(out)
+    contents = {p: p.read_bytes() for p in files}
+    (out / identity.RECORD_NAME).write_text('{"config": {"seed": 1}}')
+    record = (out / identity.RECORD_NAME).read_bytes()
+    before = run_start.FolderBefore.look(out)
+    lock = runlock.acquire(out)
+    start = run_start.RunStart.begin(out, before)
+    assert len(start.set_aside()) == 4
+    (out / identity.RECORD_NAME).write_text("{}")  # what the failed start wrote over
+    (out / identity.STOCK_CONFIG_NAME).write_text("seed: 2\n")
+    start.rollback(lock)
+    assert not lock.held
+    assert {p: p.read_bytes() for p in files} == contents
+    assert (out / identity.RECORD_NAME).read_bytes() == record
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", identity.RECORD_NAME]  # no lock file, no config
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == sorted(p.name for p in files)
+
+    fresh = tmp_path / "new" / "deep" / "out"
+    before = run_start.FolderBefore.look(fresh)
+    assert before.created == [tmp_path / "new", tmp_path / "new" / "deep", fresh]
+    lock = runlock.acquire(fresh)
+    start = run_start.RunStart.begin(fresh, before)
+    (fresh / identity.STOCK_CONFIG_NAME).write_text("seed: 2\n")
+    (fresh / "checkpoints").mkdir()
+    start.rollback(lock)
+    assert not (tmp_path / "new").exists()
+
+
+def test_checkpoints_set_aside_by_a_killed_start_are_moved_back_by_the_next_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    files = _checkpoints(out)
+    lock = runlock.acquire(out)
+    run_start.RunStart.begin(out, run_start.FolderBefore.look(out)).set_aside()
+    lock.release()  # killed: neither committed nor rolled back
+    assert identity.folder_problem(out, CONFIG, load_checkpoint=None, no_resume=False, overwrite=False) is None
+    (out / "checkpoints" / run_start.DISCARD_DIR_NAME).mkdir()  # a commit killed while deleting
+    assert sorted(run_start.recover(out)) == sorted(files)
+    assert sorted(identity.checkpoint_files(out)) == sorted(files)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == sorted(p.name for p in files)
+    assert identity.folder_problem(out, CONFIG, load_checkpoint=None, no_resume=False, overwrite=False) is not None
+
+
+def test_a_lock_file_removed_by_a_failed_start_still_keeps_later_runs_apart(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    lock = runlock.acquire(out)
+    late = os.open(runlock.lock_path(out), os.O_RDWR)  # a second run opened the file, then found it held
+    try:
+        lock.release(remove=True)
+        assert not runlock.lock_path(out).exists()
+        proc, _ = _hold(out)  # a third run takes a new lock file at the path
+        try:
+            with pytest.raises(RunFolderError):
+                runlock.acquire(out)  # the path's file is held, whatever the late opener's file is
+        finally:
+            _kill(proc)
+    finally:
+        os.close(late)
+    again = runlock.acquire(out)
+    assert again.in_place()
+    again.release()
 
 
 def test_a_folder_without_a_record_is_compared_with_the_stock_training_config(tmp_path: Path) -> None:

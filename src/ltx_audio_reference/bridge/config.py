@@ -106,9 +106,10 @@ def install_config(
         bool,
         Field(
             default=False,
-            description="Start a new run in an output_dir that holds another run's checkpoints, deleting them when "
-            "the run starts. Without it such a run is refused before the model loads (resuming that run, with "
-            "model.load_checkpoint naming its checkpoints, needs no setting).",
+            description="Start a new run in an output_dir that holds another run's checkpoints: they are set aside "
+            "when the run starts and deleted at its first step (put back if it stops before). Without it such a run "
+            "is refused before the model loads (resuming that run, with model.load_checkpoint naming its "
+            "checkpoints, needs no setting).",
         ),
     )
     for entry in collect(ConfigFieldRegistry, pm):

@@ -295,6 +295,8 @@ def install_step_guard(installation: Installation) -> None:
         # with fp16 only once the scaler found them finite), right before the weights change.
         optimizer = getattr(self._optimizer, "optimizer", self._optimizer)
         optimizer.register_step_pre_hook(functools.partial(_gradient_guard, self))
+        # The first step done commits the run's start in its folder (record written, overwritten checkpoints deleted).
+        optimizer.register_step_post_hook(lambda *_: run_folder.started(self))
 
     trainer_cls._training_step = _training_step
     trainer_cls._init_optimizer = _init_optimizer

@@ -148,7 +148,8 @@ def _fail(error: BaseException, verbose: bool) -> typer.Exit:
     if verbose:
         logger.exception("Training failed")
     else:
-        # ltx-trainer's own ValueErrors and the OSErrors of a full disk or a vanished folder: the message is the news.
+        # ltx-trainer's own ValueErrors, the OSErrors of a full disk or a vanished folder, and any other exception
+        # (a truncated model file's SafetensorError, fp16 on a CPU): the message is the news.
         _print_lines(f"Training failed: {type(error).__name__}: {error}")
         console.print("Run `ltx-trainer -v train ...` for the traceback.", highlight=False)
     return typer.Exit(1)
@@ -170,6 +171,7 @@ def train_command(
     from ltx_audio_reference.cli.check import field_names, validation_lines  # noqa: PLC0415
     from ltx_audio_reference.cli.interrupt import (  # noqa: PLC0415
         TrainingStopped,
+        checkpoint_lines,
         stop_signals,
         stopped_message,
         storage_message,
@@ -202,11 +204,17 @@ def train_command(
                 for line in stopped_message(e, trainer_config.output_dir, config):
                     console.print(line, markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from e
-        except (ValueError, OSError, NonFiniteError) as e:
+        except Exception as e:  # KeyboardInterrupt and SystemExit are not Exceptions: they pass
             if (storage := as_storage_error(e)) is not None and not verbose:
                 _print_lines("\n".join(storage_message(storage, trainer_config.output_dir, config)))
                 raise typer.Exit(1) from e
-            raise _fail(e, verbose) from e
+            failure = _fail(e, verbose)
+            # Beyond ltx-trainer's own ValueErrors and our messages (SafetensorError, KeyError, torch's RuntimeError):
+            # training may have run, so say where its last good checkpoint is.
+            if not isinstance(e, ValueError | OSError | NonFiniteError) and bridge.is_global_main_process():
+                for line in checkpoint_lines(trainer_config.output_dir, config):
+                    console.print(line, markup=False, highlight=False, soft_wrap=True)
+            raise failure from e
     if saved_path is not None:
         # "Saved" only for a file that passes the check a resume makes (complete header and size).
         if (problem := safetensors_problem(Path(saved_path))) is not None:

@@ -5,8 +5,8 @@ SHA-256 of its settings, when, where and from what it started. A new run in a fo
 checkpoints (a ``lora_weights_step_N.safetensors`` or training state) would overwrite them step by step: the stock
 runner saves under the same names. It is refused before the model loads, saying which settings differ from the run
 there and how to go on: another ``output_dir``, a ``model.load_checkpoint`` that resumes that run, or
-``overwrite_output_dir: true`` (the previous run's checkpoints are then deleted when the new run starts). Resuming
-the run, with any settings, goes on as before.
+``overwrite_output_dir: true`` (the previous run's checkpoints are then set aside, and deleted at the new run's first
+step: :mod:`.run_start`). Resuming the run, with any settings, goes on as before.
 """
 
 from __future__ import annotations
@@ -217,11 +217,3 @@ def folder_problem(
         f"{ckpt} (and checkpoints.no_resume: false) to resume that run; or set {OVERWRITE_KEY}: true to delete its "
         "checkpoints and start over"
     )
-
-
-def remove_checkpoints(output_dir: Path) -> list[Path]:
-    """Delete a previous run's checkpoint files from ``output_dir/checkpoints`` (``overwrite_output_dir: true``)."""
-    removed = checkpoint_files(output_dir)
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return removed

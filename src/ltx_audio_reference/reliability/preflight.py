@@ -12,6 +12,7 @@ that is removed at once.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class RunSettings:
     steps: Any = None
     batch_size: Any = None
     gradient_accumulation_steps: Any = None
+    learning_rate: Any = None
     output_dir: str | Path | None = None
     text_encoder_path: str | Path | None = None
     load_checkpoint: str | Path | None = None
@@ -71,6 +73,7 @@ class RunSettings:
             steps=config.optimization.steps,
             batch_size=config.optimization.batch_size,
             gradient_accumulation_steps=config.optimization.gradient_accumulation_steps,
+            learning_rate=config.optimization.learning_rate,
             output_dir=config.output_dir,
             text_encoder_path=config.model.text_encoder_path,
             load_checkpoint=config.model.load_checkpoint,
@@ -98,6 +101,7 @@ class RunSettings:
             steps=optimization.get("steps"),
             batch_size=optimization.get("batch_size"),
             gradient_accumulation_steps=optimization.get("gradient_accumulation_steps"),
+            learning_rate=optimization.get("learning_rate"),
             output_dir=data.get("output_dir"),
             text_encoder_path=model.get("text_encoder_path"),
             load_checkpoint=model.get("load_checkpoint"),
@@ -142,8 +146,20 @@ def relative_path_note(path: str | Path, config_dir: Path | None = None) -> str:
     return f"{note} file's folder)"
 
 
+def _number(value: Any) -> float:  # noqa: ANN401 - a raw YAML value
+    """A YAML number as pydantic reads it (PyYAML leaves ``1e-4`` a string); NaN for anything else."""
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def count_problems(settings: RunSettings) -> list[str]:
-    """``optimization.steps``, ``batch_size`` and ``gradient_accumulation_steps`` must be integers of at least 1."""
+    """``optimization.steps``, ``batch_size`` and ``gradient_accumulation_steps`` must be integers of at least 1, and
+    ``learning_rate`` a finite number above 0 (torch refuses a negative one only once the model loaded, and 0 trains
+    nothing)."""
     problems = []
     for key, fix in _COUNT_FIXES.items():
         value = getattr(settings, key)
@@ -151,6 +167,12 @@ def count_problems(settings: RunSettings) -> list[str]:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append(f"config optimization.{key}: expected an integer >= 1; found {value!r}. {fix}")
+    rate = settings.learning_rate
+    if rate is not None and not 0 < _number(rate) < math.inf:
+        problems.append(
+            f"config optimization.learning_rate: expected a number > 0; found {rate!r}. Set it to the optimizer's "
+            "step size, such as 1e-4 for a LoRA (0 trains nothing; torch refuses a negative one after the model loads)"
+        )
     return problems
 
 

@@ -22,12 +22,14 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from ltx_audio_reference.errors import RunFolderError
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".ltx-trainer.lock"
+_OPEN_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -142,17 +144,19 @@ class RunLock:
 
     def in_place(self) -> bool:
         """Whether the lock file on disk is the one held: False once the folder is deleted, moved or unmounted."""
-        if self._fd is None:
-            return True
-        try:
-            on_disk = self.path.stat()
-        except OSError:
-            return False
-        held = os.fstat(self._fd)
-        return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+        return True if self._fd is None else self._same_file(self._fd)
 
-    def release(self) -> None:
-        """Empty the record and give the lock back (idempotent)."""
+    def _same_file(self, fd: int) -> bool:
+        return _is_file_at(fd, self.path)
+
+    def release(self, *, remove: bool = False) -> None:
+        """Empty the record and give the lock back (idempotent).
+
+        Args:
+            remove: Also delete the lock file (a run that leaves the folder as it found it), while still holding the
+                lock: a run that opened the file meanwhile finds it unlinked once it gets the lock, and takes a new
+                one (see :func:`acquire`).
+        """
         if self._fd is None:
             return
         import fcntl  # noqa: PLC0415 - POSIX only; acquire() did not get an fd where it is missing
@@ -160,8 +164,10 @@ class RunLock:
         fd, self._fd = self._fd, None
         try:
             os.ftruncate(fd, 0)  # a clean end: the next run finds no stale record
+            if remove and self._same_file(fd):
+                self.path.unlink()
         except OSError as e:
-            logger.debug("Could not empty %s: %s", self.path, e)
+            logger.debug("Could not empty or remove %s: %s", self.path, e)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
@@ -175,6 +181,16 @@ class RunLock:
     def __del__(self) -> None:
         if self._fd is not None:
             self.release()
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """Whether ``path`` names the file open as ``fd`` (not deleted, nor replaced by another file)."""
+    try:
+        on_disk = path.stat()
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
 def acquire(output_dir: Path) -> RunLock:
@@ -195,6 +211,31 @@ def acquire(output_dir: Path) -> RunLock:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = lock_path(output_dir)
+    for _ in range(_OPEN_ATTEMPTS):
+        fd = _lock_file(output_dir, path, fcntl)
+        # A run that ended before its first step deletes the lock file it created, while holding it; a lock taken on
+        # that deleted file would lock nothing that the next run opens, so take the file now at that path instead.
+        if _is_file_at(fd, path):
+            break
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    else:
+        raise RunFolderError(held_message(output_dir, _read(path)))
+    try:
+        previous = LockRecord.parse(os.pread(fd, 64 * 1024, 0).decode("utf-8", errors="replace"))
+        data = LockRecord.of_this_process().to_text().encode("utf-8")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    except BaseException:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        raise
+    return RunLock(output_dir, fd, previous)
+
+
+def _lock_file(output_dir: Path, path: Path, fcntl: Any) -> int:  # noqa: ANN401 - the fcntl module
+    """Open ``path`` (created if missing) and lock it; the open descriptor."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
@@ -212,17 +253,7 @@ def acquire(output_dir: Path) -> RunLock:
     except BaseException:
         os.close(fd)
         raise
-    try:
-        previous = LockRecord.parse(os.pread(fd, 64 * 1024, 0).decode("utf-8", errors="replace"))
-        data = LockRecord.of_this_process().to_text().encode("utf-8")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-        os.fsync(fd)
-    except BaseException:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-        raise
-    return RunLock(output_dir, fd, previous)
+    return fd
 
 
 def holder(output_dir: Path) -> tuple[bool, LockRecord | None]:
