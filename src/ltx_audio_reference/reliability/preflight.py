@@ -188,12 +188,9 @@ def text_encoder_problem(path: str | Path | None, config_dir: Path | None = None
         "Set it to the Gemma-3 folder (with config.json and tokenizer.json), or to the packed text-encoder "
         ".safetensors of a split pack; training reads it even with precomputed prompts and validation off"
     )
-    if path is None or str(path).strip() == "":
-        return f"{key}: required; found nothing. {fix}"
-    p = Path(path).expanduser()
-    if not p.exists():
-        where = relative_path_note(path, config_dir)
-        return f"{key}: expected an existing folder or file; found {str(path)!r} (no such file or folder){where}. {fix}"
+    p, problem = _given_path(key, path, config_dir, "folder or file", fix)
+    if p is None:
+        return problem
     if p.is_dir():
         missing = [name for name in ("config.json", "tokenizer.json") if next(p.rglob(name), None) is None]
         if missing:
@@ -202,6 +199,20 @@ def text_encoder_problem(path: str | Path | None, config_dir: Path | None = None
     if p.suffix != ".safetensors":
         return f"{key}: expected a Gemma folder or a .safetensors file; found the file {p}. {fix}"
     return None
+
+
+def _given_path(
+    key: str, path: str | Path | None, config_dir: Path | None, expected: str, fix: str
+) -> tuple[Path | None, str | None]:
+    """``(the path, None)`` when ``path`` is given and exists, else ``(None, the problem line)``."""
+    if path is None or str(path).strip() == "":
+        return None, f"{key}: required; found nothing. {fix}"
+    p = Path(path).expanduser()
+    if not p.exists():
+        what = "no such file or folder" if "folder" in expected else "no such file"
+        where = relative_path_note(path, config_dir)
+        return None, f"{key}: expected an existing {expected}; found {str(path)!r} ({what}){where}. {fix}"
+    return p, None
 
 
 def model_problem(path: str | Path | None, config_dir: Path | None = None) -> str | None:
@@ -224,12 +235,9 @@ def model_problem(path: str | Path | None, config_dir: Path | None = None) -> st
         "Set it to the LTX-2 checkpoint .safetensors (the file of the whole model), or to the transformer "
         ".safetensors of a split LTX-2.5 pack (in its diffusion_models/ folder)"
     )
-    if str(path).strip() == "":
-        return f"{key}: required; found nothing. {fix}"
-    p = Path(path).expanduser()
-    if not p.exists():
-        where = relative_path_note(path, config_dir)
-        return f"{key}: expected an existing .safetensors file; found {str(path)!r} (no such file){where}. {fix}"
+    p, problem = _given_path(key, path, config_dir, ".safetensors file", fix)
+    if p is None:
+        return problem
     if p.is_dir():
         inside = sorted(q.name for q in p.glob("*.safetensors"))[:3]
         holds = f" (it holds {', '.join(inside)})" if inside else ""
