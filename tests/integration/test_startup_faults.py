@@ -589,3 +589,14 @@ def test_a_stop_signal_says_where_the_last_good_checkpoint_is_and_how_to_resume(
         result = run_cli("train", str(config), "--disable-progress-bars")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert f"Resuming training from step {step}" in " ".join((result.stdout + result.stderr).split())
+
+
+def test_a_config_that_is_not_utf8_is_refused_by_train_naming_its_line(demo_root: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, demo_root)
+    text = config.read_text()
+    config.write_bytes(text.encode() + "# r\u00e9glage\n".encode("latin-1"))
+    code, output = _train(config)
+    assert code == 2, output
+    assert f"not UTF-8 text (byte 0xe9 on line {text.count(chr(10)) + 1}); save it as UTF-8" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "out").exists()
