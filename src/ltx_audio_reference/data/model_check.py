@@ -16,7 +16,6 @@ ltx-core >= 1.2.0 (what ltx-trainer 1.2.0 installs).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ltx_audio_reference.reliability import checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,9 @@ def read_config(path: Path) -> dict[str, Any]:
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{path}: not a readable .safetensors file ({e})") from e
     try:
-        config = json.loads(metadata.get("config") or "null")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: its 'config' metadata is not JSON ({e})") from e
+        config = checkpoints.metadata_config(metadata)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
     if not isinstance(config, dict):
         raise ValueError(f"{path}: no 'config' metadata, so not an LTX-2 checkpoint file")
     return config

@@ -28,7 +28,6 @@ Before anything is loaded or written, the run checks:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 from collections.abc import Callable, Collection
@@ -44,6 +43,7 @@ from ltx_audio_reference.data.manifest import MANIFEST_SUFFIXES, ManifestError, 
 from ltx_audio_reference.data.media_tools import missing_pyav, require
 from ltx_audio_reference.data.mel import FrontEnd, FrontEndChoice, front_end_for, import_audio_vae
 from ltx_audio_reference.errors import StorageError
+from ltx_audio_reference.reliability import checkpoints
 from ltx_audio_reference.reliability.files import atomic_write, require_writable
 
 if TYPE_CHECKING:
@@ -203,9 +203,9 @@ def check_audio_vae_file(model_path: Path, option: str = "--model-path") -> Audi
     except (SafetensorError, OSError) as e:
         raise PrecomputeError(f"{path}: not a readable safetensors checkpoint ({e})") from e
     try:
-        config = json.loads(metadata.get("config") or "null")
-    except json.JSONDecodeError as e:
-        raise PrecomputeError(f"{path}: its 'config' metadata is not JSON ({e}): not an LTX-2 checkpoint") from e
+        config = checkpoints.metadata_config(metadata)
+    except ValueError as e:
+        raise PrecomputeError(f"{path}: {e}: not an LTX-2 checkpoint") from e
     if not isinstance(config, dict):
         raise PrecomputeError(
             f"{path}: no 'config' metadata, so not an LTX-2 checkpoint: pass a full LTX-2 checkpoint or a split "

@@ -161,21 +161,30 @@ def no_checkpoint_reason(folder: Path) -> str:
     return f"no weights file there is complete ({shown}{more})"
 
 
+def metadata_config(metadata: Mapping[str, Any] | None) -> Any:  # noqa: ANN401 - any JSON value
+    """The JSON ``config`` entry of a safetensors file's metadata (what LTX-2 checkpoints carry), parsed; None when
+    there is none (absent or empty). Callers decide what a value other than an object means for them.
+
+    Raises:
+        ValueError: If the entry is not JSON (``its 'config' metadata is not JSON (...)``).
+    """
+    raw = metadata.get("config") if isinstance(metadata, Mapping) else None
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"its 'config' metadata is not JSON ({e})") from e
+
+
 def header_config(header: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The JSON ``config`` entry of a safetensors header's metadata (what LTX-2 checkpoints carry), or None.
+    """The JSON ``config`` entry of a safetensors header's metadata (:func:`metadata_config`), or None.
 
     Raises:
         ValueError: If the entry is there but is not a JSON object.
     """
-    metadata = header.get("__metadata__") or {}
-    raw = metadata.get("config") if isinstance(metadata, Mapping) else None
-    if raw is None:
-        return None
-    try:
-        config = json.loads(raw)
-    except (TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"its 'config' metadata is not JSON ({e})") from e
-    if not isinstance(config, dict):
+    config = metadata_config(header.get("__metadata__"))
+    if config is not None and not isinstance(config, dict):
         raise ValueError("its 'config' metadata is not a JSON object")
     return config
 
