@@ -140,13 +140,17 @@ def test_an_output_made_with_other_settings_is_refused_unless_overwrite(tmp_path
     (output / "latents" / "a.pt").write_bytes(b"x")
     before = {"resolution_buckets": "64x64x25", "model_path": "/m"}
     (output / preprocess.STATE_FILE).write_text(json.dumps({"status": "complete", "settings": before}))
-    refusal, resumed = preprocess._state_problem(output, {**before, "resolution_buckets": "64x64x33"}, False)
+    state = preprocess._recorded_state(output)
+    refusal, resumed = preprocess._state_problem(output, state, {**before, "resolution_buckets": "64x64x33"}, False)
     assert resumed
     assert refusal is not None
     assert "resolution_buckets: 64x64x25 then, 64x64x33 now" in refusal
     assert "Pass --overwrite to redo it, or --output another folder" in refusal
-    assert preprocess._state_problem(output, before, False) == (None, True)  # the same settings resume
-    assert preprocess._state_problem(output, {**before, "resolution_buckets": "64x64x33"}, True) == (None, False)
+    assert preprocess._state_problem(output, state, before, False) == (None, True)  # the same settings resume
+    assert preprocess._state_problem(output, state, {**before, "resolution_buckets": "64x64x33"}, True) == (
+        None,
+        False,
+    )
 
 
 needs_ltx_core_12 = pytest.mark.skipif(

@@ -498,13 +498,27 @@ def _output_problems(output: Path) -> list[str]:
     return []
 
 
-def _state_problem(output: Path, recorded: dict[str, Any], overwrite: bool) -> tuple[str | None, bool]:
-    """(A refusal, whether finished files of an earlier run are there) for the output folder."""
+def _recorded_state(output: Path) -> dict[str, Any] | None:
+    """An earlier run's ``.preprocess.json``: None where there is none, empty where it cannot be read."""
+    path = output / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _state_problem(
+    output: Path, state: dict[str, Any] | None, recorded: dict[str, Any], overwrite: bool
+) -> tuple[str | None, bool]:
+    """(A refusal, whether finished files of an earlier run are there) for the output folder, given its recorded
+    ``state`` (:func:`_recorded_state`)."""
     existing = [name for name in DATA_FOLDERS if (output / name).is_dir() and any((output / name).rglob("*.pt"))]
     if overwrite or not existing:
         return None, False
-    state_path = output / STATE_FILE
-    if not state_path.is_file():
+    if state is None:
         logger.warning(
             "%s holds files of an earlier run without a record of its settings (%s); finished files are kept. "
             "Pass --overwrite to redo them",
@@ -512,10 +526,7 @@ def _state_problem(output: Path, recorded: dict[str, Any], overwrite: bool) -> t
             ", ".join(existing),
         )
         return None, True
-    try:
-        previous = json.loads(state_path.read_text(encoding="utf-8")).get("settings", {})
-    except (OSError, json.JSONDecodeError):
-        previous = {}
+    previous = state.get("settings", {})
     changed = [key for key, value in recorded.items() if key in previous and previous[key] != value]
     if changed:
         lines = [f"{key}: {previous[key]} then, {recorded[key]} now" for key in changed]
@@ -547,15 +558,6 @@ def input_fingerprints(rows: list[dict[str, Any]], root: Path, settings: Preproc
             digest.update(f"|{column}:{seen}".encode())
         fingerprints[name] = digest.hexdigest()[:16]
     return fingerprints
-
-
-def _recorded_inputs(output: Path) -> dict[str, str]:
-    """The fingerprints an earlier run recorded in ``.preprocess.json`` (none before they were recorded)."""
-    try:
-        inputs = json.loads((output / STATE_FILE).read_text(encoding="utf-8")).get("inputs")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return {}
-    return inputs if isinstance(inputs, dict) else {}
 
 
 def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
@@ -625,11 +627,13 @@ def plan_preprocess(settings: PreprocessSettings) -> PreprocessPlan:
                 clip_problems,
             )
         )
-    refusal, resumed = _state_problem(output, settings.recorded(pack), settings.overwrite)
+    state = _recorded_state(output)
+    refusal, resumed = _state_problem(output, state, settings.recorded(pack), settings.overwrite)
     if refusal:
         raise PreprocessError(refusal)
     inputs = input_fingerprints(rows, manifest.parent, settings)
-    previous = {} if settings.overwrite else _recorded_inputs(output)
+    recorded_inputs = (state or {}).get("inputs")  # none before fingerprints were recorded
+    previous = recorded_inputs if isinstance(recorded_inputs, dict) and not settings.overwrite else {}
     changed = tuple(name for name, value in inputs.items() if previous.get(name, value) != value)
     removed = tuple(name for name in previous if name not in inputs)
     option = "--audio-vae-path" if settings.audio_vae_path is not None else "--model-path"
