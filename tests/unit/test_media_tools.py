@@ -134,16 +134,23 @@ def test_precompute_of_m4a_references_without_pyav_names_the_fix_and_writes_noth
     assert _files(tmp_path / "pre") == []
 
 
-def test_build_dataset_without_pyav_names_the_fix_and_writes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _build_without(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *modules: str) -> tuple[int, str, Path]:
+    """``build-dataset`` on one clip with ``modules`` made unimportable: (exit code, output, the output folder)."""
     clips = tmp_path / "clips"
     clips.mkdir()
     (clips / "one.mp4").write_bytes(b"")  # never opened: the check comes first
-    monkeypatch.setitem(sys.modules, "av", None)
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, None)
     output_dir = tmp_path / "dataset"
     recipe = REPO / "recipes" / "helium" / "bounded.yaml"
     code, output = _invoke("build-dataset", str(recipe), "--input", str(clips), "--output", str(output_dir))
+    return code, output, output_dir
+
+
+def test_build_dataset_without_pyav_names_the_fix_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, output, output_dir = _build_without(tmp_path, monkeypatch, "av")
     assert code == 2, output
     assert "build-dataset needs tools that are missing" in output
     assert "PyAV is not installed" in output
@@ -154,14 +161,7 @@ def test_build_dataset_without_praat_and_matplotlib_names_both_packages_and_writ
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("av", reason="the check names PyAV first when it is missing too")
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    (clips / "one.mp4").write_bytes(b"")  # never opened: the check comes first
-    monkeypatch.setitem(sys.modules, "parselmouth", None)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    output_dir = tmp_path / "dataset"
-    recipe = REPO / "recipes" / "helium" / "bounded.yaml"
-    code, output = _invoke("build-dataset", str(recipe), "--input", str(clips), "--output", str(output_dir))
+    code, output, output_dir = _build_without(tmp_path, monkeypatch, "parselmouth", "matplotlib")
     assert code == 2, output
     assert "build-dataset needs tools that are missing" in output
     assert "praat-parselmouth (pitch) is not installed" in output

@@ -33,11 +33,12 @@ def demo_command(
 ) -> None:
     """Write a tiny model, dataset and config that train on CPU in under a minute."""
     from ltx_audio_reference.errors import StorageError  # noqa: PLC0415
+    from ltx_audio_reference.reliability.identity import CHECKPOINTS_DIR_NAME  # noqa: PLC0415
     from ltx_audio_reference.testing.demo import write_demo  # noqa: PLC0415 - torch and ltx-core only when run
     from ltx_audio_reference.testing.tiny_ltx25 import Ltx25NotSupportedError  # noqa: PLC0415
 
     console = Console()
-    trained = directory / DEMO_OUTPUT_DIR / "checkpoints"
+    trained = directory / DEMO_OUTPUT_DIR / CHECKPOINTS_DIR_NAME
     if trained.is_dir() and any(trained.iterdir()):
         console.print(
             f"error: {directory} holds a demo that was trained ({trained} has its checkpoints): a new demo there would "

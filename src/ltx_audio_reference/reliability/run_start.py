@@ -17,6 +17,7 @@ model file, ``fp16`` on a CPU, a bad validation path, Ctrl-C during the load) mu
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ltx_audio_reference.reliability import identity, runlock
+from ltx_audio_reference.reliability.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +219,7 @@ class RunStart:
                 if content is None:
                     path.unlink(missing_ok=True)
                 elif _read(path) != content:
-                    path.write_bytes(content)
+                    atomic_write(path, functools.partial(Path.write_bytes, data=content))
             if not self.checkpoints_existed:
                 with contextlib.suppress(OSError):
                     (out / identity.CHECKPOINTS_DIR_NAME).rmdir()

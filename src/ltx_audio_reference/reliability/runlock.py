@@ -144,10 +144,7 @@ class RunLock:
 
     def in_place(self) -> bool:
         """Whether the lock file on disk is the one held: False once the folder is deleted, moved or unmounted."""
-        return True if self._fd is None else self._same_file(self._fd)
-
-    def _same_file(self, fd: int) -> bool:
-        return _is_file_at(fd, self.path)
+        return True if self._fd is None else _is_file_at(self._fd, self.path)
 
     def release(self, *, remove: bool = False) -> None:
         """Empty the record and give the lock back (idempotent).
@@ -164,7 +161,7 @@ class RunLock:
         fd, self._fd = self._fd, None
         try:
             os.ftruncate(fd, 0)  # a clean end: the next run finds no stale record
-            if remove and self._same_file(fd):
+            if remove and _is_file_at(fd, self.path):
                 self.path.unlink()
         except OSError as e:
             logger.debug("Could not empty or remove %s: %s", self.path, e)
